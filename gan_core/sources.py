@@ -1,0 +1,310 @@
+"""Where each dataset comes from, how its raw files are obtained, and how they become train/valid/test splits.
+
+`digits` is scikit-learn's bundled copy (no network). `mnist`, `fashion_mnist` and `cifar10` go through torchvision's
+own download code and its MD5 checksums, from the official location, an HTTP mirror, or a local directory that holds
+the original archive files. `tfd` is read from a user-supplied `TFD_48x48.mat` (the database is not downloadable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gan_core.data import SplitArrays
+from gan_core.storage import atomic_directory, sha256_file
+
+MANIFEST_NAME = "manifest.json"
+TFD_HELP = (
+    "The Toronto Face Database is not publicly downloadable. Obtain TFD_48x48.mat from its maintainers and set "
+    "GAN_PIPELINE_SOURCE_TFD=/path/to/TFD_48x48.mat (or the raw_dataset asset's `source` config) to that file."
+)
+
+
+class DatasetSourceError(RuntimeError):
+    """A dataset's source could not be obtained or read: names the file or setting and what is wrong."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Static facts about one dataset: its image shape, class count and how it is split."""
+
+    name: str
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    split_definition: dict[str, Any] = field(default_factory=dict)
+    downloadable: bool = True
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(
+        "digits", (1, 8, 8), 10,
+        {"method": "stratified random split of scikit-learn's 1,797 digits", "seed": 0,
+         "sizes": {"train": 1197, "valid": 300, "test": 300}, "pixel_scale": "round(v * 255 / 16)"},
+    ),
+    "mnist": DatasetSpec(
+        "mnist", (1, 28, 28), 10,
+        {"train": "training images 0..49,999", "valid": "training images 50,000..59,999",
+         "test": "the 10,000 t10k images"},
+    ),
+    "fashion_mnist": DatasetSpec(
+        "fashion_mnist", (1, 28, 28), 10,
+        {"train": "training images 0..49,999", "valid": "training images 50,000..59,999",
+         "test": "the 10,000 t10k images"},
+    ),
+    "cifar10": DatasetSpec(
+        "cifar10", (3, 32, 32), 10,
+        {"train": "training images 0..39,999", "valid": "training images 40,000..49,999",
+         "test": "the 10,000 test_batch images"},
+    ),
+    "tfd": DatasetSpec(
+        "tfd", (1, 48, 48), 7,
+        {"fold": 0, "train": "folds[:, 0] == 1", "valid": "folds[:, 0] == 2", "test": "folds[:, 0] == 3"},
+        downloadable=False,
+    ),
+}
+
+
+def get_dataset_spec(name: str) -> DatasetSpec:
+    """Look a dataset up by name; an unknown name lists the known ones."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise DatasetSourceError(f"unknown dataset {name!r}; known datasets: {sorted(DATASETS)}") from None
+
+
+def _torchvision_dataset_class(name: str, mirror: str | None, md5_overrides: dict[str, str] | None) -> type:
+    """torchvision's dataset class for `name`, subclassed (same class name, so the same folder) to use a mirror."""
+    from torchvision.datasets import CIFAR10, MNIST, FashionMNIST
+
+    base = {"mnist": MNIST, "fashion_mnist": FashionMNIST, "cifar10": CIFAR10}[name]
+    overrides = md5_overrides or {}
+    attrs: dict[str, Any] = {}
+    if base is CIFAR10:
+        if mirror:
+            attrs["url"] = mirror + base.filename
+        if base.filename in overrides:
+            attrs["tgz_md5"] = overrides[base.filename]
+    else:
+        if mirror:
+            attrs["mirrors"] = [mirror]
+        attrs["resources"] = [(fname, overrides.get(fname, md5)) for fname, md5 in base.resources]
+    return type(base.__name__, (base,), attrs)
+
+
+def expected_archives(name: str) -> dict[str, str]:
+    """The archive file names torchvision fetches for `name`, with their official MD5 sums."""
+    from torchvision.datasets import CIFAR10
+
+    cls = _torchvision_dataset_class(name, None, None)
+    if issubclass(cls, CIFAR10):
+        return {cls.filename: cls.tgz_md5}
+    return dict(cls.resources)
+
+
+def resolve_mirror(name: str, source: str) -> tuple[str | None, str]:
+    """Turn a `source` setting into (mirror base URL or None for official, human description).
+
+    `source` is empty (official location), an http(s):// or file:// URL of a mirror folder, or a local directory
+    holding the original archive files (returned as a file:// URL).
+    """
+    if not source:
+        return None, "official"
+    if source.startswith(("http://", "https://")):
+        return source.rstrip("/") + "/", source
+    directory = Path(urllib.parse.urlparse(source).path if source.startswith("file://") else source)
+    directory = directory.expanduser().resolve()
+    if not directory.is_dir():
+        raise DatasetSourceError(
+            f"source for dataset {name!r} is {source!r}: not an http(s):// URL and not an existing directory"
+        )
+    missing = [fname for fname in expected_archives(name) if not (directory / fname).is_file()]
+    if missing:
+        raise DatasetSourceError(f"local source directory {directory} for dataset {name!r} lacks {missing}")
+    return directory.as_uri() + "/", str(directory)
+
+
+def fetch_raw(
+    name: str,
+    raw_dir: str | os.PathLike[str],
+    source: str = "",
+    md5_overrides: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Obtain the raw files of `name` into `raw_dir` (replaced atomically) and return the manifest written there.
+
+    The manifest records the source and each source file's checksum; it is the raw step's content identity.
+    `md5_overrides` replaces torchvision's expected MD5 for named archives (for mirrors of modified test files).
+    """
+    spec = get_dataset_spec(name)
+    raw_dir = Path(raw_dir)
+    with atomic_directory(raw_dir) as tmp_dir:
+        if name == "digits":
+            manifest = _fetch_digits(tmp_dir)
+        elif name == "tfd":
+            manifest = _fetch_tfd(source)
+        else:
+            manifest = _fetch_torchvision(name, tmp_dir, source, md5_overrides)
+        manifest = {"dataset": spec.name, **manifest}
+        (tmp_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def read_manifest(raw_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest a previous `fetch_raw` wrote."""
+    path = Path(raw_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise DatasetSourceError(f"raw dataset folder {raw_dir} has no {MANIFEST_NAME}; materialise raw_dataset first")
+    return json.loads(path.read_text())
+
+
+def _fetch_digits(out_dir: Path) -> dict[str, Any]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    path = out_dir / "digits.npz"
+    np.savez(path, images=bunch.images.astype(np.uint8), labels=bunch.target.astype(np.int64))
+    return {"source": "scikit-learn bundled digits", "files": {"digits.npz": sha256_file(path)}, "hash": "sha256"}
+
+
+def _fetch_tfd(source: str) -> dict[str, Any]:
+    if not source:
+        raise DatasetSourceError(f"dataset 'tfd' has no source file configured. {TFD_HELP}")
+    path = Path(source).expanduser().resolve()
+    if not path.is_file():
+        raise DatasetSourceError(f"TFD source file {path} does not exist. {TFD_HELP}")
+    return {"source": str(path), "files": {path.name: sha256_file(path)}, "hash": "sha256", "mat_path": str(path)}
+
+
+def _fetch_torchvision(
+    name: str, out_dir: Path, source: str, md5_overrides: dict[str, str] | None
+) -> dict[str, Any]:
+    from torchvision.datasets.utils import calculate_md5
+
+    mirror, description = resolve_mirror(name, source)
+    expected = {fname: (md5_overrides or {}).get(fname, md5) for fname, md5 in expected_archives(name).items()}
+    if mirror and mirror.startswith("file://"):
+        _install_local_archives(name, Path(urllib.parse.urlparse(mirror).path), out_dir, expected)
+        return {"source": description, "files": expected, "hash": "md5"}
+    cls = _torchvision_dataset_class(name, mirror, md5_overrides)
+    try:
+        cls(root=str(out_dir), train=True, download=True)
+    except (RuntimeError, OSError) as error:
+        for fname, md5 in expected.items():
+            for candidate in out_dir.rglob(fname):
+                actual = calculate_md5(str(candidate))
+                if actual != md5:
+                    where = urllib.parse.urljoin(mirror or "official location", fname)
+                    raise DatasetSourceError(
+                        f"checksum mismatch for {fname} downloaded from {where}: expected MD5 {md5}, got {actual} "
+                        "(truncated or corrupted download, or a mirror serving other files)"
+                    ) from error
+        raise DatasetSourceError(
+            f"could not download dataset {name!r} from {description} (setting GAN_PIPELINE_SOURCE_"
+            f"{name.upper()} / raw_dataset config `source`): {error}"
+        ) from error
+    return {"source": description, "files": expected, "hash": "md5"}
+
+
+def _install_local_archives(name: str, directory: Path, out_dir: Path, expected: dict[str, str]) -> None:
+    """Check local archives against their MD5 and unpack them where torchvision's dataset class looks for them."""
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import calculate_md5, extract_archive
+
+    cls = _torchvision_dataset_class(name, None, None)
+    target = out_dir if issubclass(cls, CIFAR10) else out_dir / cls.__name__ / "raw"
+    target.mkdir(parents=True, exist_ok=True)
+    for fname, md5 in expected.items():
+        archive = directory / fname
+        actual = calculate_md5(str(archive))
+        if actual != md5:
+            raise DatasetSourceError(
+                f"checksum mismatch for {archive}: expected MD5 {md5}, got {actual} (truncated or corrupted file)"
+            )
+        try:
+            extract_archive(str(archive), str(target))
+        except (OSError, EOFError, ValueError) as error:
+            raise DatasetSourceError(f"archive {archive} could not be unpacked: {error}") from error
+
+
+def build_splits(name: str, raw_dir: str | os.PathLike[str]) -> dict[str, SplitArrays]:
+    """Read the raw files of `name` and cut them into the train/valid/test splits its spec defines."""
+    get_dataset_spec(name)
+    raw_dir = Path(raw_dir)
+    manifest = read_manifest(raw_dir)
+    if name == "digits":
+        return _digits_splits(raw_dir)
+    if name == "tfd":
+        return _tfd_splits(Path(manifest["mat_path"]))
+    return _torchvision_splits(name, raw_dir)
+
+
+def _digits_splits(raw_dir: Path) -> dict[str, SplitArrays]:
+    from sklearn.model_selection import train_test_split
+
+    with np.load(raw_dir / "digits.npz") as archive:
+        raw_images, labels = archive["images"], archive["labels"]
+    images = np.round(raw_images.astype(np.float64) * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    sizes = DATASETS["digits"].split_definition["sizes"]
+    index = np.arange(len(labels))
+    rest, test = train_test_split(index, test_size=sizes["test"], stratify=labels, random_state=0)
+    train, valid = train_test_split(rest, test_size=sizes["valid"], stratify=labels[rest], random_state=0)
+    return {
+        split: SplitArrays(images[np.sort(idx)], labels[np.sort(idx)])
+        for split, idx in (("train", train), ("valid", valid), ("test", test))
+    }
+
+
+def _torchvision_splits(name: str, raw_dir: Path) -> dict[str, SplitArrays]:
+    cls = _torchvision_dataset_class(name, None, None)
+    try:
+        train_set = cls(root=str(raw_dir), train=True, download=False)
+        test_set = cls(root=str(raw_dir), train=False, download=False)
+    except (RuntimeError, OSError, ValueError, AssertionError) as error:
+        raise DatasetSourceError(f"raw files of dataset {name!r} in {raw_dir} are unreadable: {error}") from error
+
+    def as_arrays(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+        data = np.asarray(dataset.data, dtype=np.uint8)
+        images = data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(images), np.asarray(dataset.targets, dtype=np.int64)
+
+    train_images, train_labels = as_arrays(train_set)
+    test_images, test_labels = as_arrays(test_set)
+    n_train = 50_000 if name in ("mnist", "fashion_mnist") else 40_000
+    if len(train_images) <= n_train:
+        raise DatasetSourceError(
+            f"raw training set of dataset {name!r} in {raw_dir} has {len(train_images)} images; "
+            f"the split definition needs more than {n_train}"
+        )
+    return {
+        "train": SplitArrays(train_images[:n_train], train_labels[:n_train]),
+        "valid": SplitArrays(train_images[n_train:], train_labels[n_train:]),
+        "test": SplitArrays(test_images, test_labels),
+    }
+
+
+def _tfd_splits(mat_path: Path, fold: int = 0) -> dict[str, SplitArrays]:
+    import scipy.io
+
+    try:
+        contents = scipy.io.loadmat(str(mat_path))
+    except (OSError, ValueError, NotImplementedError) as error:
+        raise DatasetSourceError(f"TFD file {mat_path} is not a readable MATLAB file: {error}") from error
+    for key in ("images", "folds"):
+        if key not in contents:
+            raise DatasetSourceError(f"TFD file {mat_path} has no {key!r} variable (found {sorted(contents)})")
+    images, folds = np.asarray(contents["images"]), np.asarray(contents["folds"])
+    if images.ndim != 3 or images.shape[1:] != (48, 48):
+        raise DatasetSourceError(f"TFD file {mat_path}: 'images' has shape {images.shape}, expected N x 48 x 48")
+    if folds.shape != (images.shape[0], 5):
+        raise DatasetSourceError(f"TFD file {mat_path}: 'folds' has shape {folds.shape}, expected ({len(images)}, 5)")
+    labels = np.asarray(contents.get("labs_ex", np.zeros((len(images), 1)))).reshape(-1).astype(np.int64)
+    images = images.astype(np.uint8)[:, None]
+    return {
+        split: SplitArrays(np.ascontiguousarray(images[folds[:, fold] == code]), labels[folds[:, fold] == code])
+        for split, code in (("train", 1), ("valid", 2), ("test", 3))
+    }

@@ -1,0 +1,72 @@
+"""Atomic file output and content hashing.
+
+Every file this project writes goes to a temporary name beside its final path and is renamed into place only when it
+is complete, so a failed or killed run never leaves a half-written file and never damages the previous good one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_output(final_path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `final_path`; rename it into place only if the block succeeds."""
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp_name)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final_path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a fresh temporary directory; swap it in for `final_dir` only if the block succeeds."""
+    final_dir = Path(final_dir)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=".tmp", dir=final_dir.parent))
+    try:
+        yield tmp_dir
+        if final_dir.exists():
+            old_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=".old", dir=final_dir.parent))
+            os.replace(final_dir, old_dir / "previous")
+            os.replace(tmp_dir, final_dir)
+            shutil.rmtree(old_dir, ignore_errors=True)
+        else:
+            os.replace(tmp_dir, final_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> None:
+    """Write `payload` as indented, key-sorted JSON via a temporary file."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_json(payload: Any, length: int = 16) -> str:
+    """Short stable hash of a JSON-serialisable value (sorted keys), used to key stored results by config."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
