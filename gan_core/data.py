@@ -102,8 +102,12 @@ def write_dataset_h5(
             images = splits[name].images
             chunk_rows = max(1, min(len(images), (1 << 20) // max(1, int(np.prod(image_shape)))))
             group.create_dataset(
-                "images", data=images, chunks=(chunk_rows, *image_shape) if len(images) else None,
-                compression="gzip", compression_opts=4, shuffle=True,
+                "images",
+                data=images,
+                chunks=(chunk_rows, *image_shape) if len(images) else None,
+                compression="gzip",
+                compression_opts=4,
+                shuffle=True,
             )
             group.create_dataset("labels", data=splits[name].labels.astype(np.int64))
     return digest

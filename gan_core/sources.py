@@ -43,27 +43,50 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(
-        "digits", (1, 8, 8), 10,
-        {"method": "stratified random split of scikit-learn's 1,797 digits", "seed": 0,
-         "sizes": {"train": 1197, "valid": 300, "test": 300}, "pixel_scale": "round(v * 255 / 16)"},
+        "digits",
+        (1, 8, 8),
+        10,
+        {
+            "method": "stratified random split of scikit-learn's 1,797 digits",
+            "seed": 0,
+            "sizes": {"train": 1197, "valid": 300, "test": 300},
+            "pixel_scale": "round(v * 255 / 16)",
+        },
     ),
     "mnist": DatasetSpec(
-        "mnist", (1, 28, 28), 10,
-        {"train": "training images 0..49,999", "valid": "training images 50,000..59,999",
-         "test": "the 10,000 t10k images"},
+        "mnist",
+        (1, 28, 28),
+        10,
+        {
+            "train": "training images 0..49,999",
+            "valid": "training images 50,000..59,999",
+            "test": "the 10,000 t10k images",
+        },
     ),
     "fashion_mnist": DatasetSpec(
-        "fashion_mnist", (1, 28, 28), 10,
-        {"train": "training images 0..49,999", "valid": "training images 50,000..59,999",
-         "test": "the 10,000 t10k images"},
+        "fashion_mnist",
+        (1, 28, 28),
+        10,
+        {
+            "train": "training images 0..49,999",
+            "valid": "training images 50,000..59,999",
+            "test": "the 10,000 t10k images",
+        },
     ),
     "cifar10": DatasetSpec(
-        "cifar10", (3, 32, 32), 10,
-        {"train": "training images 0..39,999", "valid": "training images 40,000..49,999",
-         "test": "the 10,000 test_batch images"},
+        "cifar10",
+        (3, 32, 32),
+        10,
+        {
+            "train": "training images 0..39,999",
+            "valid": "training images 40,000..49,999",
+            "test": "the 10,000 test_batch images",
+        },
     ),
     "tfd": DatasetSpec(
-        "tfd", (1, 48, 48), 7,
+        "tfd",
+        (1, 48, 48),
+        7,
         {"fold": 0, "train": "folds[:, 0] == 1", "valid": "folds[:, 0] == 2", "test": "folds[:, 0] == 3"},
         downloadable=False,
     ),
@@ -180,9 +203,7 @@ def _fetch_tfd(source: str) -> dict[str, Any]:
     return {"source": str(path), "files": {path.name: sha256_file(path)}, "hash": "sha256", "mat_path": str(path)}
 
 
-def _fetch_torchvision(
-    name: str, out_dir: Path, source: str, md5_overrides: dict[str, str] | None
-) -> dict[str, Any]:
+def _fetch_torchvision(name: str, out_dir: Path, source: str, md5_overrides: dict[str, str] | None) -> dict[str, Any]:
     from torchvision.datasets.utils import calculate_md5
 
     mirror, description = resolve_mirror(name, source)

@@ -1,0 +1,59 @@
+"""Asset checks on trained models and their samples."""
+
+import math
+
+import dagster as dg
+
+from assets.common import dataset_and_model
+from assets.data_checks import to_result
+from assets.model_assets import gan_model, generated_samples, read_manifest
+from gan_core import checks
+from gan_core.checks import CheckOutcome
+from gan_core.data import load_split_arrays
+from gan_core.sample import read_samples_h5
+from gan_core.train import load_checkpoint
+from pipelines.resources import StorageResource
+
+
+@dg.asset_check(asset=gan_model, blocking=True, description="Training ran every epoch and ended with finite losses.")
+def training_did_not_diverge(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    dataset, model = dataset_and_model(context)
+    problems, finals = [], {}
+    for run in read_manifest(storage, "models", dataset, model)["runs"]:
+        state = load_checkpoint(run["checkpoint"])
+        history = state["history"]
+        last = history[-1] if history else {}
+        finals[f"seed_{run['seed']}_final_d_loss"] = last.get("d_loss", float("nan"))
+        if len(history) != state["config"]["epochs"]:
+            problems.append(f"seed {run['seed']}: {len(history)} of {state['config']['epochs']} epochs")
+        if not all(math.isfinite(last.get(key, float("nan"))) for key in ("d_loss", "g_loss")):
+            problems.append(f"seed {run['seed']}: non-finite final loss")
+    outcome = CheckOutcome(
+        not problems, "; ".join(problems) or "all seeds trained to the end with finite losses", finals
+    )
+    return to_result(outcome)
+
+
+@dg.asset_check(asset=generated_samples, blocking=True, description="Samples are finite and inside [0, 1].")
+def samples_finite_in_unit_range(
+    context: dg.AssetCheckExecutionContext, storage: StorageResource
+) -> dg.AssetCheckResult:
+    dataset, model = dataset_and_model(context)
+    outcomes = [
+        checks.check_samples_range(read_samples_h5(entry["path"])[0])
+        for entry in read_manifest(storage, "samples", dataset, model)["runs"]
+    ]
+    failed = [o for o in outcomes if not o.passed]
+    return to_result(failed[0] if failed else outcomes[0])
+
+
+@dg.asset_check(asset=generated_samples, description="Warns when samples spread far less than real data (collapse).")
+def samples_not_collapsed(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    dataset, model = dataset_and_model(context)
+    real = load_split_arrays(storage.dataset_file(dataset), "valid").images.astype("float32") / 255.0
+    outcomes = [
+        checks.check_sample_spread(read_samples_h5(entry["path"])[0], real)
+        for entry in read_manifest(storage, "samples", dataset, model)["runs"]
+    ]
+    worst = min(outcomes, key=lambda o: o.metadata["ratio"])
+    return to_result(worst, severity=dg.AssetCheckSeverity.WARN)

@@ -1,0 +1,206 @@
+"""Generators and discriminators, chosen by name from a small registry.
+
+`paper_mlp` is the MNIST model of Goodfellow et al. (2014) as released (goodfeli/adversarial, mnist.yaml):
+G: noise(100) -> ReLU 1200 -> ReLU 1200 -> sigmoid(pixels), weights uniform in +-0.05, output bias = logit of the
+training pixels' mean; D: maxout 240x5 -> maxout 240x5 -> sigmoid, weights uniform in +-0.005, dropout keeping 0.8 of
+the pixels and 0.5 of the hidden units (inverted scaling). `dcgan` is a convolutional pair for 8..48-pixel images.
+Discriminators return logits (one per image); losses apply the sigmoid themselves for numerical stability.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+ImageShape = tuple[int, int, int]
+
+
+def sample_noise(
+    batch: int, dim: int, kind: str, device: torch.device | str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Unit-variance latent noise: `uniform` on [-sqrt(3), sqrt(3)] (the paper) or `gaussian` N(0, 1)."""
+    if kind == "uniform":
+        bound = math.sqrt(3.0)
+        return torch.rand(batch, dim, device=device, generator=generator).mul_(2 * bound).sub_(bound)
+    if kind == "gaussian":
+        return torch.randn(batch, dim, device=device, generator=generator)
+    raise ValueError(f"unknown noise kind {kind!r}; expected 'uniform' or 'gaussian'")
+
+
+class Maxout(nn.Module):
+    """Linear layer to units x pieces followed by a max over each unit's consecutive pieces (pylearn2's Maxout)."""
+
+    def __init__(self, in_features: int, units: int, pieces: int) -> None:
+        super().__init__()
+        self.units, self.pieces = units, pieces
+        self.linear = nn.Linear(in_features, units * pieces)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).view(x.shape[0], self.units, self.pieces).amax(dim=2)
+
+
+class MLPGenerator(nn.Module):
+    """Noise -> ReLU hidden layers -> sigmoid image, as in the paper."""
+
+    def __init__(self, image_shape: ImageShape, noise_dim: int, hidden: tuple[int, ...], init_range: float) -> None:
+        super().__init__()
+        self.image_shape, self.noise_dim = image_shape, noise_dim
+        layers: list[nn.Module] = []
+        width = noise_dim
+        for units in hidden:
+            layers += [nn.Linear(width, units), nn.ReLU()]
+            width = units
+        self.hidden = nn.Sequential(*layers)
+        self.output = nn.Linear(width, math.prod(image_shape))
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.uniform_(module.weight, -init_range, init_range)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.output(self.hidden(z))).view(z.shape[0], *self.image_shape)
+
+
+class MaxoutDiscriminator(nn.Module):
+    """Dropout -> maxout layers -> one logit per image, with the paper's per-layer input keep probabilities."""
+
+    def __init__(
+        self,
+        image_shape: ImageShape,
+        units: int,
+        pieces: int,
+        layers: int,
+        init_range: float,
+        input_keep: float,
+        hidden_keep: float,
+    ) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        width = math.prod(image_shape)
+        for index in range(layers):
+            blocks += [nn.Dropout(1.0 - (input_keep if index == 0 else hidden_keep)), Maxout(width, units, pieces)]
+            width = units
+        blocks += [nn.Dropout(1.0 - hidden_keep), nn.Linear(width, 1)]
+        self.net = nn.Sequential(*blocks)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.uniform_(module.weight, -init_range, init_range)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1)).squeeze(1)
+
+
+def _upsampling_plan(size: int) -> tuple[int, int]:
+    """(base size, number of stride-2 steps) with base in 4..7 and base * 2**steps == size."""
+    steps = 0
+    while size % 2 == 0 and size // 2 >= 4:
+        size //= 2
+        steps += 1
+    if not 4 <= size <= 7 or steps == 0:
+        raise ValueError(f"dcgan supports square images of 8..56 pixels halving down to 4..7, got {size << steps}")
+    return size, steps
+
+
+class ConvGenerator(nn.Module):
+    """DCGAN-style generator: linear to a small feature map, stride-2 transposed convolutions, sigmoid output."""
+
+    def __init__(self, image_shape: ImageShape, noise_dim: int, width: int) -> None:
+        super().__init__()
+        channels, height, _ = image_shape
+        self.image_shape, self.noise_dim = image_shape, noise_dim
+        base, steps = _upsampling_plan(height)
+        top = width * 2 ** (steps - 1)
+        self.base, self.top = base, top
+        self.project = nn.Sequential(
+            nn.Linear(noise_dim, top * base * base), nn.BatchNorm1d(top * base * base), nn.ReLU()
+        )
+        layers: list[nn.Module] = []
+        in_ch = top
+        for step in range(steps - 1):
+            out_ch = width * 2 ** (steps - 2 - step)
+            layers += [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU()]
+            in_ch = out_ch
+        layers += [nn.ConvTranspose2d(in_ch, channels, 4, 2, 1)]
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.project(z).view(z.shape[0], self.top, self.base, self.base)
+        return torch.sigmoid(self.deconv(h))
+
+
+class ConvDiscriminator(nn.Module):
+    """DCGAN-style discriminator: stride-2 convolutions with leaky ReLU (no batch norm, so WGAN-GP works), a logit."""
+
+    def __init__(self, image_shape: ImageShape, width: int) -> None:
+        super().__init__()
+        channels, height, _ = image_shape
+        base, steps = _upsampling_plan(height)
+        layers: list[nn.Module] = []
+        in_ch = channels
+        for step in range(steps):
+            out_ch = width * 2**step
+            layers += [nn.Conv2d(in_ch, out_ch, 4, 2, 1), nn.LeakyReLU(0.2)]
+            in_ch = out_ch
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(in_ch * base * base, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1)).squeeze(1)
+
+
+@dataclass(frozen=True)
+class ModelPair:
+    """A generator, its discriminator and the latent settings sampling needs."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    noise_dim: int
+
+
+def _paper_mlp(g_hidden: tuple[int, ...], d_units: int, d_pieces: int) -> Callable[[ImageShape], ModelPair]:
+    def build(image_shape: ImageShape) -> ModelPair:
+        generator = MLPGenerator(image_shape, noise_dim=100, hidden=g_hidden, init_range=0.05)
+        discriminator = MaxoutDiscriminator(
+            image_shape, units=d_units, pieces=d_pieces, layers=2, init_range=0.005, input_keep=0.8, hidden_keep=0.5
+        )
+        return ModelPair(generator, discriminator, noise_dim=100)
+
+    return build
+
+
+def _dcgan(width: int) -> Callable[[ImageShape], ModelPair]:
+    def build(image_shape: ImageShape) -> ModelPair:
+        return ModelPair(ConvGenerator(image_shape, 100, width), ConvDiscriminator(image_shape, width), noise_dim=100)
+
+    return build
+
+
+MODEL_BUILDERS: dict[str, Callable[[ImageShape], ModelPair]] = {
+    "paper_mlp": _paper_mlp((1200, 1200), 240, 5),
+    # The paper's wider fully connected variant (CIFAR-10 / TFD scale): G ReLU 8000 x 2, D maxout 1600 x 5.
+    "paper_mlp_large": _paper_mlp((8000, 8000), 1600, 5),
+    "dcgan": _dcgan(64),
+}
+
+
+def build_models(name: str, image_shape: ImageShape) -> ModelPair:
+    """Build the named generator/discriminator pair for images of `image_shape` (C, H, W)."""
+    try:
+        builder = MODEL_BUILDERS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODEL_BUILDERS)}") from None
+    return builder(tuple(image_shape))  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def init_output_bias_from_marginals(generator: nn.Module, train_images: torch.Tensor) -> None:
+    """Set an MLP generator's output bias to the logit of each pixel's training mean, clipped to [1e-3, 1 - 1e-3]."""
+    if not isinstance(generator, MLPGenerator):
+        return
+    mean = train_images.flatten(1).mean(0).clamp(1e-3, 1 - 1e-3)
+    generator.output.bias.copy_(torch.log(mean / (1 - mean)).to(generator.output.bias))

@@ -1,0 +1,81 @@
+"""PNG figures for the UI and the report (matplotlib's Agg backend, bytes in, bytes out)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _figure_png(fig: object) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def image_grid(images: np.ndarray, columns: int = 10) -> np.ndarray:
+    """Tile N x C x H x W images in [0, 1] into one H' x W' x C array (1-pixel gaps)."""
+    count, channels, height, width = images.shape
+    rows = math.ceil(count / columns)
+    grid = np.ones(((height + 1) * rows + 1, (width + 1) * columns + 1, channels), dtype=np.float32)
+    for index in range(count):
+        r, c = divmod(index, columns)
+        grid[
+            1 + r * (height + 1) : 1 + r * (height + 1) + height, 1 + c * (width + 1) : 1 + c * (width + 1) + width
+        ] = images[index].transpose(1, 2, 0)
+    return grid
+
+
+def grid_png(images: np.ndarray, columns: int = 10, scale: float = 0.25) -> bytes:
+    """A PNG of an image grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.clip(image_grid(images, columns), 0, 1)
+    fig = plt.figure(figsize=(max(2.0, grid.shape[1] * scale / 8), max(2.0, grid.shape[0] * scale / 8)))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(grid[..., 0] if grid.shape[2] == 1 else grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    return _figure_png(fig)
+
+
+def line_png(
+    x: Sequence[float],
+    series: dict[str, Sequence[float]],
+    xlabel: str,
+    ylabel: str,
+    logx: bool = False,
+    title: str = "",
+) -> bytes:
+    """A PNG line plot of one or more named series against `x`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for name, values in series.items():
+        ax.plot(list(x), list(values), marker="." if len(x) < 50 else None, label=name)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if len(series) > 1:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    return _figure_png(fig)
+
+
+def png_markdown(png: bytes, alt: str = "figure") -> str:
+    """Markdown that shows a PNG inline (Dagster has no image metadata type)."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

@@ -1,0 +1,122 @@
+"""Evaluation report tables: a replica of the paper's Table 1 beside this project's results, as CSV/Markdown/HTML."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gan_core.storage import atomic_output
+
+# Table 1 of Goodfellow et al. (2014): Parzen-window log-likelihood (nats), mean +- standard error.
+PAPER_TABLE1: list[dict[str, Any]] = [
+    {"dataset": "mnist", "model": "DBN", "mean": 138.0, "error": 2.0},
+    {"dataset": "mnist", "model": "Stacked CAE", "mean": 121.0, "error": 1.6},
+    {"dataset": "mnist", "model": "Deep GSN", "mean": 214.0, "error": 1.1},
+    {"dataset": "mnist", "model": "Adversarial nets", "mean": 225.0, "error": 2.0},
+    {"dataset": "tfd", "model": "DBN", "mean": 1909.0, "error": 66.0},
+    {"dataset": "tfd", "model": "Stacked CAE", "mean": 2110.0, "error": 50.0},
+    {"dataset": "tfd", "model": "Deep GSN", "mean": 1890.0, "error": 29.0},
+    {"dataset": "tfd", "model": "Adversarial nets", "mean": 2057.0, "error": 26.0},
+]
+
+
+def _fmt(mean: float, error: float) -> str:
+    return f"{mean:.1f} ± {error:.1f}"
+
+
+def parzen_table(
+    project_results: Iterable[dict[str, Any]], reference_results: Iterable[dict[str, Any]]
+) -> pd.DataFrame:
+    """One row per (dataset, model): paper rows, this project's rows (mean ± std across seeds, or ± standard error
+    for a single seed), and a reference row per dataset for the estimator on real training images.
+
+    `project_results` items: {dataset, model, seed, mean_log_likelihood, standard_error, sigma, n_samples, n_test}.
+    `reference_results` items: {dataset, mean_log_likelihood, standard_error, sigma, n_samples, n_test}.
+    """
+    rows: list[dict[str, Any]] = []
+    project = pd.DataFrame(list(project_results))
+    datasets = sorted(set(project["dataset"]) if len(project) else set())
+    for paper_row in PAPER_TABLE1:
+        if paper_row["dataset"] in datasets or paper_row["dataset"] in ("mnist", "tfd"):
+            rows.append(
+                {
+                    "dataset": paper_row["dataset"],
+                    "model": paper_row["model"],
+                    "source": "paper (Table 1)",
+                    "seeds": np.nan,
+                    "sigma": np.nan,
+                    "log_likelihood": _fmt(paper_row["mean"], paper_row["error"]),
+                    "mean": paper_row["mean"],
+                    "error": paper_row["error"],
+                }
+            )
+    if len(project):
+        for (dataset, model), group in project.groupby(["dataset", "model"], sort=True):
+            means = group["mean_log_likelihood"].to_numpy(dtype=float)
+            if len(means) > 1:
+                mean, error, kind = (
+                    float(means.mean()),
+                    float(means.std(ddof=1)),
+                    "this project (mean ± std over seeds)",
+                )
+            else:
+                mean, error, kind = float(means[0]), float(group["standard_error"].iloc[0]), "this project (± s.e.)"
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "source": kind,
+                    "seeds": len(means),
+                    "sigma": float(group["sigma"].median()),
+                    "log_likelihood": _fmt(mean, error),
+                    "mean": mean,
+                    "error": error,
+                }
+            )
+    for ref in reference_results:
+        rows.append(
+            {
+                "dataset": ref["dataset"],
+                "model": f"real training images (n={ref['n_samples']})",
+                "source": "reference: estimator ceiling",
+                "seeds": np.nan,
+                "sigma": ref["sigma"],
+                "log_likelihood": _fmt(ref["mean_log_likelihood"], ref["standard_error"]),
+                "mean": ref["mean_log_likelihood"],
+                "error": ref["standard_error"],
+            }
+        )
+    table = pd.DataFrame(
+        rows, columns=["dataset", "model", "source", "seeds", "sigma", "log_likelihood", "mean", "error"]
+    )
+    return table.sort_values(["dataset", "source", "model"], kind="stable").reset_index(drop=True)
+
+
+def write_report(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike[str], title: str) -> dict[str, Path]:
+    """Write every table as CSV, one Markdown file and one HTML file (atomically); return the paths."""
+    out_dir = Path(out_dir)
+    paths: dict[str, Path] = {}
+    for name, table in tables.items():
+        csv_path = out_dir / f"{name}.csv"
+        with atomic_output(csv_path) as tmp:
+            table.to_csv(tmp, index=False)
+        paths[f"{name}_csv"] = csv_path
+    markdown = "\n\n".join(
+        [f"# {title}"] + [f"## {name}\n\n{t.to_markdown(index=False)}" for name, t in tables.items()]
+    )
+    html = "\n".join(
+        [f"<html><head><meta charset='utf-8'><title>{title}</title></head><body><h1>{title}</h1>"]
+        + [f"<h2>{name}</h2>{t.to_html(index=False, na_rep='', classes='report')}" for name, t in tables.items()]
+        + ["</body></html>"]
+    )
+    for suffix, text in (("md", markdown + "\n"), ("html", html)):
+        path = out_dir / f"report.{suffix}"
+        with atomic_output(path) as tmp:
+            tmp.write_text(text)
+        paths[suffix] = path
+    return paths

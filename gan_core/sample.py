@@ -1,0 +1,110 @@
+"""Drawing samples from a trained generator, and the samples HDF5 file.
+
+Sampling is deterministic: the noise comes from its own seeded torch.Generator, so the same checkpoint and seed give
+the same samples whatever else used the global random state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+from gan_core.models import build_models, sample_noise
+from gan_core.storage import atomic_output
+from gan_core.train import load_checkpoint, resolve_device
+
+SAMPLES_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LoadedGenerator:
+    """A generator in eval mode with what sampling needs to know about it."""
+
+    generator: nn.Module
+    noise_dim: int
+    noise: str
+    image_shape: tuple[int, int, int]
+    config: dict[str, Any]
+
+
+def load_generator(checkpoint_path: str | os.PathLike[str], device: str | torch.device = "auto") -> LoadedGenerator:
+    """Rebuild the generator stored in a training checkpoint (loaded with weights_only=True)."""
+    dev = resolve_device(str(device))
+    state = load_checkpoint(checkpoint_path, dev)
+    config = state["config"]
+    image_shape = tuple(int(v) for v in state["image_shape"])
+    generator = build_models(config["model"], image_shape).generator  # type: ignore[arg-type]
+    generator.load_state_dict(state["generator"])
+    return LoadedGenerator(generator.to(dev).eval(), int(state["noise_dim"]), config["noise"], image_shape, config)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def generate(loaded: LoadedGenerator, count: int, seed: int, batch_size: int = 1000) -> np.ndarray:
+    """`count` samples (float32, N x C x H x W in [0, 1]) from noise seeded by `seed`."""
+    if count <= 0:
+        raise ValueError(f"sample count must be positive, got {count}")
+    device = next(loaded.generator.parameters()).device
+    rng = torch.Generator(device=device).manual_seed(seed)
+    out = np.empty((count, *loaded.image_shape), dtype=np.float32)
+    for start in range(0, count, batch_size):
+        rows = min(batch_size, count - start)
+        noise = sample_noise(rows, loaded.noise_dim, loaded.noise, device, generator=rng)
+        out[start : start + rows] = loaded.generator(noise).float().cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def generate_from_noise(loaded: LoadedGenerator, noise: torch.Tensor) -> np.ndarray:
+    """Samples for given latent vectors (e.g. interpolations)."""
+    device = next(loaded.generator.parameters()).device
+    return loaded.generator(noise.to(device)).float().cpu().numpy()
+
+
+def samples_hash(samples: np.ndarray) -> str:
+    """SHA-256 of the sample array's shape, dtype and bytes."""
+    digest = hashlib.sha256(f"{samples.dtype}|{samples.shape}".encode())
+    digest.update(np.ascontiguousarray(samples).tobytes())
+    return digest.hexdigest()
+
+
+def write_samples_h5(path: str | os.PathLike[str], samples: np.ndarray, seed: int, attrs: dict[str, Any]) -> str:
+    """Write samples (float32) with their seed and provenance attributes atomically; return their content hash."""
+    digest = samples_hash(samples)
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
+        handle.create_dataset(
+            "samples",
+            data=samples,
+            chunks=(min(len(samples), 1000), *samples.shape[1:]),
+            compression="gzip",
+            compression_opts=4,
+            shuffle=True,
+        )
+        handle.attrs["format_version"] = SAMPLES_FORMAT
+        handle.attrs["seed"] = seed
+        handle.attrs["content_hash"] = digest
+        handle.attrs["provenance"] = json.dumps(attrs, sort_keys=True, default=str)
+    return digest
+
+
+def read_samples_h5(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """(samples, attributes) of a samples file; a clear error names a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"samples file {path} does not exist; materialise generated_samples first")
+    try:
+        with h5py.File(path, "r") as handle:
+            samples = handle["samples"][()]
+            attrs = {key: handle.attrs[key] for key in handle.attrs}
+    except (OSError, KeyError) as error:
+        raise ValueError(f"samples file {path} is unreadable or has no /samples dataset: {error}") from error
+    attrs["provenance"] = json.loads(attrs.get("provenance", "{}"))
+    return samples, attrs

@@ -1,0 +1,25 @@
+"""Jobs: the dataset job (per dataset partition) and the model/evaluation job (per dataset x model partition)."""
+
+import dagster as dg
+
+from assets.data_assets import preprocessed_dataset, raw_dataset
+from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
+from assets.model_assets import gan_model, generated_samples
+
+dataset_job = dg.define_asset_job(
+    "dataset_job",
+    selection=dg.AssetSelection.assets(raw_dataset, preprocessed_dataset),
+    description="Download and preprocess one dataset partition (with its checks).",
+)
+
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.assets(gan_model, generated_samples, parzen_bandwidth, parzen_log_likelihood),
+    description="Train, sample and Parzen-evaluate one dataset x model partition (with its checks).",
+)
+
+report_job = dg.define_asset_job(
+    "report_job",
+    selection=dg.AssetSelection.assets(evaluation_report),
+    description="Rebuild the evaluation report from every stored result.",
+)
