@@ -77,6 +77,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
             raise ValueError(f"learning_rate must be positive and finite, got {self.learning_rate}")
+        if not self.lr_decay >= 1.0:
+            raise ValueError(f"lr_decay must be >= 1 (the rate is divided by it each update), got {self.lr_decay}")
         if self.max_train_images < 0:
             raise ValueError(f"max_train_images must be >= 0 (0 = all), got {self.max_train_images}")
 
@@ -154,7 +156,7 @@ class PylearnMomentumSGD(torch.optim.Optimizer):
 
 def paper_learning_rate(config: TrainConfig, updates_done: int) -> float:
     """Learning rate divided by `lr_decay` after every update, floored at `min_learning_rate`."""
-    return max(config.learning_rate / config.lr_decay**updates_done, config.min_learning_rate)
+    return max(config.learning_rate * math.exp(-updates_done * math.log(config.lr_decay)), config.min_learning_rate)
 
 
 def paper_momentum(config: TrainConfig, epoch: int) -> float:

@@ -38,8 +38,15 @@ def test_definitions_load() -> None:
 
     dg.Definitions.validate_loadable(defs)
     keys = {spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()}
-    assert {"raw_dataset", "preprocessed_dataset", "gan_model", "generated_samples", "parzen_bandwidth",
-            "parzen_log_likelihood", "evaluation_report"} <= keys
+    assert {
+        "raw_dataset",
+        "preprocessed_dataset",
+        "gan_model",
+        "generated_samples",
+        "parzen_bandwidth",
+        "parzen_log_likelihood",
+        "evaluation_report",
+    } <= keys
 
 
 def test_dagster_cli_validates_the_workspace() -> None:
@@ -47,7 +54,11 @@ def test_dagster_cli_validates_the_workspace() -> None:
     env.pop("DAGSTER_HOME")
     completed = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=300,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "Validation successful" in completed.stdout + completed.stderr
@@ -57,8 +68,12 @@ def test_digits_end_to_end_with_checks_and_stable_data_version(storage, instance
     defs = build_definitions(storage=storage)
     result = run_dataset_job(defs, instance, "digits")
     assert result.success
-    assert check_results(result) == {"split_sizes_match": True, "images_dtype_shape_range": True,
-                                     "no_empty_classes": True, "source_checksums_recorded": True}
+    assert check_results(result) == {
+        "split_sizes_match": True,
+        "images_dtype_shape_range": True,
+        "no_empty_classes": True,
+        "source_checksums_recorded": True,
+    }
     first_version = data_version(instance, "preprocessed_dataset", "digits")
     path = storage.dataset_file("digits")
     assert first_version == __import__("gan_core.data", fromlist=["x"]).read_dataset_info(path).content_hash
@@ -88,8 +103,11 @@ def test_failed_rebuild_keeps_previous_hdf5(storage, instance) -> None:
     before = sha256_file(path)
     (storage.raw_dir("digits") / "digits.npz").write_bytes(b"corrupted")
     result = defs.resolve_job_def("dataset_job").execute_in_process(
-        partition_key="digits", instance=instance, raise_on_error=False,
-        op_selection=None, asset_selection=[dg.AssetKey("preprocessed_dataset")],
+        partition_key="digits",
+        instance=instance,
+        raise_on_error=False,
+        op_selection=None,
+        asset_selection=[dg.AssetKey("preprocessed_dataset")],
     )
     assert not result.success
     assert sha256_file(path) == before
@@ -99,8 +117,14 @@ def test_blocking_check_fails_the_run_on_blank_images(storage, instance, tmp_pat
     folds = np.zeros((30, 5), dtype=np.int32)
     folds[:, 0] = np.arange(30) % 3 + 1
     mat = tmp_path / "TFD_48x48.mat"
-    scipy.io.savemat(mat, {"images": np.zeros((30, 48, 48), dtype=np.uint8), "folds": folds,
-                           "labs_ex": (np.arange(30) % 7 + 1).reshape(-1, 1)})
+    scipy.io.savemat(
+        mat,
+        {
+            "images": np.zeros((30, 48, 48), dtype=np.uint8),
+            "folds": folds,
+            "labs_ex": (np.arange(30) % 7 + 1).reshape(-1, 1),
+        },
+    )
     defs = build_definitions(storage=storage, sources=DatasetSourcesResource(tfd=str(mat)))
     result = run_dataset_job(defs, instance, "tfd")
     checks = check_results(result)

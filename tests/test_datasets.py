@@ -151,8 +151,14 @@ def test_tfd_mat_file_splits_and_bad_files(tmp_path: Path) -> None:
     folds = np.zeros((n, 5), dtype=np.int32)
     folds[:, 0] = np.arange(n) % 3 + 1  # 1 train, 2 valid, 3 test
     mat = tmp_path / "TFD_48x48.mat"
-    scipy.io.savemat(mat, {"images": rng.integers(0, 256, (n, 48, 48), dtype=np.uint8), "folds": folds,
-                           "labs_ex": (np.arange(n) % 7 + 1).reshape(-1, 1)})
+    scipy.io.savemat(
+        mat,
+        {
+            "images": rng.integers(0, 256, (n, 48, 48), dtype=np.uint8),
+            "folds": folds,
+            "labs_ex": (np.arange(n) % 7 + 1).reshape(-1, 1),
+        },
+    )
     fetch_raw("tfd", tmp_path / "raw", str(mat))
     splits = build_splits("tfd", tmp_path / "raw")
     assert {k: len(v.images) for k, v in splits.items()} == {"train": 10, "valid": 10, "test": 10}

@@ -1,0 +1,97 @@
+"""The whole asset graph on digits through Dagster in-process: checks, caching, the report."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from pipelines.cli import run_pipeline
+from pipelines.definitions import build_definitions
+from pipelines.partitions import dataset_model_key
+
+FAST_TRAINING = {"epochs": 3, "seeds": [0, 1]}
+FAST_SAMPLING = {"count": 2000}
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str) -> dict:
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return {key: value.value for key, value in event.asset_materialization.metadata.items()}
+
+
+@pytest.fixture
+def digits_run(storage, instance):  # noqa: ANN201
+    defs = build_definitions(storage=storage)
+    outcome = run_pipeline(
+        "digits", "paper_mlp", FAST_TRAINING, instance=instance, defs=defs, sample_config=FAST_SAMPLING
+    )
+    return defs, outcome
+
+
+def test_whole_graph_on_digits(digits_run, storage, instance) -> None:
+    _, outcome = digits_run
+    assert outcome["failed_checks"] == []
+    model = latest_metadata(instance, "gan_model")
+    assert model["epochs"] == 3 and model["cached"] is False and model["device"] == "cpu"
+    assert model["sample_grid"].startswith("![samples](data:image/png;base64,")
+    assert model["loss_curve"].startswith("![loss curve](data:image/png;base64,")
+    samples = latest_metadata(instance, "generated_samples")
+    assert samples["count"] == 2000 and len(samples["paths"]) == 2
+    bandwidth = latest_metadata(instance, "parzen_bandwidth")
+    assert 0.1 <= bandwidth["sigma"] <= 1.0 and "| sigma |" in bandwidth["table"]
+    score = latest_metadata(instance, "parzen_log_likelihood")
+    assert score["n_test"] == 300 and score["n_samples"] == 2000 and score["seeds"] == 2
+
+    table = pd.read_csv(storage.report_dir() / "parzen_table1.csv")
+    ours = table[(table["dataset"] == "digits") & (table["model"] == "paper_mlp")]
+    assert len(ours) == 1 and ours["seeds"].iloc[0] == 2
+    runs = json.loads((storage.evaluation_dir("digits", "paper_mlp") / "parzen.json").read_text())["runs"]
+    means = [run["mean_log_likelihood"] for run in runs]
+    assert ours["mean"].iloc[0] == pytest.approx(sum(means) / 2)
+    assert ours["error"].iloc[0] == pytest.approx(pd.Series(means).std(ddof=1))
+    paper = table[(table["dataset"] == "mnist") & (table["model"] == "Adversarial nets")]
+    assert paper["mean"].iloc[0] == 225.0 and paper["error"].iloc[0] == 2.0
+    reference = table[table["source"] == "reference: estimator ceiling"]
+    assert list(reference["dataset"]) == ["digits"]
+    html = (storage.report_dir() / "report.html").read_text()
+    assert "Adversarial nets" in html and "paper_mlp" in html
+
+
+def test_unchanged_rerun_is_cached_and_new_settings_retrain(digits_run, storage, instance) -> None:
+    defs, _ = digits_run
+    model_dir = storage.model_dir("digits", "paper_mlp")
+    checkpoints = sorted(model_dir.glob("*/checkpoint.pt"))
+    stamps = {path: path.stat().st_mtime_ns for path in checkpoints}
+    key = dataset_model_key("digits", "paper_mlp")
+    job = defs.resolve_job_def("training_job")
+    run_config = {"ops": {"gan_model": {"config": FAST_TRAINING}, "generated_samples": {"config": FAST_SAMPLING}}}
+    assert job.execute_in_process(partition_key=key, instance=instance, run_config=run_config).success
+    for name in ("gan_model", "generated_samples", "parzen_bandwidth", "parzen_log_likelihood"):
+        assert latest_metadata(instance, name)["cached"] is True, name
+    assert {path: path.stat().st_mtime_ns for path in checkpoints} == stamps  # no training happened
+
+    changed = {
+        "ops": {
+            "gan_model": {"config": {**FAST_TRAINING, "learning_rate": 0.05}},
+            "generated_samples": {"config": FAST_SAMPLING},
+        }
+    }
+    assert job.execute_in_process(partition_key=key, instance=instance, run_config=changed).success
+    assert latest_metadata(instance, "gan_model")["cached"] is False
+    assert len(list(model_dir.glob("*/checkpoint.pt"))) == 4  # two new seeds, old results kept
+    assert latest_metadata(instance, "gan_model")["config"]["learning_rate"] == 0.05
+
+
+def test_bad_training_config_fails_before_work(storage, instance) -> None:
+    defs = build_definitions(storage=storage)
+    assert defs.resolve_job_def("dataset_job").execute_in_process(partition_key="digits", instance=instance).success
+    result = defs.resolve_job_def("training_job").execute_in_process(
+        partition_key=dataset_model_key("digits", "paper_mlp"),
+        instance=instance,
+        raise_on_error=False,
+        run_config={"ops": {"gan_model": {"config": {"loss": "hinge"}}}},
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "unknown loss 'hinge'" in failure.step_failure_data.error.cause.message
+    assert not storage.path("models").exists()

@@ -1,0 +1,164 @@
+"""Models, losses and the training loop on small real data (digits, a few thousand MNIST images), on the CPU."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gan_core.data import load_split, write_dataset_h5
+from gan_core.losses import LOSSES
+from gan_core.models import Maxout, build_models, init_output_bias_from_marginals
+from gan_core.sample import generate, load_generator
+from gan_core.sources import DATASETS, build_splits, fetch_raw
+from gan_core.train import (
+    RuntimeOptions,
+    TrainConfig,
+    TrainingDiverged,
+    default_train_config,
+    load_checkpoint,
+    paper_learning_rate,
+    paper_momentum,
+    train_gan,
+)
+
+QUIET = RuntimeOptions(progress=False, checkpoint_every=1)
+
+
+@pytest.fixture(scope="module")
+def digits_train(tmp_path_factory: pytest.TempPathFactory) -> torch.Tensor:
+    root = tmp_path_factory.mktemp("digits")
+    manifest = fetch_raw("digits", root / "raw")
+    write_dataset_h5(root / "digits.h5", "digits", build_splits("digits", root / "raw"), manifest["files"], {})
+    return load_split(root / "digits.h5", "train")
+
+
+def state_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("model", ["paper_mlp", "dcgan"])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_each_model_and_loss_trains_with_finite_losses(digits_train, tmp_path, model, loss) -> None:
+    config = default_train_config(model, loss, epochs=2, batch_size=64, max_train_images=512)
+    result = train_gan(config, digits_train, tmp_path, QUIET)
+    assert result.epochs == 2 and result.steps == 2 * (512 // 64 // config.d_steps)
+    for record in result.history:
+        assert all(math.isfinite(record[k]) for k in ("d_loss", "g_loss", "d_real", "d_fake"))
+    samples = generate(load_generator(result.checkpoint_path, "cpu"), 50, seed=0)
+    assert samples.shape == (50, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
+
+
+def test_paper_mlp_matches_the_released_architecture(digits_train) -> None:
+    pair = build_models("paper_mlp", (1, 28, 28))
+    g_linears = [m for m in pair.generator.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in g_linears] == [(100, 1200), (1200, 1200), (1200, 784)]
+    assert all(float(m.weight.detach().abs().max()) <= 0.05 for m in g_linears)
+    maxouts = [m for m in pair.discriminator.modules() if isinstance(m, Maxout)]
+    assert [(m.linear.in_features, m.units, m.pieces) for m in maxouts] == [(784, 240, 5), (240, 240, 5)]
+    d_linears = [m for m in pair.discriminator.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(float(m.weight.detach().abs().max()) <= 0.005 for m in d_linears)
+    dropouts = [m.p for m in pair.discriminator.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts == pytest.approx([0.2, 0.5, 0.5])
+    small = build_models("paper_mlp", (1, 8, 8)).generator
+    init_output_bias_from_marginals(small, digits_train)
+    mean = digits_train.flatten(1).mean(0).clamp(1e-3, 1 - 1e-3)
+    torch.testing.assert_close(torch.sigmoid(small.output.bias), mean)
+    large = build_models("paper_mlp_large", (3, 32, 32))
+    assert large.generator(torch.zeros(2, 100)).shape == (2, 3, 32, 32)
+
+
+def test_paper_schedules() -> None:
+    config = TrainConfig()
+    assert paper_momentum(config, 1) == 0.5 and paper_momentum(config, 250) == pytest.approx(0.7)
+    assert paper_momentum(config, 125) == pytest.approx(0.5 + 0.2 * 124 / 249)
+    assert paper_learning_rate(config, 0) == 0.1
+    assert paper_learning_rate(config, 50_000) == pytest.approx(0.1 / 1.000004**50_000)
+    assert paper_learning_rate(config, 10**9) == 1e-6
+
+
+def test_same_seed_gives_bit_identical_weights_and_samples(digits_train, tmp_path) -> None:
+    config = TrainConfig(epochs=2, max_train_images=400)
+    first = train_gan(config, digits_train, tmp_path / "a", QUIET)
+    second = train_gan(config, digits_train, tmp_path / "b", QUIET)
+    a, b = load_checkpoint(first.checkpoint_path), load_checkpoint(second.checkpoint_path)
+    assert state_equal(a["generator"], b["generator"]) and state_equal(a["discriminator"], b["discriminator"])
+    samples_a = generate(load_generator(first.checkpoint_path, "cpu"), 100, seed=7)
+    samples_b = generate(load_generator(second.checkpoint_path, "cpu"), 100, seed=7)
+    np.testing.assert_array_equal(samples_a, samples_b)
+    other = train_gan(TrainConfig(epochs=2, max_train_images=400, seed=1), digits_train, tmp_path / "c", QUIET)
+    assert not state_equal(a["generator"], load_checkpoint(other.checkpoint_path)["generator"])
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(digits_train, tmp_path) -> None:
+    config = TrainConfig(epochs=4, max_train_images=600)
+    whole = train_gan(config, digits_train, tmp_path / "whole", QUIET)
+    stopped = train_gan(config, digits_train, tmp_path / "resumed", RuntimeOptions(progress=False, stop_after_epoch=2))
+    assert not stopped.finished and load_checkpoint(stopped.checkpoint_path)["epoch"] == 2
+    resumed = train_gan(config, digits_train, tmp_path / "resumed", QUIET)
+    assert resumed.resumed_from_epoch == 2 and resumed.epochs == 4
+    a, b = load_checkpoint(whole.checkpoint_path), load_checkpoint(resumed.checkpoint_path)
+    assert state_equal(a["generator"], b["generator"]) and state_equal(a["discriminator"], b["discriminator"])
+    # a finished run is returned as it is, without training
+    again = train_gan(config, digits_train, tmp_path / "whole", QUIET)
+    assert again.resumed_from_epoch == 4 and again.steps == whole.steps
+
+
+def test_resume_refuses_other_settings(digits_train, tmp_path) -> None:
+    train_gan(TrainConfig(epochs=1, max_train_images=300), digits_train, tmp_path, QUIET)
+    with pytest.raises(ValueError, match="trained with other settings"):
+        train_gan(TrainConfig(epochs=1, max_train_images=300, learning_rate=0.05), digits_train, tmp_path, QUIET)
+
+
+def test_nan_in_data_stops_with_step_and_keeps_checkpoint(digits_train, tmp_path) -> None:
+    config = TrainConfig(epochs=3, max_train_images=500)
+    train_gan(config, digits_train, tmp_path, RuntimeOptions(progress=False, stop_after_epoch=1))
+    good = (tmp_path / "checkpoint.pt").read_bytes()
+    poisoned = digits_train.clone()
+    poisoned[:500:7] = float("nan")
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at step \d+ \(epoch 2\).*last good checkpoint"):
+        train_gan(config, poisoned, tmp_path, QUIET)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == good
+
+
+def test_huge_learning_rate_diverges_with_clear_error(digits_train, tmp_path) -> None:
+    config = TrainConfig(epochs=5, max_train_images=500, learning_rate=1e12)
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at step \d+"):
+        train_gan(config, digits_train, tmp_path, QUIET)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"model": "resnet"}, "unknown model 'resnet'"),
+        ({"loss": "hinge"}, "unknown loss 'hinge'"),
+        ({"learning_rate": 0.0}, "learning_rate must be positive"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"d_steps": 2}, "update='simultaneous' needs d_steps=1"),
+        ({"optimizer": "rmsprop"}, "unknown optimizer"),
+    ],
+)
+def test_bad_settings_are_rejected_before_training(overrides, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**overrides).validate()
+
+
+def test_mnist_subset_trains(tmp_path: Path, mnist_dir: Path) -> None:
+    manifest = fetch_raw("mnist", tmp_path / "raw", str(mnist_dir))
+    write_dataset_h5(
+        tmp_path / "mnist.h5",
+        "mnist",
+        build_splits("mnist", tmp_path / "raw"),
+        manifest["files"],
+        DATASETS["mnist"].split_definition,
+    )
+    train = load_split(tmp_path / "mnist.h5", "train", limit=3000)
+    result = train_gan(TrainConfig(epochs=2), train, tmp_path / "run", QUIET)
+    assert result.steps == 60 and result.history[-1]["images_per_second"] > 0
+    # D separates real from generated better than chance once it has trained a little
+    assert result.history[-1]["d_real"] > result.history[-1]["d_fake"]
+    samples = generate(load_generator(result.checkpoint_path, "cpu"), 20, seed=0)
+    assert samples.shape == (20, 1, 28, 28)
