@@ -2,14 +2,15 @@
 
     log p(x) = logsumexp_i(-||x - s_i||^2 / (2 sigma^2)) - log N - d log(sigma sqrt(2 pi))
 
-Squared distances are computed once per block of points (centred data, float32 matrix product by default, CUDA when
-present) and reused for every sigma; the log-sum-exp runs in float64. Memory is bounded by `block_size` rows of
-distances whatever the number of points.
+Squared distances are computed once per block of points (centred data, one fused float32 matrix product by default,
+CUDA when present) and reused for every sigma. Memory is bounded by `block_size` rows of distances whatever the number
+of points. `dtype=torch.float64` gives a float64 computation throughout.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -38,6 +39,34 @@ def _pick_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+def iter_squared_distances(
+    samples: np.ndarray | torch.Tensor,
+    x: np.ndarray | torch.Tensor,
+    block_size: int = 1024,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (first row, `dtype` squared distances of at most `block_size` rows of x to every sample).
+
+    The data are centred on the sample mean (in float64) first: smaller norms mean less cancellation in
+    |x|^2 + |s|^2 - 2 x.s, which is then one fused matrix product (addmm) in `dtype`.
+    """
+    if block_size <= 0:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    dev = _pick_device(device)
+    s64 = _as_matrix(samples, "samples").to(dev, torch.float64)
+    points = _as_matrix(x, "x")
+    if s64.shape[1] != points.shape[1]:
+        raise ValueError(f"samples have {s64.shape[1]} dimensions but x has {points.shape[1]}")
+    centre = s64.mean(0, keepdim=True)
+    s = (s64 - centre).to(dtype)
+    s_norm = (s * s).sum(1)
+    for start in range(0, points.shape[0], block_size):
+        block = (points[start : start + block_size].to(dev, torch.float64) - centre).to(dtype)
+        base = (block * block).sum(1, keepdim=True) + s_norm[None, :]
+        yield start, torch.addmm(base, block, s.T, alpha=-2.0).clamp_min_(0.0)
+
+
 def parzen_log_likelihood_multi(
     samples: np.ndarray | torch.Tensor,
     x: np.ndarray | torch.Tensor,
@@ -48,34 +77,19 @@ def parzen_log_likelihood_multi(
 ) -> np.ndarray:
     """Per-point log-likelihoods (nats, float64) of each row of `x`, one column per sigma: shape (len(x), len(sigmas)).
 
-    The distances are computed once for all sigmas; at most `block_size` rows of x are held at a time.
+    The distances are computed once for all sigmas; at most `block_size` rows of x are held at a time. The log-sum-exp
+    runs in `dtype` (its result is O(1e3) at most, so float32 keeps ~1e-4 nats); constants are added in float64.
     """
     sigma_array = np.asarray(list(sigmas), dtype=np.float64)
     if sigma_array.size == 0 or not np.all(sigma_array > 0):
         raise ValueError(f"sigmas must be a non-empty list of positive numbers, got {sigma_array.tolist()}")
-    if block_size <= 0:
-        raise ValueError(f"block_size must be positive, got {block_size}")
-    dev = _pick_device(device)
-    s = _as_matrix(samples, "samples").to(dev, torch.float64)
-    points = _as_matrix(x, "x").to(dev, torch.float64)
-    if s.shape[1] != points.shape[1]:
-        raise ValueError(f"samples have {s.shape[1]} dimensions but x has {points.shape[1]}")
-    n, d = s.shape
-    centre = s.mean(0, keepdim=True)  # centring shrinks the norms, so less cancellation in |x|^2 + |s|^2 - 2 x.s
-    s = s - centre
-    s_norm = (s * s).sum(1)
-    s_low = s.to(dtype)
-    inv_two_var = torch.as_tensor(1.0 / (2.0 * sigma_array**2), device=dev, dtype=torch.float64)
+    n, d = _as_matrix(samples, "samples").shape
     constants = math.log(n) + d * np.log(sigma_array * math.sqrt(2 * math.pi))
-    out = np.empty((points.shape[0], sigma_array.size), dtype=np.float64)
-    for start in range(0, points.shape[0], block_size):
-        block = points[start : start + block_size] - centre
-        cross = (block.to(dtype) @ s_low.T).to(torch.float64)
-        sq_dist = ((block * block).sum(1, keepdim=True) + s_norm[None, :] - 2.0 * cross).clamp_min_(0.0)
-        for j in range(sigma_array.size):
-            out[start : start + block.shape[0], j] = (
-                torch.logsumexp(sq_dist * -inv_two_var[j], dim=1).cpu().numpy() - constants[j]
-            )
+    out = np.empty((_as_matrix(x, "x").shape[0], sigma_array.size), dtype=np.float64)
+    for start, sq_dist in iter_squared_distances(samples, x, block_size, device, dtype):
+        for j, sigma in enumerate(sigma_array):
+            log_kernel_sum = torch.logsumexp(sq_dist * (-0.5 / sigma**2), dim=1)
+            out[start : start + sq_dist.shape[0], j] = log_kernel_sum.cpu().numpy().astype(np.float64) - constants[j]
     return out
 
 
@@ -97,9 +111,10 @@ def select_sigma(
     sigmas: tuple[float, ...] | list[float] | np.ndarray = PAPER_SIGMAS,
     block_size: int = 1024,
     device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[float, dict[float, float]]:
     """(the sigma with the highest mean validation log-likelihood, {sigma: mean validation log-likelihood})."""
-    table = parzen_log_likelihood_multi(samples, valid, sigmas, block_size, device).mean(0)
+    table = parzen_log_likelihood_multi(samples, valid, sigmas, block_size, device, dtype).mean(0)
     means = {float(s): float(v) for s, v in zip(sigmas, table, strict=True)}
     return max(means, key=means.__getitem__), means
 
