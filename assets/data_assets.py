@@ -2,17 +2,12 @@
 
 import dagster as dg
 
+from assets.configs import RawDatasetConfig
 from gan_core.data import read_dataset_info, write_dataset_h5
 from gan_core.sources import build_splits, fetch_raw, get_dataset_spec, read_manifest
 from gan_core.storage import hash_json
 from pipelines.partitions import dataset_partitions
 from pipelines.resources import DatasetSourcesResource, StorageResource
-
-
-class RawDatasetConfig(dg.Config):
-    """Override the dataset's source for this run: a mirror URL, a local directory, or (TFD) the .mat file."""
-
-    source: str = ""
 
 
 @dg.asset(

@@ -12,10 +12,11 @@ import dagster as dg
 import numpy as np
 
 from assets.common import dataset_and_model
+from assets.configs import ParzenBandwidthConfig, ParzenConfig, validate_run_config
 from assets.model_assets import generated_samples, read_manifest
 from gan_core import parzen
 from gan_core.data import load_split, read_dataset_info
-from gan_core.parzen import PAPER_SIGMAS, PAPER_VALID_POINTS, evaluate_parzen, select_sigma, standard_error
+from gan_core.parzen import evaluate_parzen, select_sigma, standard_error
 from gan_core.plots import line_png, png_markdown
 from gan_core.report import parzen_table, write_report
 from gan_core.sample import read_samples_h5
@@ -25,20 +26,6 @@ from pipelines.resources import StorageResource
 
 PARZEN_CODE_VERSION = "1"
 REPORT_CODE_VERSION = "1"
-
-
-class ParzenBandwidthConfig(dg.Config):
-    """The sigma grid (default: numpy.logspace(-1, 0, 10), the paper's) and how many validation images choose it."""
-
-    sigmas: list[float] = list(PAPER_SIGMAS)
-    n_valid: int = PAPER_VALID_POINTS
-    block_size: int = 1024
-    device: str = "auto"
-
-
-class ParzenConfig(dg.Config):
-    block_size: int = 1024
-    device: str = "auto"
 
 
 def _load_cached(path: Path, key: str) -> dict | None:
@@ -53,6 +40,7 @@ def _load_cached(path: Path, key: str) -> dict | None:
     partitions_def=dataset_model_partitions,
     deps=[generated_samples],
     code_version=PARZEN_CODE_VERSION,
+    automation_condition=dg.AutomationCondition.eager(),
     pool="gpu",
     group_name="evaluation",
     description="The Parzen window width sigma with the highest mean log-likelihood on the first validation images.",
@@ -60,11 +48,8 @@ def _load_cached(path: Path, key: str) -> dict | None:
 def parzen_bandwidth(
     context: dg.AssetExecutionContext, config: ParzenBandwidthConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
+    validate_run_config(context)
     dataset, model = dataset_and_model(context)
-    if not config.sigmas or any(s <= 0 for s in config.sigmas):
-        raise ValueError(f"sigmas must be a non-empty list of positive widths, got {config.sigmas}")
-    if config.n_valid <= 0:
-        raise ValueError(f"n_valid must be positive, got {config.n_valid}")
     valid = load_split(storage.dataset_file(dataset), "valid", limit=config.n_valid).flatten(1)
     entries = []
     for run in read_manifest(storage, "samples", dataset, model)["runs"]:
@@ -135,6 +120,7 @@ def parzen_bandwidth(
     partitions_def=dataset_model_partitions,
     deps=[parzen_bandwidth],
     code_version=PARZEN_CODE_VERSION,
+    automation_condition=dg.AutomationCondition.eager(),
     pool="gpu",
     group_name="evaluation",
     description="Mean Parzen log-likelihood of the test images +- standard error (the paper's Table 1 number).",
@@ -142,6 +128,7 @@ def parzen_bandwidth(
 def parzen_log_likelihood(
     context: dg.AssetExecutionContext, config: ParzenConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
+    validate_run_config(context)
     dataset, model = dataset_and_model(context)
     test = load_split(storage.dataset_file(dataset), "test").flatten(1)
     bandwidths = json.loads((storage.evaluation_dir(dataset, model) / "bandwidth.json").read_text())["runs"]
@@ -222,6 +209,8 @@ def collect_project_results(storage: StorageResource) -> list[dict]:
 @dg.asset(
     deps=[parzen_log_likelihood],
     code_version=REPORT_CODE_VERSION,
+    # eager() would wait for every dataset x model partition upstream; the report refreshes when any of them updates
+    automation_condition=dg.AutomationCondition.any_deps_updated() & ~dg.AutomationCondition.in_progress(),
     group_name="evaluation",
     kinds={"pandas"},
     description="The paper's Table 1 beside this project's Parzen results for every materialised partition, "

@@ -10,6 +10,7 @@ import time
 import dagster as dg
 
 from assets.common import dataset_and_model
+from assets.configs import GanTrainingConfig, SamplingConfig, validate_run_config
 from assets.data_assets import preprocessed_dataset
 from gan_core.data import load_split, read_dataset_info
 from gan_core.plots import grid_png, line_png, png_markdown
@@ -18,7 +19,6 @@ from gan_core.storage import hash_json, write_json_atomic
 from gan_core.train import (
     RuntimeOptions,
     checkpoint_weights_hash,
-    default_train_config,
     is_finished,
     load_checkpoint,
     train_gan,
@@ -29,46 +29,6 @@ from pipelines.resources import StorageResource
 TRAIN_CODE_VERSION = "1"
 SAMPLE_CODE_VERSION = "1"
 MANIFEST = "latest.json"
-
-
-class GanTrainingConfig(dg.Config):
-    """Training settings. Unset (null) values take the model's recommended default (the paper's for paper_mlp)."""
-
-    seeds: list[int] = [0]
-    epochs: int = 100
-    loss: str = "non_saturating"
-    optimizer: str | None = None
-    update: str | None = None
-    learning_rate: float | None = None
-    batch_size: int | None = None
-    d_steps: int | None = None
-    noise: str | None = None
-    max_train_images: int = 0
-    bf16: bool = False
-    compile: bool = False
-    device: str = "auto"
-    checkpoint_every: int = 5
-
-    def train_configs(self, model: str):  # noqa: ANN201
-        if not self.seeds:
-            raise ValueError("seeds must list at least one seed")
-        return [
-            default_train_config(
-                model,
-                self.loss,
-                epochs=self.epochs,
-                optimizer=self.optimizer,
-                update=self.update,
-                learning_rate=self.learning_rate,
-                batch_size=self.batch_size,
-                d_steps=self.d_steps,
-                noise=self.noise,
-                max_train_images=self.max_train_images,
-                bf16=self.bf16,
-                seed=seed,
-            )
-            for seed in self.seeds
-        ]
 
 
 @dg.asset(
@@ -83,8 +43,9 @@ class GanTrainingConfig(dg.Config):
 def gan_model(
     context: dg.AssetExecutionContext, config: GanTrainingConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
+    validate_run_config(context)
     dataset, model = dataset_and_model(context)
-    train_configs = config.train_configs(model)  # validates settings before any work
+    train_configs = config.train_configs(model)
     dataset_path = storage.dataset_file(dataset)
     info = read_dataset_info(dataset_path)
     train_images = load_split(dataset_path, "train")
@@ -143,15 +104,6 @@ def gan_model(
     )
 
 
-class SamplingConfig(dg.Config):
-    """How many samples to draw per trained seed and from which noise seed."""
-
-    count: int = 10_000
-    sample_seed: int = 0
-    batch_size: int = 1000
-    device: str = "auto"
-
-
 def read_manifest(storage: StorageResource, kind: str, dataset: str, model: str) -> dict:
     """The latest manifest written by `gan_model` (kind="models") or `generated_samples` (kind="samples")."""
     import json
@@ -167,6 +119,7 @@ def read_manifest(storage: StorageResource, kind: str, dataset: str, model: str)
     partitions_def=dataset_model_partitions,
     deps=[gan_model],
     code_version=SAMPLE_CODE_VERSION,
+    automation_condition=dg.AutomationCondition.eager(),
     pool="gpu",
     group_name="model",
     kinds={"hdf5"},
@@ -175,9 +128,8 @@ def read_manifest(storage: StorageResource, kind: str, dataset: str, model: str)
 def generated_samples(
     context: dg.AssetExecutionContext, config: SamplingConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
+    validate_run_config(context)
     dataset, model = dataset_and_model(context)
-    if config.count <= 0 or config.batch_size <= 0:
-        raise ValueError(f"count and batch_size must be positive, got {config.count} and {config.batch_size}")
     models = read_manifest(storage, "models", dataset, model)
     entries, first_samples, cached_all = [], None, True
     started = time.perf_counter()

@@ -70,8 +70,10 @@ def main() -> None:
     test = load_split(h5, "test", limit=1000 if args.quick else None).flatten(1).numpy().astype(np.float64)
     samples = samples.astype(np.float64)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"{samples_desc}; valid {valid.shape}, test {test.shape}; device {device}; torch threads "
-          f"{torch.get_num_threads()}; {platform.processor() or platform.machine()}")
+    print(
+        f"{samples_desc}; valid {valid.shape}, test {test.shape}; device {device}; torch threads "
+        f"{torch.get_num_threads()}; {platform.processor() or platform.machine()}"
+    )
 
     figures: dict = {"device": device, "test_points": len(test)}
     evaluate_parzen(samples[:500], valid[:50], test[:50], device=device)  # warm-up (thread pools, CUDA context)
@@ -94,14 +96,21 @@ def main() -> None:
     if not args.skip_sklearn:
         started = time.perf_counter()
         sk_sigma, sk_values = sklearn_protocol(samples, valid, test)
-        figures["scikit-learn KernelDensity"] = {"seconds": time.perf_counter() - started, "sigma": sk_sigma,
-                                                 "values": sk_values}
-        print(f"scikit-learn: {figures['scikit-learn KernelDensity']['seconds']:.1f} s, sigma {sk_sigma:.4f}, "
-              f"mean {sk_values.mean():.3f}")
+        figures["scikit-learn KernelDensity"] = {
+            "seconds": time.perf_counter() - started,
+            "sigma": sk_sigma,
+            "values": sk_values,
+        }
+        print(
+            f"scikit-learn: {figures['scikit-learn KernelDensity']['seconds']:.1f} s, sigma {sk_sigma:.4f}, "
+            f"mean {sk_values.mean():.3f}"
+        )
 
     started = time.perf_counter()
     references = {}
-    print("\nmethod                     | seconds | speed-up vs sklearn | sigma  | mean LL   | max |point dev| | mean dev")
+    print(
+        "\nmethod                     | seconds | speed-up vs sklearn | sigma  | mean LL   | max |point dev| | mean dev"
+    )
     sk_seconds = figures.get("scikit-learn KernelDensity", {}).get("seconds")
     summary = {}
     for label in ("gan_core float32", "gan_core float64", "scikit-learn KernelDensity"):
@@ -114,15 +123,23 @@ def main() -> None:
         point_dev = float(np.abs(entry["values"] - ref).max())
         mean_dev = float(abs(entry["values"].mean() - ref.mean()))
         speedup = sk_seconds / entry["seconds"] if sk_seconds else float("nan")
-        summary[label] = {"seconds": entry["seconds"], "speedup_vs_sklearn": speedup, "sigma": entry["sigma"],
-                          "mean_log_likelihood": float(entry["values"].mean()), "max_point_deviation": point_dev,
-                          "mean_deviation": mean_dev}
-        print(f"{label:26} | {entry['seconds']:7.2f} | {speedup:19.1f} | {entry['sigma']:.4f} | "
-              f"{entry['values'].mean():9.3f} | {point_dev:17.2e} | {mean_dev:.2e}")
+        summary[label] = {
+            "seconds": entry["seconds"],
+            "speedup_vs_sklearn": speedup,
+            "sigma": entry["sigma"],
+            "mean_log_likelihood": float(entry["values"].mean()),
+            "max_point_deviation": point_dev,
+            "mean_deviation": mean_dev,
+        }
+        print(
+            f"{label:26} | {entry['seconds']:7.2f} | {speedup:19.1f} | {entry['sigma']:.4f} | "
+            f"{entry['values'].mean():9.3f} | {point_dev:17.2e} | {mean_dev:.2e}"
+        )
     print(f"(float64 cdist reference took {time.perf_counter() - started:.1f} s)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": device, "test_points": len(test), "methods": summary},
-                                              indent=2))
+        Path(args.json).write_text(
+            json.dumps({"device": device, "test_points": len(test), "methods": summary}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -34,10 +34,12 @@ def dataloader_images_per_second(raw_dir: Path, count: int, device: str, workers
     from torchvision import datasets, transforms
 
     dev = resolve_device(device)
-    dataset = Subset(datasets.MNIST(str(raw_dir), train=True, download=False, transform=transforms.ToTensor()),
-                     range(count))
-    loader = DataLoader(dataset, batch_size=100, shuffle=True, num_workers=workers, drop_last=True,
-                        pin_memory=dev.type == "cuda")
+    dataset = Subset(
+        datasets.MNIST(str(raw_dir), train=True, download=False, transform=transforms.ToTensor()), range(count)
+    )
+    loader = DataLoader(
+        dataset, batch_size=100, shuffle=True, num_workers=workers, drop_last=True, pin_memory=dev.type == "cuda"
+    )
     torch.manual_seed(0)
     pair = build_models("paper_mlp", (1, 28, 28))
     generator, discriminator = pair.generator.to(dev), pair.discriminator.to(dev)
@@ -54,8 +56,10 @@ def dataloader_images_per_second(raw_dir: Path, count: int, device: str, workers
         fake = generator(sample_noise(real.shape[0], 100, "uniform", dev))
         terms = discriminator_loss("non_saturating", discriminator(real), fake_logits := discriminator(fake))
         g_loss = generator_loss("non_saturating", fake_logits)
-        for params, grads, opt in ((d_params, torch.autograd.grad(terms.loss, d_params, retain_graph=True), d_opt),
-                                   (g_params, torch.autograd.grad(g_loss, g_params), g_opt)):
+        for params, grads, opt in (
+            (d_params, torch.autograd.grad(terms.loss, d_params, retain_graph=True), d_opt),
+            (g_params, torch.autograd.grad(g_loss, g_params), g_opt),
+        ):
             for param, grad in zip(params, grads, strict=True):
                 param.grad = grad
             opt.step()
@@ -86,16 +90,26 @@ def main() -> None:
     ours, baseline = [], []
     for repeat in range(2):
         ours.append(gan_core_images_per_second(train, device))
-        baseline.append(dataloader_images_per_second(Path(args.data_dir) / "raw" / "mnist", args.images, device,
-                                                     args.workers))
+        baseline.append(
+            dataloader_images_per_second(Path(args.data_dir) / "raw" / "mnist", args.images, device, args.workers)
+        )
         print(f"repeat {repeat + 1}: gan_core {ours[-1]:.0f} img/s, DataLoader loop {baseline[-1]:.0f} img/s")
     best_ours, best_baseline = max(ours), max(baseline)
     print(f"gan_core trainer      : {best_ours:10.0f} images/s")
     print(f"DataLoader baseline   : {best_baseline:10.0f} images/s (num_workers={args.workers})")
     print(f"ratio                 : {best_ours / best_baseline:10.2f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": device, "device_name": name, "gan_core": best_ours,
-                                               "dataloader": best_baseline, "ratio": best_ours / best_baseline}))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "device": device,
+                    "device_name": name,
+                    "gan_core": best_ours,
+                    "dataloader": best_baseline,
+                    "ratio": best_ours / best_baseline,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 import dagster as dg
 
 from assets import data_assets, data_checks, evaluation_assets, evaluation_checks, model_assets, model_checks
-from pipelines.jobs import dataset_job, report_job, training_job
+from pipelines.jobs import dataset_job, report_job, retrain_job, training_job
 from pipelines.resources import DatasetSourcesResource, StorageResource
+from pipelines.schedules import retrain_schedule
+from pipelines.sensors import evaluation_follows_training, retrain_on_data_change
 
 ASSET_MODULES = [data_assets, model_assets, evaluation_assets]
 CHECK_MODULES = [data_checks, model_checks, evaluation_checks]
@@ -17,7 +19,9 @@ def build_definitions(
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
         asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
-        jobs=[dataset_job, training_job, report_job],
+        jobs=[dataset_job, training_job, retrain_job, report_job],
+        schedules=[retrain_schedule],
+        sensors=[evaluation_follows_training, retrain_on_data_change],
         resources={
             "storage": storage or StorageResource(),
             "sources": sources or DatasetSourcesResource.from_env(),

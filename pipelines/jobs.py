@@ -18,6 +18,12 @@ training_job = dg.define_asset_job(
     description="Train, sample and Parzen-evaluate one dataset x model partition (with its checks).",
 )
 
+retrain_job = dg.define_asset_job(
+    "retrain_job",
+    selection=dg.AssetSelection.assets(gan_model),
+    description="Train one dataset x model partition; samples, Parzen and report follow by declarative automation.",
+)
+
 report_job = dg.define_asset_job(
     "report_job",
     selection=dg.AssetSelection.assets(evaluation_report),

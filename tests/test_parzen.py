@@ -27,8 +27,10 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     root = tmp_path_factory.mktemp("digits")
     manifest = fetch_raw("digits", root / "raw")
     write_dataset_h5(root / "d.h5", "digits", build_splits("digits", root / "raw"), manifest["files"], {})
-    return {s: load_split_arrays(root / "d.h5", s).images.reshape(-1, 64).astype(np.float32) / 255 for s in
-            ("train", "valid", "test")}
+    return {
+        s: load_split_arrays(root / "d.h5", s).images.reshape(-1, 64).astype(np.float32) / 255
+        for s in ("train", "valid", "test")
+    }
 
 
 @pytest.mark.parametrize("sigma", [0.1, 0.2154, 1.0])

@@ -1,0 +1,152 @@
+"""Operations: the retraining schedule, the data-change sensor, declarative automation, the GPU pool, config errors."""
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+import yaml
+
+from assets.data_assets import preprocessed_dataset
+from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
+from assets.model_assets import gan_model, generated_samples
+from pipelines.definitions import build_definitions
+from pipelines.jobs import retrain_job
+from pipelines.partitions import dataset_model_key
+from pipelines.resources import REPO_ROOT, StorageResource
+from pipelines.schedules import build_retrain_schedule, parse_partitions, retrain_schedule
+from pipelines.sensors import build_data_change_sensor
+
+FAST = {"ops": {"gan_model": {"config": {"epochs": 2}}, "generated_samples": {"config": {"count": 500}}}}
+
+
+def evaluate(schedule: dg.ScheduleDefinition, tick: dt.datetime) -> list[dg.RunRequest]:
+    repository = dg.Definitions(
+        jobs=[retrain_job], schedules=[schedule], assets=[gan_model], resources={"storage": StorageResource()}
+    ).get_repository_def()
+    context = dg.build_schedule_context(scheduled_execution_time=tick, repository_def=repository)
+    return list(schedule.evaluate_tick(context).run_requests)
+
+
+def test_schedule_requests_one_idempotent_run_per_partition() -> None:
+    schedule = build_retrain_schedule("0 3 * * 1", ["digits|paper_mlp", "mnist|dcgan"])
+    tick = dt.datetime(2026, 11, 23, 3, 0, tzinfo=dt.UTC)
+    first = evaluate(schedule, tick)
+    again = evaluate(schedule, tick)
+    assert [r.partition_key for r in first] == ["digits|paper_mlp", "mnist|dcgan"]
+    assert [r.run_key for r in first] == [
+        "retrain:digits|paper_mlp:2026-11-23T03:00",
+        "retrain:mnist|dcgan:2026-11-23T03:00",
+    ]
+    assert [r.run_key for r in again] == [r.run_key for r in first]  # the same tick asks for the same runs
+    later = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
+    next_week = evaluate(schedule, later)
+    assert {r.run_key for r in next_week}.isdisjoint({r.run_key for r in first})
+    assert schedule.job_name == "retrain_job" and schedule.cron_schedule == "0 3 * * 1"
+    assert retrain_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_schedule_partitions_setting_is_checked() -> None:
+    assert parse_partitions(" digits|paper_mlp , mnist|dcgan") == ["digits|paper_mlp", "mnist|dcgan"]
+    with pytest.raises(ValueError, match=r"GAN_PIPELINE_RETRAIN_PARTITIONS='svhn\|gan'.*\['svhn\|gan'\]"):
+        parse_partitions("svhn|gan")
+
+
+def test_data_change_sensor_retrains_only_on_a_new_data_version(storage, instance) -> None:
+    defs = build_definitions(storage=storage)
+    assert defs.resolve_job_def("dataset_job").execute_in_process(partition_key="digits", instance=instance).success
+    sensor = build_data_change_sensor(["digits|paper_mlp", "digits|dcgan", "mnist|paper_mlp"])
+    repository = dg.Definitions(
+        jobs=[retrain_job], sensors=[sensor], assets=[gan_model], resources={"storage": storage}
+    ).get_repository_def()
+
+    def tick(cursor: str | None):  # noqa: ANN202
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, repository_def=repository)
+        return sensor.evaluate_tick(context)
+
+    first = tick(None)
+    assert list(first.run_requests) == []  # first sighting records the version, no retrain
+    same = tick(first.cursor)
+    assert list(same.run_requests) == []
+    # an unchanged re-materialisation keeps the data version: still nothing
+    assert defs.resolve_job_def("dataset_job").execute_in_process(partition_key="digits", instance=instance).success
+    unchanged = tick(first.cursor)
+    assert list(unchanged.run_requests) == []
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=preprocessed_dataset.key, partition="digits", tags={"dagster/data_version": "f" * 64}
+        )
+    )
+    changed = tick(first.cursor)
+    requests = list(changed.run_requests)
+    assert [r.partition_key for r in requests] == ["digits|paper_mlp", "digits|dcgan"]
+    assert all(r.run_key.endswith(":" + "f" * 16) for r in requests)
+
+
+def test_downstream_follows_training_by_declarative_automation(storage, instance) -> None:
+    defs = build_definitions(storage=storage)
+    key = dataset_model_key("digits", "paper_mlp")
+    assert defs.resolve_job_def("dataset_job").execute_in_process(partition_key="digits", instance=instance).success
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert first.total_requested == 0  # nothing trained yet: nothing to follow
+    assert (
+        defs.resolve_job_def("retrain_job")
+        .execute_in_process(
+            partition_key=key, instance=instance, run_config={"ops": {"gan_model": {"config": {"epochs": 2}}}}
+        )
+        .success
+    )
+    after_training = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert after_training.get_requested_partitions(generated_samples.key) == {key}
+    assert after_training.get_num_requested(evaluation_report.key) == 0
+    job = defs.resolve_job_def("training_job")
+    assert job.execute_in_process(partition_key=key, instance=instance, run_config=FAST).success
+    after_eval = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after_training.cursor)
+    assert after_eval.get_num_requested(evaluation_report.key) == 1
+
+
+def test_gpu_steps_share_a_pool_limited_to_one(tmp_path) -> None:
+    assert {a.op.pool for a in (gan_model, generated_samples, parzen_bandwidth, parzen_log_likelihood)} == {"gpu"}
+    settings = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    assert settings["concurrency"]["pools"]["default_limit"] == 1
+    (tmp_path / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
+    instance = dg.DagsterInstance.from_config(str(tmp_path))  # how Dagster reads $DAGSTER_HOME/dagster.yaml
+    try:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    finally:
+        instance.dispose()
+
+
+@pytest.mark.parametrize(
+    ("ops", "message"),
+    [
+        ({"gan_model": {"config": {"loss": "hinge"}}}, "unknown loss 'hinge'"),
+        ({"gan_model": {"config": {"learning_rate": -0.1}}}, "learning_rate must be positive"),
+        ({"gan_model": {"config": {"batch_size": 0}}}, "batch_size must be a positive integer"),
+        ({"parzen_bandwidth": {"config": {"sigmas": []}}}, "sigmas must be a non-empty list"),
+        ({"generated_samples": {"config": {"count": 0}}}, "count and batch_size must be positive"),
+    ],
+)
+def test_config_errors_fail_before_training(storage, instance, ops, message) -> None:
+    defs = build_definitions(storage=storage)
+    assert defs.resolve_job_def("dataset_job").execute_in_process(partition_key="digits", instance=instance).success
+    result = defs.resolve_job_def("training_job").execute_in_process(
+        partition_key=dataset_model_key("digits", "paper_mlp"),
+        instance=instance,
+        raise_on_error=False,
+        run_config={"ops": ops},
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "gan_model" and message in failure.step_failure_data.error.cause.message
+    assert not storage.path("models").exists()
+
+
+def test_missing_dataset_file_fails_before_training(storage, instance) -> None:
+    defs = build_definitions(storage=storage)
+    result = defs.resolve_job_def("retrain_job").execute_in_process(
+        partition_key=dataset_model_key("mnist", "paper_mlp"), instance=instance, raise_on_error=False
+    )
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert (
+        f"dataset file {storage.dataset_file('mnist')} does not exist" in failure.step_failure_data.error.cause.message
+    )
