@@ -18,7 +18,7 @@ from gan_core import parzen
 from gan_core.data import load_split, read_dataset_info
 from gan_core.parzen import evaluate_parzen, select_sigma, standard_error
 from gan_core.plots import line_png, png_markdown
-from gan_core.report import parzen_table, write_report
+from gan_core.report import parzen_table, table_markdown, write_report
 from gan_core.sample import read_samples_h5
 from gan_core.storage import hash_json, write_json_atomic
 from pipelines.partitions import dataset_model_partitions
@@ -234,7 +234,7 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
             "report_markdown": dg.MetadataValue.path(str(paths["md"])),
             "report_csv": dg.MetadataValue.path(str(paths["parzen_table1_csv"])),
             "partitions": dg.MetadataValue.json(covered),
-            "table": dg.MetadataValue.md(table.drop(columns=["mean", "error"]).to_markdown(index=False)),
+            "table": dg.MetadataValue.md(table_markdown(table.drop(columns=["mean", "error"]))),
         },
         data_version=dg.DataVersion(hash_json(table.to_csv(index=False))),
     )

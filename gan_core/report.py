@@ -97,6 +97,11 @@ def parzen_table(
     return table.sort_values(["dataset", "source", "model"], kind="stable").reset_index(drop=True)
 
 
+def table_markdown(table: pd.DataFrame) -> str:
+    """A table as Markdown with blanks for missing values."""
+    return table.to_markdown(index=False, missingval="")
+
+
 def write_report(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike[str], title: str) -> dict[str, Path]:
     """Write every table as CSV, one Markdown file and one HTML file (atomically); return the paths."""
     out_dir = Path(out_dir)
@@ -106,9 +111,7 @@ def write_report(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike[str
         with atomic_output(csv_path) as tmp:
             table.to_csv(tmp, index=False)
         paths[f"{name}_csv"] = csv_path
-    markdown = "\n\n".join(
-        [f"# {title}"] + [f"## {name}\n\n{t.to_markdown(index=False)}" for name, t in tables.items()]
-    )
+    markdown = "\n\n".join([f"# {title}"] + [f"## {name}\n\n{table_markdown(t)}" for name, t in tables.items()])
     html = "\n".join(
         [f"<html><head><meta charset='utf-8'><title>{title}</title></head><body><h1>{title}</h1>"]
         + [f"<h2>{name}</h2>{t.to_html(index=False, na_rep='', classes='report')}" for name, t in tables.items()]

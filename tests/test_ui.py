@@ -1,0 +1,264 @@
+"""The UI for real: `dagster dev` on 127.0.0.1 with a temporary DAGSTER_HOME, driven through GraphQL and Chromium."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+LOCATION = "gan_pipeline"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DagsterDev:
+    """A running `dagster dev` and a tiny GraphQL client for it."""
+
+    def __init__(self, home: Path, data: Path, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "DAGSTER_HOME": str(home), "GAN_PIPELINE_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
+        self.log = log.open("w")
+        self.process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                "dev",
+                "-w",
+                "workspace.yaml",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_until_up(self, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dagster dev exited with {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/server_info", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(1)
+        else:
+            raise TimeoutError("dagster dev did not answer /server_info in time")
+        while time.monotonic() < deadline:  # the code location loads after the webserver answers
+            status = self.query(
+                "{ workspaceOrError { ... on Workspace { locationEntries { name "
+                "locationOrLoadError { __typename } } } } }"
+            )
+            entries = status["workspaceOrError"]["locationEntries"]
+            if (
+                entries
+                and entries[0]["locationOrLoadError"]
+                and entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+            ):
+                return
+            if (
+                entries
+                and entries[0]["locationOrLoadError"]
+                and entries[0]["locationOrLoadError"]["__typename"] == "PythonError"
+            ):
+                raise RuntimeError(f"code location failed to load: {status}")
+            time.sleep(1)
+        raise TimeoutError("the code location did not load in time")
+
+    def query(self, text: str, variables: dict | None = None) -> dict:
+        body = json.dumps({"query": text, "variables": variables or {}}).encode()
+        request = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            payload = json.loads(response.read())
+        assert "errors" not in payload, payload
+        return payload["data"]
+
+    def launch(self, job: str, tags: dict[str, str], run_config: dict | None = None) -> str:
+        result = self.query(
+            """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+                 __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+                 ... on RunConfigValidationInvalid { errors { message } } } }""",
+            {
+                "params": {
+                    "selector": {
+                        "repositoryLocationName": LOCATION,
+                        "repositoryName": "__repository__",
+                        "jobName": job,
+                    },
+                    "runConfigData": run_config or {},
+                    "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+                }
+            },
+        )["launchRun"]
+        assert result["__typename"] == "LaunchRunSuccess", result
+        return result["run"]["runId"]
+
+    def wait_for_run(self, run_id: str, timeout: float = 600) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.query("query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})[
+                "runOrError"
+            ]["status"]
+            if status in ("SUCCESS", "FAILURE", "CANCELED"):
+                return status
+            time.sleep(2)
+        raise TimeoutError(f"run {run_id} did not finish in time")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    root = tmp_path_factory.mktemp("ui")
+    (root / "home").mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", root / "home" / "dagster.yaml")
+    server = DagsterDev(root / "home", root / "data", root / "dagster_dev.log")
+    try:
+        server.wait_until_up()
+        yield server
+    except Exception:
+        print((root / "dagster_dev.log").read_text()[-5000:])
+        raise
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def materialized(dagster_dev: DagsterDev) -> DagsterDev:
+    """digits materialised through GraphQL launches: dataset, training (short), report."""
+    runs = [
+        ("dataset_job", {"dagster/partition": "digits"}, None),
+        (
+            "training_job",
+            {
+                "dagster/partition": "digits|paper_mlp",
+                "dagster/partition/dataset": "digits",
+                "dagster/partition/model": "paper_mlp",
+            },
+            {"ops": {"gan_model": {"config": {"epochs": 3}}, "generated_samples": {"config": {"count": 1000}}}},
+        ),
+        ("report_job", {}, None),
+    ]
+    for job, tags, config in runs:
+        status = dagster_dev.wait_for_run(dagster_dev.launch(job, tags, config))
+        assert status == "SUCCESS", f"{job} ended {status}"
+    return dagster_dev
+
+
+def test_graphql_lists_assets_and_partitions(dagster_dev: DagsterDev) -> None:
+    nodes = dagster_dev.query("{ assetNodes { assetKey { path } partitionKeysByDimension { name partitionKeys } } }")
+    by_name = {"/".join(node["assetKey"]["path"]): node for node in nodes["assetNodes"]}
+    assert {
+        "raw_dataset",
+        "preprocessed_dataset",
+        "gan_model",
+        "generated_samples",
+        "parzen_bandwidth",
+        "parzen_log_likelihood",
+        "evaluation_report",
+    } <= set(by_name)
+    dims = {d["name"]: d["partitionKeys"] for d in by_name["gan_model"]["partitionKeysByDimension"]}
+    assert dims["dataset"] == ["digits", "mnist", "fashion_mnist", "cifar10", "tfd"]
+    assert "paper_mlp" in dims["model"] and "dcgan" in dims["model"]
+    data_dims = by_name["preprocessed_dataset"]["partitionKeysByDimension"]
+    assert data_dims[0]["partitionKeys"] == ["digits", "mnist", "fashion_mnist", "cifar10", "tfd"]
+
+
+def test_launch_digits_through_graphql_and_read_the_report(materialized: DagsterDev) -> None:
+    report = materialized.query(
+        """{ assetOrError(assetKey: {path: ["evaluation_report"]}) { ... on Asset {
+             assetMaterializations(limit: 1) { metadataEntries { label
+               ... on MarkdownMetadataEntry { mdStr } ... on PathMetadataEntry { path } } } } } }"""
+    )["assetOrError"]["assetMaterializations"][0]["metadataEntries"]
+    entries = {entry["label"]: entry for entry in report}
+    assert "Adversarial nets" in entries["table"]["mdStr"] and "paper_mlp" in entries["table"]["mdStr"]
+    assert Path(entries["report_html"]["path"]).is_file()
+    checks = materialized.query(
+        """{ assetNodes(assetKeys: [{path: ["preprocessed_dataset"]}]) { assetChecksOrError { ... on AssetChecks {
+             checks { name executionForLatestMaterialization { status } } } } } }"""
+    )["assetNodes"][0]["assetChecksOrError"]["checks"]
+    assert {c["name"]: c["executionForLatestMaterialization"]["status"] for c in checks} == {
+        "split_sizes_match": "SUCCEEDED",
+        "images_dtype_shape_range": "SUCCEEDED",
+        "no_empty_classes": "SUCCEEDED",
+        "source_checksums_recorded": "SUCCEEDED",
+    }
+
+
+def test_browser_shows_asset_graph_and_report(materialized: DagsterDev, tmp_path: Path) -> None:
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is not installed: .ci/run installs Debian's chromium package")
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"{materialized.url}/asset-groups", wait_until="networkidle")
+        skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit newsletter dialog
+        if skip.count():
+            skip.click()
+        page.get_by_text("Global asset lineage").first.wait_for(timeout=60_000)
+        for group in ("data", "model", "evaluation"):  # expand each group in the graph's asset tree
+            page.get_by_text(group, exact=True).first.dblclick()
+        for name in (
+            "raw_dataset",
+            "preprocessed_dataset",
+            "gan_model",
+            "generated_samples",
+            "parzen_bandwidth",
+            "parzen_log_likelihood",
+            "evaluation_report",
+        ):
+            page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "graph.png"))
+
+        page.goto(f"{materialized.url}/assets/evaluation_report", wait_until="networkidle")
+        page.get_by_text("report_html", exact=True).first.wait_for(timeout=60_000)
+        page.get_by_text("[Show Markdown]").first.click()  # the report table (markdown metadata) opens in a dialog
+        dialog = page.get_by_role("dialog")
+        for text in ("Adversarial nets", "paper_mlp", "reference: estimator ceiling", "225.0 ± 2.0"):
+            dialog.get_by_text(text).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "report.png"))
+        browser.close()
