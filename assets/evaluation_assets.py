@@ -13,12 +13,13 @@ import numpy as np
 
 from assets.common import dataset_and_model
 from assets.configs import ParzenBandwidthConfig, ParzenConfig, validate_run_config
+from assets.metrics_assets import evaluation_metrics, paper_figures, reference_metrics
 from assets.model_assets import generated_samples, read_manifest
 from gan_core import parzen
 from gan_core.data import load_split, read_dataset_info
 from gan_core.parzen import evaluate_parzen, select_sigma, standard_error
 from gan_core.plots import line_png, png_markdown
-from gan_core.report import parzen_table, table_markdown, write_report
+from gan_core.report import metrics_table, parzen_table, table_markdown, write_report
 from gan_core.sample import read_samples_h5
 from gan_core.storage import hash_json, write_json_atomic
 from pipelines.partitions import dataset_model_partitions
@@ -198,16 +199,16 @@ def reference_result(storage: StorageResource, dataset: str, n_samples: int = 10
     return stored
 
 
-def collect_project_results(storage: StorageResource) -> list[dict]:
-    """Every (dataset, model) Parzen result currently stored, one row per seed."""
+def collect_project_results(storage: StorageResource, kind: str = "parzen") -> list[dict]:
+    """Every (dataset, model) result of a kind ("parzen" or "metrics") currently stored, one row per seed."""
     rows = []
-    for manifest in sorted(storage.path("evaluation").glob("*/*/parzen.json")):
+    for manifest in sorted(storage.path("evaluation").glob(f"*/*/{kind}.json")):
         rows.extend(json.loads(manifest.read_text())["runs"])
     return rows
 
 
 @dg.asset(
-    deps=[parzen_log_likelihood],
+    deps=[parzen_log_likelihood, evaluation_metrics, paper_figures],
     code_version=REPORT_CODE_VERSION,
     # eager() would wait for every dataset x model partition upstream; the report refreshes when any of them updates
     automation_condition=dg.AutomationCondition.any_deps_updated() & ~dg.AutomationCondition.in_progress(),
@@ -223,9 +224,23 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
             f"no Parzen results under {storage.path('evaluation')}: materialise "
             "parzen_log_likelihood for at least one partition first"
         )
-    references = [reference_result(storage, dataset) for dataset in sorted({row["dataset"] for row in project})]
+    datasets = sorted({row["dataset"] for row in project})
+    references = [reference_result(storage, dataset) for dataset in datasets]
     table = parzen_table(project, references)
-    paths = write_report({"parzen_table1": table}, storage.report_dir(), "gan-pipeline evaluation report")
+    metric_rows = collect_project_results(storage, "metrics")
+    metric_references = [row for dataset in datasets for row in reference_metrics(storage, dataset)]
+    metrics = metrics_table(project, metric_rows, metric_references, references)
+    figures = (
+        {
+            f"{path.parent.parent.name}|{path.parent.name}: {path.stem.replace('_', ' ')}": str(path)
+            for path in sorted(storage.path("figures").glob("*/*/*.png"))
+        }
+        if storage.path("figures").exists()
+        else {}
+    )
+    paths = write_report(
+        {"parzen_table1": table, "metrics": metrics}, storage.report_dir(), "gan-pipeline evaluation report", figures
+    )
     context.log.info(f"report written to {paths['html']}")
     covered = sorted({f"{row['dataset']}|{row['model']}" for row in project})
     return dg.MaterializeResult(
@@ -235,6 +250,8 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
             "report_csv": dg.MetadataValue.path(str(paths["parzen_table1_csv"])),
             "partitions": dg.MetadataValue.json(covered),
             "table": dg.MetadataValue.md(table_markdown(table.drop(columns=["mean", "error"]))),
+            "metrics": dg.MetadataValue.md(table_markdown(metrics)),
+            "figures": dg.MetadataValue.json(figures),
         },
         data_version=dg.DataVersion(hash_json(table.to_csv(index=False))),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -97,13 +98,63 @@ def parzen_table(
     return table.sort_values(["dataset", "source", "model"], kind="stable").reset_index(drop=True)
 
 
+METRIC_COLUMNS = [
+    "frechet_distance",
+    "kid",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "class_coverage",
+    "class_kl",
+    "inception_score",
+    "memorisation_ratio",
+]
+
+
+def metrics_table(
+    parzen_rows: Iterable[dict[str, Any]],
+    metric_rows: Iterable[dict[str, Any]],
+    reference_rows: Iterable[dict[str, Any]],
+    parzen_references: Iterable[dict[str, Any]],
+) -> pd.DataFrame:
+    """Parzen beside the modern metrics, one row per (dataset, model) (means over seeds) plus reference rows:
+    real test images, and a memorising model returning training images (its Parzen is the real-training reference)."""
+    parzen = pd.DataFrame(list(parzen_rows))
+    metrics = pd.DataFrame(list(metric_rows))
+    rows: list[dict[str, Any]] = []
+    if len(metrics):
+        for (dataset, model), group in metrics.groupby(["dataset", "model"], sort=True):
+            row: dict[str, Any] = {"dataset": dataset, "model": model, "seeds": len(group)}
+            row.update({name: float(group[name].mean()) for name in METRIC_COLUMNS})
+            if len(parzen):
+                match = parzen[(parzen["dataset"] == dataset) & (parzen["model"] == model)]
+                row["parzen"] = float(match["mean_log_likelihood"].mean()) if len(match) else np.nan
+            rows.append(row)
+    parzen_by_dataset = {ref["dataset"]: ref["mean_log_likelihood"] for ref in parzen_references}
+    for ref in reference_rows:
+        row = {"dataset": ref["dataset"], "model": ref["model"], "seeds": np.nan}
+        row.update({name: float(ref[name]) for name in METRIC_COLUMNS})
+        row["parzen"] = (
+            parzen_by_dataset.get(ref["dataset"], np.nan) if ref["model"].startswith("memorising") else np.nan
+        )
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["dataset", "model", "seeds", "parzen", *METRIC_COLUMNS])
+    table["seeds"] = table["seeds"].astype("Int64")
+    return table.round(4)
+
+
 def table_markdown(table: pd.DataFrame) -> str:
     """A table as Markdown with blanks for missing values."""
     return table.to_markdown(index=False, missingval="")
 
 
-def write_report(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike[str], title: str) -> dict[str, Path]:
-    """Write every table as CSV, one Markdown file and one HTML file (atomically); return the paths."""
+def write_report(
+    tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike[str], title: str, figures: dict[str, str] | None = None
+) -> dict[str, Path]:
+    """Write every table as CSV, one Markdown file and one HTML file (atomically), linking `figures` ({caption:
+    path}); return the paths."""
+    figures = figures or {}
     out_dir = Path(out_dir)
     paths: dict[str, Path] = {}
     for name, table in tables.items():
@@ -115,6 +166,16 @@ def write_report(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike[str
     html = "\n".join(
         [f"<html><head><meta charset='utf-8'><title>{title}</title></head><body><h1>{title}</h1>"]
         + [f"<h2>{name}</h2>{t.to_html(index=False, na_rep='', classes='report')}" for name, t in tables.items()]
+        + (
+            ["<h2>figures</h2>"]
+            + [
+                f"<figure><img src='file://{path}' alt='{html_lib.escape(caption)}'>"
+                f"<figcaption>{html_lib.escape(caption)}</figcaption></figure>"
+                for caption, path in figures.items()
+            ]
+            if figures
+            else []
+        )
         + ["</body></html>"]
     )
     for suffix, text in (("md", markdown + "\n"), ("html", html)):

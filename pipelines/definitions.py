@@ -2,14 +2,22 @@
 
 import dagster as dg
 
-from assets import data_assets, data_checks, evaluation_assets, evaluation_checks, model_assets, model_checks
+from assets import (
+    data_assets,
+    data_checks,
+    evaluation_assets,
+    evaluation_checks,
+    metrics_assets,
+    model_assets,
+    model_checks,
+)
 from pipelines.jobs import dataset_job, report_job, retrain_job, training_job
 from pipelines.resources import DatasetSourcesResource, StorageResource
 from pipelines.schedules import retrain_schedule
 from pipelines.sensors import evaluation_follows_training, retrain_on_data_change
 
-ASSET_MODULES = [data_assets, model_assets, evaluation_assets]
-CHECK_MODULES = [data_checks, model_checks, evaluation_checks]
+ASSET_MODULES = [data_assets, model_assets, evaluation_assets, metrics_assets]
+CHECK_MODULES = [data_checks, model_checks, evaluation_checks, metrics_assets]
 
 
 def build_definitions(

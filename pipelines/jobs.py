@@ -4,18 +4,21 @@ import dagster as dg
 
 from assets.data_assets import preprocessed_dataset, raw_dataset
 from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
+from assets.metrics_assets import evaluation_metrics, feature_classifier, paper_figures
 from assets.model_assets import gan_model, generated_samples
 
 dataset_job = dg.define_asset_job(
     "dataset_job",
-    selection=dg.AssetSelection.assets(raw_dataset, preprocessed_dataset),
-    description="Download and preprocess one dataset partition (with its checks).",
+    selection=dg.AssetSelection.assets(raw_dataset, preprocessed_dataset, feature_classifier),
+    description="Download and preprocess one dataset partition and train its feature classifier (with checks).",
 )
 
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.assets(gan_model, generated_samples, parzen_bandwidth, parzen_log_likelihood),
-    description="Train, sample and Parzen-evaluate one dataset x model partition (with its checks).",
+    selection=dg.AssetSelection.assets(
+        gan_model, generated_samples, parzen_bandwidth, parzen_log_likelihood, evaluation_metrics, paper_figures
+    ),
+    description="Train, sample, Parzen-evaluate, score and draw figures for one dataset x model partition.",
 )
 
 retrain_job = dg.define_asset_job(

@@ -15,13 +15,16 @@ import dagster as dg
 
 from assets.data_assets import preprocessed_dataset
 from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
+from assets.metrics_assets import evaluation_metrics, paper_figures
 from assets.model_assets import generated_samples
 from pipelines.jobs import retrain_job
 from pipelines.schedules import DEFAULT_PARTITIONS, parse_partitions
 
 evaluation_follows_training = dg.AutomationConditionSensorDefinition(
     "evaluation_follows_training",
-    target=dg.AssetSelection.assets(generated_samples, parzen_bandwidth, parzen_log_likelihood, evaluation_report),
+    target=dg.AssetSelection.assets(
+        generated_samples, parzen_bandwidth, parzen_log_likelihood, evaluation_metrics, paper_figures, evaluation_report
+    ),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description="Materialises samples, Parzen results and the report after new training results.",

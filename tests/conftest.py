@@ -86,3 +86,15 @@ def write_idx_gz(path: Path, array: np.ndarray) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)
     with gzip.open(path, "wb") as handle:
         handle.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def materialize_dataset(defs, instance, dataset: str = "digits", with_classifier: bool = False):  # noqa: ANN001, ANN201
+    """Run dataset_job for one partition; without the feature classifier unless asked (it costs seconds to minutes)."""
+    import dagster as dg
+
+    selection = None if with_classifier else [dg.AssetKey("raw_dataset"), dg.AssetKey("preprocessed_dataset")]
+    result = defs.resolve_job_def("dataset_job").execute_in_process(
+        partition_key=dataset, instance=instance, asset_selection=selection
+    )
+    assert result.success
+    return result

@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 import pytest
 import yaml
+from conftest import materialize_dataset
 
 from assets.data_assets import preprocessed_dataset
 from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
@@ -53,7 +54,7 @@ def test_schedule_partitions_setting_is_checked() -> None:
 
 def test_data_change_sensor_retrains_only_on_a_new_data_version(storage, instance) -> None:
     defs = build_definitions(storage=storage)
-    assert defs.resolve_job_def("dataset_job").execute_in_process(partition_key="digits", instance=instance).success
+    materialize_dataset(defs, instance)
     sensor = build_data_change_sensor(["digits|paper_mlp", "digits|dcgan", "mnist|paper_mlp"])
     repository = dg.Definitions(
         jobs=[retrain_job], sensors=[sensor], assets=[gan_model], resources={"storage": storage}
@@ -68,7 +69,7 @@ def test_data_change_sensor_retrains_only_on_a_new_data_version(storage, instanc
     same = tick(first.cursor)
     assert list(same.run_requests) == []
     # an unchanged re-materialisation keeps the data version: still nothing
-    assert defs.resolve_job_def("dataset_job").execute_in_process(partition_key="digits", instance=instance).success
+    materialize_dataset(defs, instance)
     unchanged = tick(first.cursor)
     assert list(unchanged.run_requests) == []
     instance.report_runless_asset_event(
@@ -128,7 +129,7 @@ def test_gpu_steps_share_a_pool_limited_to_one(tmp_path) -> None:
 )
 def test_config_errors_fail_before_training(storage, instance, ops, message) -> None:
     defs = build_definitions(storage=storage)
-    assert defs.resolve_job_def("dataset_job").execute_in_process(partition_key="digits", instance=instance).success
+    materialize_dataset(defs, instance)
     result = defs.resolve_job_def("training_job").execute_in_process(
         partition_key=dataset_model_key("digits", "paper_mlp"),
         instance=instance,
@@ -138,7 +139,7 @@ def test_config_errors_fail_before_training(storage, instance, ops, message) -> 
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert failure.step_key == "gan_model" and message in failure.step_failure_data.error.cause.message
-    assert not storage.path("models").exists()
+    assert not list(storage.path("models").glob("*/*/*/checkpoint.pt"))  # nothing was trained
 
 
 def test_missing_dataset_file_fails_before_training(storage, instance) -> None:
