@@ -185,18 +185,7 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
         )
     write_json_atomic(storage.evaluation_dir(dataset, model) / "metrics.json", {"runs": runs})
     first = runs[0]
-    shown = (
-        "frechet_distance",
-        "kid",
-        "precision",
-        "recall",
-        "density",
-        "coverage",
-        "class_coverage",
-        "class_kl",
-        "inception_score",
-        "memorisation_ratio",
-    )
+    shown = metrics.METRIC_COLUMNS
     return dg.MaterializeResult(
         metadata={
             **{name: float(first[name]) for name in shown},

@@ -153,6 +153,21 @@ def nearest_training_images(
     return _nearest(flat_s, flat_t, block, device)[1]
 
 
+# The headline numbers, in the order the report shows them.
+METRIC_COLUMNS = [
+    "frechet_distance",
+    "kid",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "class_coverage",
+    "class_kl",
+    "inception_score",
+    "memorisation_ratio",
+]
+
+
 @dataclass(frozen=True)
 class SampleMetrics:
     frechet_distance: float

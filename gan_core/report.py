@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gan_core.metrics import METRIC_COLUMNS
 from gan_core.storage import atomic_output
 
 # Table 1 of Goodfellow et al. (2014): Parzen-window log-likelihood (nats), mean +- standard error.
@@ -96,20 +97,6 @@ def parzen_table(
         rows, columns=["dataset", "model", "source", "seeds", "sigma", "log_likelihood", "mean", "error"]
     )
     return table.sort_values(["dataset", "source", "model"], kind="stable").reset_index(drop=True)
-
-
-METRIC_COLUMNS = [
-    "frechet_distance",
-    "kid",
-    "precision",
-    "recall",
-    "density",
-    "coverage",
-    "class_coverage",
-    "class_kl",
-    "inception_score",
-    "memorisation_ratio",
-]
 
 
 def metrics_table(
