@@ -7,7 +7,3 @@ def dataset_and_model(context: dg.AssetExecutionContext | dg.AssetCheckExecution
     """(dataset, model) of a dataset x model partition."""
     keys = context.partition_key.keys_by_dimension  # type: ignore[union-attr]
     return keys["dataset"], keys["model"]
-
-
-def log_fn(context: dg.AssetExecutionContext):  # noqa: ANN201
-    return context.log.info

@@ -32,19 +32,18 @@ def image_grid(images: np.ndarray, columns: int = 10) -> np.ndarray:
     return grid
 
 
-def grid_png(images: np.ndarray, columns: int = 10, scale: float = 0.25) -> bytes:
-    """A PNG of an image grid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def grid_png(images: np.ndarray, columns: int = 10, min_cell: int = 32) -> bytes:
+    """A PNG of an image grid, each image enlarged (nearest neighbour) to at least `min_cell` pixels."""
+    from PIL import Image
 
     grid = np.clip(image_grid(images, columns), 0, 1)
-    fig = plt.figure(figsize=(max(2.0, grid.shape[1] * scale / 8), max(2.0, grid.shape[0] * scale / 8)))
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(grid[..., 0] if grid.shape[2] == 1 else grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.axis("off")
-    return _figure_png(fig)
+    scale = max(1, math.ceil(min_cell / images.shape[2]))
+    pixels = (grid * 255).round().astype(np.uint8)
+    picture = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def line_png(

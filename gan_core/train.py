@@ -22,7 +22,7 @@ from torch import nn
 
 from gan_core.losses import check_loss_name, discriminator_loss, generator_loss, gradient_penalty
 from gan_core.models import MODEL_BUILDERS, build_models, init_output_bias_from_marginals, sample_noise
-from gan_core.storage import atomic_output, hash_json
+from gan_core.storage import atomic_output
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -84,10 +84,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def identity(self) -> str:
-        """Short hash of the settings: results are stored under it, so new settings never reuse an old model."""
-        return hash_json(self.to_dict())
 
 
 @dataclass(frozen=True)
