@@ -29,7 +29,8 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
         offset = np.eye(len(cov_a)) * 1e-6
         root = scipy.linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
     root = root.real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root))
+    distance = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root)
+    return float(max(distance, 0.0))  # rounding can leave -1e-12 for identical sets
 
 
 def kernel_distance(

@@ -133,7 +133,8 @@ def metrics_table(
 
 def table_markdown(table: pd.DataFrame) -> str:
     """A table as Markdown with blanks for missing values."""
-    return table.to_markdown(index=False, missingval="")
+    shown = table.astype(object).where(table.notna(), "")
+    return shown.to_markdown(index=False)
 
 
 def write_report(
