@@ -15,6 +15,18 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+ASSET_NAMES = (
+    "raw_dataset",
+    "preprocessed_dataset",
+    "feature_classifier",
+    "gan_model",
+    "generated_samples",
+    "parzen_bandwidth",
+    "parzen_log_likelihood",
+    "evaluation_metrics",
+    "paper_figures",
+    "evaluation_report",
+)
 
 
 @pytest.fixture

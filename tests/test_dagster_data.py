@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import pytest
 import scipy.io
-from conftest import REPO_ROOT, read_idx_gz
+from conftest import ASSET_NAMES, REPO_ROOT, read_idx_gz
 
 from gan_core.data import load_split_arrays
 from gan_core.storage import sha256_file
@@ -38,15 +38,7 @@ def test_definitions_load() -> None:
 
     dg.Definitions.validate_loadable(defs)
     keys = {spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()}
-    assert {
-        "raw_dataset",
-        "preprocessed_dataset",
-        "gan_model",
-        "generated_samples",
-        "parzen_bandwidth",
-        "parzen_log_likelihood",
-        "evaluation_report",
-    } <= keys
+    assert set(ASSET_NAMES) <= keys
 
 
 def test_dagster_cli_validates_the_workspace() -> None:

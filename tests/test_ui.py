@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import ASSET_NAMES, REPO_ROOT
 
 pytestmark = pytest.mark.slow
 LOCATION = "gan_pipeline"
@@ -177,15 +177,7 @@ def materialized(dagster_dev: DagsterDev) -> DagsterDev:
 def test_graphql_lists_assets_and_partitions(dagster_dev: DagsterDev) -> None:
     nodes = dagster_dev.query("{ assetNodes { assetKey { path } partitionKeysByDimension { name partitionKeys } } }")
     by_name = {"/".join(node["assetKey"]["path"]): node for node in nodes["assetNodes"]}
-    assert {
-        "raw_dataset",
-        "preprocessed_dataset",
-        "gan_model",
-        "generated_samples",
-        "parzen_bandwidth",
-        "parzen_log_likelihood",
-        "evaluation_report",
-    } <= set(by_name)
+    assert set(ASSET_NAMES) <= set(by_name)
     dims = {d["name"]: d["partitionKeys"] for d in by_name["gan_model"]["partitionKeysByDimension"]}
     assert dims["dataset"] == ["digits", "mnist", "fashion_mnist", "cifar10", "tfd"]
     assert "paper_mlp" in dims["model"] and "dcgan" in dims["model"]
@@ -240,17 +232,9 @@ def test_browser_shows_asset_graph_and_report(materialized: DagsterDev, tmp_path
         if skip.count():
             skip.click()
         page.get_by_text("Global asset lineage").first.wait_for(timeout=60_000)
-        for group in ("data", "model", "evaluation"):  # expand each group in the graph's asset tree
+        for group in ("data", "model", "evaluation", "metrics"):  # expand each group in the asset tree
             page.get_by_text(group, exact=True).first.dblclick()
-        for name in (
-            "raw_dataset",
-            "preprocessed_dataset",
-            "gan_model",
-            "generated_samples",
-            "parzen_bandwidth",
-            "parzen_log_likelihood",
-            "evaluation_report",
-        ):
+        for name in ASSET_NAMES:
             page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
         page.screenshot(path=str(tmp_path / "graph.png"))
 
