@@ -156,7 +156,10 @@ def score_images(images: np.ndarray, reference: dict) -> dict:
 def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     validate_run_config(context)
     dataset, model = dataset_and_model(context)
-    classifier_key = json.loads(storage.path("models", dataset, "feature_classifier.json").read_text())["key"]
+    record = storage.path("models", dataset, "feature_classifier.json")
+    if not record.is_file():
+        raise FileNotFoundError(f"{record} does not exist: materialise feature_classifier for {dataset} first")
+    classifier_key = json.loads(record.read_text())["key"]
     runs, reference = [], None
     for entry in read_manifest(storage, "samples", dataset, model)["runs"]:
         key = hash_json({"samples": entry["content_hash"], "classifier": classifier_key, "code": METRICS_CODE_VERSION})
