@@ -52,6 +52,7 @@ def parzen_bandwidth(
     validate_run_config(context)
     dataset, model = dataset_and_model(context)
     valid = load_split(storage.dataset_file(dataset), "valid", limit=config.n_valid).flatten(1)
+    dataset_hash = read_dataset_info(storage.dataset_file(dataset)).content_hash
     entries = []
     for run in read_manifest(storage, "samples", dataset, model)["runs"]:
         key = hash_json(
@@ -59,7 +60,7 @@ def parzen_bandwidth(
                 "samples": run["content_hash"],
                 "sigmas": config.sigmas,
                 "n_valid": config.n_valid,
-                "dataset": read_dataset_info(storage.dataset_file(dataset)).content_hash,
+                "dataset": dataset_hash,
                 "code": PARZEN_CODE_VERSION,
             }
         )
