@@ -47,7 +47,10 @@ def main() -> None:
     parser.add_argument("--noise", default="uniform", choices=["uniform", "gaussian"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     h5_path = ensure_mnist(args.mnist_source, Path(args.data_dir))
     train = load_split(h5_path, "train")

@@ -235,11 +235,7 @@ def train_gan(
     start_epoch, step, history, elapsed = 0, 0, [], 0.0
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path, device)
-        if state["config"] != config.to_dict():
-            raise ValueError(
-                f"checkpoint {checkpoint_path} was trained with other settings ({state['config']}); "
-                "use another output directory for this configuration"
-            )
+        _check_resumable(checkpoint_path, state, config)
         generator.load_state_dict(state["generator"])
         discriminator.load_state_dict(state["discriminator"])
         g_opt.load_state_dict(state["g_optimizer"])
@@ -252,7 +248,7 @@ def train_gan(
         emit(f"resuming from {checkpoint_path} at epoch {start_epoch}/{config.epochs}, step {step}")
     resumed_from = start_epoch
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
     generator.train()
     discriminator.train()
 
@@ -386,6 +382,24 @@ def train_gan(
         resumed_from_epoch=resumed_from,
         finished=finished,
     )
+
+
+def _check_resumable(checkpoint_path: Path, state: dict[str, Any], config: TrainConfig) -> None:
+    """A checkpoint resumes under the same settings; `epochs` alone may be raised to extend a run, because no
+    schedule depends on the total (momentum saturates at a fixed epoch, the learning rate decays per update)."""
+    saved = {key: value for key, value in state["config"].items() if key != "epochs"}
+    wanted = {key: value for key, value in config.to_dict().items() if key != "epochs"}
+    if saved != wanted:
+        changed = sorted(key for key in saved.keys() | wanted.keys() if saved.get(key) != wanted.get(key))
+        raise ValueError(
+            f"checkpoint {checkpoint_path} was trained with other settings (differing: {', '.join(changed)}; "
+            f"saved: {state['config']}); use another output directory for this configuration"
+        )
+    if int(state["epoch"]) > config.epochs:
+        raise ValueError(
+            f"checkpoint {checkpoint_path} is already at epoch {state['epoch']}, past the requested epochs="
+            f"{config.epochs}; ask for at least {state['epoch']} epochs or use another output directory"
+        )
 
 
 def _raise_if_diverged(stats: torch.Tensor, first_step: int, epoch: int, checkpoint_path: Path) -> None:

@@ -108,9 +108,21 @@ def test_killed_and_resumed_run_equals_uninterrupted(digits_train, tmp_path) -> 
 
 
 def test_resume_refuses_other_settings(digits_train, tmp_path) -> None:
-    train_gan(TrainConfig(epochs=1, max_train_images=300), digits_train, tmp_path, QUIET)
-    with pytest.raises(ValueError, match="trained with other settings"):
-        train_gan(TrainConfig(epochs=1, max_train_images=300, learning_rate=0.05), digits_train, tmp_path, QUIET)
+    train_gan(TrainConfig(epochs=2, max_train_images=300), digits_train, tmp_path, QUIET)
+    with pytest.raises(ValueError, match="trained with other settings.*differing: learning_rate"):
+        train_gan(TrainConfig(epochs=2, max_train_images=300, learning_rate=0.05), digits_train, tmp_path, QUIET)
+    with pytest.raises(ValueError, match="already at epoch 2, past the requested epochs=1"):
+        train_gan(TrainConfig(epochs=1, max_train_images=300), digits_train, tmp_path, QUIET)
+
+
+def test_raising_epochs_extends_a_finished_run_to_the_uninterrupted_result(digits_train, tmp_path) -> None:
+    whole = train_gan(TrainConfig(epochs=3, max_train_images=400), digits_train, tmp_path / "whole", QUIET)
+    train_gan(TrainConfig(epochs=2, max_train_images=400), digits_train, tmp_path / "extended", QUIET)
+    extended = train_gan(TrainConfig(epochs=3, max_train_images=400), digits_train, tmp_path / "extended", QUIET)
+    assert extended.resumed_from_epoch == 2 and extended.epochs == 3 and extended.steps == whole.steps
+    a, b = load_checkpoint(whole.checkpoint_path), load_checkpoint(extended.checkpoint_path)
+    assert state_equal(a["generator"], b["generator"]) and state_equal(a["discriminator"], b["discriminator"])
+    assert b["config"]["epochs"] == 3
 
 
 def test_nan_in_data_stops_with_step_and_keeps_checkpoint(digits_train, tmp_path) -> None:
@@ -162,3 +174,13 @@ def test_mnist_subset_trains(tmp_path: Path, mnist_dir: Path) -> None:
     assert result.history[-1]["d_real"] > result.history[-1]["d_fake"]
     samples = generate(load_generator(result.checkpoint_path, "cpu"), 20, seed=0)
     assert samples.shape == (20, 1, 28, 28)
+
+
+def test_bf16_autocast_runs_on_the_cpu(digits_train, tmp_path) -> None:
+    fp32 = train_gan(TrainConfig(epochs=1, max_train_images=400), digits_train, tmp_path / "fp32", QUIET)
+    bf16 = train_gan(TrainConfig(epochs=1, max_train_images=400, bf16=True), digits_train, tmp_path / "bf16", QUIET)
+    assert all(math.isfinite(bf16.final[k]) for k in ("d_loss", "g_loss", "d_real", "d_fake"))
+    weights_fp32 = load_checkpoint(fp32.checkpoint_path)["generator"]
+    weights_bf16 = load_checkpoint(bf16.checkpoint_path)["generator"]
+    assert all(w.dtype == torch.float32 for w in weights_bf16.values())  # master weights stay float32
+    assert not state_equal(weights_fp32, weights_bf16)  # the matmuls really ran in bfloat16
