@@ -1,10 +1,11 @@
 """Trainer throughput: gan_core's device-resident loop next to a plain PyTorch loop fed by a DataLoader, in one run.
 
-    python bench/train_throughput.py --mnist-source ../shared/data/mnist [--images 30000] [--workers 0]
+    python bench/train_throughput.py --mnist-source ../shared/data/mnist [--images 30000] [--workers 0] [--bf16]
 
 Both train the `paper_mlp` MNIST configuration (batch 100, the simultaneous update, momentum SGD) for one pass over the
 same `--images` training images. The baseline reads torchvision's `MNIST` dataset (ToTensor per image) through a
 `DataLoader` with shuffling and copies each batch to the device. Images/s are the best of two alternating repeats.
+`--bf16` adds gan_core's trainer with bfloat16 autocast (`TrainConfig(bf16=True)`) to the same repeats.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from gan_core.models import build_models, init_output_bias_from_marginals, sampl
 from gan_core.train import RuntimeOptions, TrainConfig, resolve_device, train_gan
 
 
-def gan_core_images_per_second(train: torch.Tensor, device: str) -> float:
+def gan_core_images_per_second(train: torch.Tensor, device: str, bf16: bool = False) -> float:
     with tempfile.TemporaryDirectory() as out:
-        result = train_gan(TrainConfig(epochs=1), train, out, RuntimeOptions(device=device, progress=False))
+        result = train_gan(TrainConfig(epochs=1, bf16=bf16), train, out, RuntimeOptions(device=device, progress=False))
     return result.images_per_second
 
 
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=30_000)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--bf16", action="store_true", help="also measure the trainer under bfloat16 autocast")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
 
@@ -87,17 +89,23 @@ def main() -> None:
     device = str(resolve_device(args.device))
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"paper_mlp on {args.images} MNIST images, batch 100, device {device} ({name})")
-    ours, baseline = [], []
+    ours, baseline, ours_bf16 = [], [], []
     for repeat in range(2):
         ours.append(gan_core_images_per_second(train, device))
         baseline.append(
             dataloader_images_per_second(Path(args.data_dir) / "raw" / "mnist", args.images, device, args.workers)
         )
-        print(f"repeat {repeat + 1}: gan_core {ours[-1]:.0f} img/s, DataLoader loop {baseline[-1]:.0f} img/s")
+        line = f"repeat {repeat + 1}: gan_core {ours[-1]:.0f} img/s, DataLoader loop {baseline[-1]:.0f} img/s"
+        if args.bf16:
+            ours_bf16.append(gan_core_images_per_second(train, device, bf16=True))
+            line += f", gan_core bf16 {ours_bf16[-1]:.0f} img/s"
+        print(line)
     best_ours, best_baseline = max(ours), max(baseline)
     print(f"gan_core trainer      : {best_ours:10.0f} images/s")
     print(f"DataLoader baseline   : {best_baseline:10.0f} images/s (num_workers={args.workers})")
     print(f"ratio                 : {best_ours / best_baseline:10.2f}x")
+    if ours_bf16:
+        print(f"gan_core bf16 autocast: {max(ours_bf16):10.0f} images/s ({max(ours_bf16) / best_ours:.2f}x float32)")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -107,6 +115,7 @@ def main() -> None:
                     "gan_core": best_ours,
                     "dataloader": best_baseline,
                     "ratio": best_ours / best_baseline,
+                    "gan_core_bf16": max(ours_bf16) if ours_bf16 else None,
                 }
             )
         )
