@@ -26,7 +26,7 @@ from gan_core.train import (
 from pipelines.partitions import dataset_model_partitions
 from pipelines.resources import StorageResource
 
-TRAIN_CODE_VERSION = "1"
+TRAIN_CODE_VERSION = "2"  # 2: output-bias clip 1e-7 as pylearn2; bf16 autocast also on the CPU
 SAMPLE_CODE_VERSION = "1"
 MANIFEST = "latest.json"
 

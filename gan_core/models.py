@@ -199,8 +199,9 @@ def build_models(name: str, image_shape: ImageShape) -> ModelPair:
 
 @torch.no_grad()
 def init_output_bias_from_marginals(generator: nn.Module, train_images: torch.Tensor) -> None:
-    """Set an MLP generator's output bias to the logit of each pixel's training mean, clipped to [1e-3, 1 - 1e-3]."""
+    """Set an MLP generator's output bias to the logit of each pixel's training mean, clipped to [1e-7, 1 - 1e-7]
+    as pylearn2's `init_sigmoid_bias_from_marginals` does (pixels never lit in training start at logit -16)."""
     if not isinstance(generator, MLPGenerator):
         return
-    mean = train_images.flatten(1).mean(0).clamp(1e-3, 1 - 1e-3)
+    mean = train_images.flatten(1).double().mean(0).clamp(1e-7, 1 - 1e-7)
     generator.output.bias.copy_(torch.log(mean / (1 - mean)).to(generator.output.bias))
