@@ -6,7 +6,6 @@ read back (marked `cached`) instead of recomputed.
 
 import json
 import time
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -21,20 +20,12 @@ from gan_core.parzen import evaluate_parzen, select_sigma, standard_error
 from gan_core.plots import line_png, png_markdown
 from gan_core.report import metrics_table, parzen_table, table_markdown, write_report
 from gan_core.sample import read_samples_h5
-from gan_core.storage import hash_json, write_json_atomic
+from gan_core.storage import cached_record, hash_json, write_json_atomic
 from pipelines.partitions import dataset_model_partitions
 from pipelines.resources import StorageResource
 
 PARZEN_CODE_VERSION = "1"
 REPORT_CODE_VERSION = "1"
-
-
-def _load_cached(path: Path, key: str) -> dict | None:
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        if stored.get("key") == key:
-            return stored
-    return None
 
 
 @dg.asset(
@@ -64,16 +55,14 @@ def parzen_bandwidth(
                 "code": PARZEN_CODE_VERSION,
             }
         )
-        path = storage.path("evaluation", dataset, model, f"bandwidth_{key}.json")
-        stored = _load_cached(path, key)
-        if stored is None:
+
+        def search(run: dict = run) -> dict:
             samples = read_samples_h5(run["path"])[0]
             started = time.perf_counter()
             sigma, means = select_sigma(
                 samples.reshape(len(samples), -1), valid, config.sigmas, config.block_size, config.device
             )
-            stored = {
-                "key": key,
+            return {
                 "seed": run["seed"],
                 "samples_path": run["path"],
                 "samples_hash": run["content_hash"],
@@ -82,14 +71,10 @@ def parzen_bandwidth(
                 "n_valid": int(valid.shape[0]),
                 "seconds": time.perf_counter() - started,
             }
-            write_json_atomic(path, stored)
-            stored["cached"] = False
-        else:
-            stored["cached"] = True
-        entries.append(stored)
-        context.log.info(
-            f"seed {run['seed']}: sigma {stored['sigma']:.4f} ({'cached' if stored['cached'] else 'computed'})"
-        )
+
+        stored, cached = cached_record(storage.path("evaluation", dataset, model, f"bandwidth_{key}.json"), key, search)
+        entries.append({**stored, "cached": cached})
+        context.log.info(f"seed {run['seed']}: sigma {stored['sigma']:.4f} ({'cached' if cached else 'computed'})")
     write_json_atomic(storage.evaluation_dir(dataset, model) / "bandwidth.json", {"runs": entries})
     first = entries[0]
     grid = [s for s, _ in first["valid_mean_by_sigma"]]
@@ -137,17 +122,15 @@ def parzen_log_likelihood(
     results = []
     for bandwidth in bandwidths:
         key = hash_json({"bandwidth": bandwidth["key"], "sigma": bandwidth["sigma"], "code": PARZEN_CODE_VERSION})
-        path = storage.path("evaluation", dataset, model, f"parzen_{key}.json")
-        stored = _load_cached(path, key)
-        if stored is None:
+
+        def score(bandwidth: dict = bandwidth) -> dict:
             samples = read_samples_h5(bandwidth["samples_path"])[0]
             started = time.perf_counter()
             values = parzen.parzen_log_likelihood(
                 samples.reshape(len(samples), -1), test, bandwidth["sigma"], config.block_size, config.device
             )
             std, sem = standard_error(values)
-            stored = {
-                "key": key,
+            return {
                 "dataset": dataset,
                 "model": model,
                 "seed": bandwidth["seed"],
@@ -159,11 +142,9 @@ def parzen_log_likelihood(
                 "n_test": int(len(values)),
                 "seconds": time.perf_counter() - started,
             }
-            write_json_atomic(path, stored)
-            stored["cached"] = False
-        else:
-            stored["cached"] = True
-        results.append(stored)
+
+        stored, cached = cached_record(storage.path("evaluation", dataset, model, f"parzen_{key}.json"), key, score)
+        results.append({**stored, "cached": cached})
         context.log.info(
             f"seed {stored['seed']}: {stored['mean_log_likelihood']:.2f} +- {stored['standard_error']:.2f} nats"
         )
@@ -188,16 +169,16 @@ def reference_result(storage: StorageResource, dataset: str, n_samples: int = 10
     """The estimator applied to up to 10,000 real training images (its ceiling), cached by the dataset's hash."""
     info = read_dataset_info(storage.dataset_file(dataset))
     key = hash_json({"dataset": info.content_hash, "n": n_samples, "code": PARZEN_CODE_VERSION})
-    path = storage.path("evaluation", dataset, f"reference_real_train_{key}.json")
-    stored = _load_cached(path, key)
-    if stored is None:
+
+    def score_real_images() -> dict:
         real = load_split(info.path, "train", limit=n_samples).flatten(1)
         result = evaluate_parzen(
             real, load_split(info.path, "valid").flatten(1), load_split(info.path, "test").flatten(1), device=device
         )
-        stored = {"key": key, "dataset": dataset, **result.to_dict()}
-        write_json_atomic(path, stored)
-    return stored
+        return {"dataset": dataset, **result.to_dict()}
+
+    path = storage.path("evaluation", dataset, f"reference_real_train_{key}.json")
+    return cached_record(path, key, score_real_images)[0]
 
 
 def collect_project_results(storage: StorageResource, kind: str = "parzen") -> list[dict]:

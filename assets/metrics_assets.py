@@ -5,6 +5,7 @@ All offline: the feature space is the penultimate layer of a small classifier tr
 
 import json
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -21,7 +22,7 @@ from gan_core.models import sample_noise
 from gan_core.plots import grid_png, png_markdown
 from gan_core.sample import generate_from_noise, load_generator, read_samples_h5
 from gan_core.sources import get_dataset_spec
-from gan_core.storage import atomic_output, hash_json, write_json_atomic
+from gan_core.storage import atomic_output, cached_record, hash_json, write_json_atomic
 from gan_core.train import resolve_device
 from pipelines.partitions import dataset_model_partitions, dataset_partitions
 from pipelines.resources import StorageResource
@@ -60,9 +61,10 @@ def feature_classifier(
     epochs = config.epochs or default_epochs(len(train.labels))
     key = hash_json({"data": info.content_hash, "epochs": epochs, "seed": config.seed, "code": METRICS_CODE_VERSION})
     record_path = storage.path("models", dataset, "feature_classifier.json")
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    cached = record.get("key") == key and storage.path("models", dataset, "feature_classifier.pt").is_file()
-    if not cached:
+    if not Path(classifier_path(storage, dataset)).is_file():
+        record_path.unlink(missing_ok=True)  # a record without its weights file is stale
+
+    def train_and_score() -> dict:
         test = load_split_arrays(info.path, "test")
         result = train_classifier(
             load_split(info.path, "train"),
@@ -76,8 +78,9 @@ def feature_classifier(
             device=config.device,
             log=context.log.info,
         )
-        record = {"key": key, "test_accuracy": result.test_accuracy, "epochs": epochs, "seconds": result.seconds}
-        write_json_atomic(record_path, record)
+        return {"test_accuracy": result.test_accuracy, "epochs": epochs, "seconds": result.seconds}
+
+    record, cached = cached_record(record_path, key, train_and_score)
     context.log.info(
         f"{dataset} classifier test accuracy {record['test_accuracy']:.4f} ({'cached' if cached else 'trained'})"
     )
@@ -163,24 +166,22 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
     runs, reference = [], None
     for entry in read_manifest(storage, "samples", dataset, model)["runs"]:
         key = hash_json({"samples": entry["content_hash"], "classifier": classifier_key, "code": METRICS_CODE_VERSION})
-        path = storage.path("evaluation", dataset, model, f"metrics_{key}.json")
-        cached = path.is_file()
-        if cached:
-            stored = json.loads(path.read_text())
-        else:
+
+        def score(entry: dict = entry) -> dict:
+            nonlocal reference
             samples = read_samples_h5(entry["path"])[0]
             n = min(MAX_REFERENCE, len(samples), read_dataset_info(storage.dataset_file(dataset)).split_sizes["train"])
             reference = reference or reference_sets(storage, dataset, n)
             started = time.perf_counter()
-            stored = {
-                "key": key,
+            return {
                 "dataset": dataset,
                 "model": model,
                 "seed": entry["seed"],
                 **score_images(samples[: len(reference["images"])], reference),
                 "seconds": time.perf_counter() - started,
             }
-            write_json_atomic(path, stored)
+
+        stored, cached = cached_record(storage.path("evaluation", dataset, model, f"metrics_{key}.json"), key, score)
         runs.append({**stored, "cached": cached})
         context.log.info(
             f"seed {entry['seed']}: FD {stored['frechet_distance']:.2f} precision {stored['precision']:.3f} "
@@ -256,18 +257,20 @@ def reference_metrics(storage: StorageResource, dataset: str) -> list[dict]:
     info = read_dataset_info(storage.dataset_file(dataset))
     n = min(MAX_REFERENCE, info.split_sizes["train"])
     key = hash_json({"classifier": json.loads(record_path.read_text())["key"], "n": n, "code": METRICS_CODE_VERSION})
+
+    def score_references() -> dict:
+        reference = reference_sets(storage, dataset, n)
+        test = load_split(info.path, "test", limit=n).numpy()
+        return {
+            "rows": [
+                {"dataset": dataset, "model": f"real test images (n={len(test)})", **score_images(test, reference)},
+                {
+                    "dataset": dataset,
+                    "model": f"memorising model: training images (n={n})",
+                    **score_images(reference["images"], reference),
+                },
+            ]
+        }
+
     path = storage.path("evaluation", dataset, f"reference_metrics_{key}.json")
-    if path.is_file():
-        return json.loads(path.read_text())["rows"]
-    reference = reference_sets(storage, dataset, n)
-    test = load_split(info.path, "test", limit=n).numpy()
-    rows = [
-        {"dataset": dataset, "model": f"real test images (n={len(test)})", **score_images(test, reference)},
-        {
-            "dataset": dataset,
-            "model": f"memorising model: training images (n={n})",
-            **score_images(reference["images"], reference),
-        },
-    ]
-    write_json_atomic(path, {"key": key, "rows": rows})
-    return rows
+    return cached_record(path, key, score_references)[0]["rows"]

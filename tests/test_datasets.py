@@ -13,7 +13,7 @@ from conftest import read_idx_gz, write_idx_gz
 
 from gan_core.data import DatasetFileError, load_split, load_split_arrays, read_dataset_info, write_dataset_h5
 from gan_core.sources import DATASETS, DatasetSourceError, build_splits, expected_archives, fetch_raw
-from gan_core.storage import atomic_output, sha256_file
+from gan_core.storage import atomic_output, cached_record, sha256_file
 from gan_core.train import load_checkpoint
 
 
@@ -204,6 +204,25 @@ def test_atomic_output_keeps_previous_file_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("killed mid-write")
     assert target.read_bytes() == b"previous good result"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_cached_record_recomputes_only_for_a_new_key_or_an_unreadable_record(tmp_path: Path) -> None:
+    path = tmp_path / "evaluation" / "record.json"
+    calls: list[int] = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"value": len(calls)}
+
+    first, cached = cached_record(path, "key-a", compute)
+    assert (first, cached) == ({"key": "key-a", "value": 1}, False)
+    assert cached_record(path, "key-a", compute) == ({"key": "key-a", "value": 1}, True) and len(calls) == 1
+    assert cached_record(path, "key-b", compute) == ({"key": "key-b", "value": 2}, False)  # other inputs
+    path.write_text("{ truncated")
+    assert cached_record(path, "key-b", compute) == ({"key": "key-b", "value": 3}, False)
+    with pytest.raises(RuntimeError):  # a failing computation leaves the stored record as it was
+        cached_record(path, "key-c", lambda: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert cached_record(path, "key-b", compute) == ({"key": "key-b", "value": 3}, True)
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
