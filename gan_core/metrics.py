@@ -24,7 +24,7 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     with warnings.catch_warnings():  # dead ReLU features make the product singular; handled below
         warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        root, _ = scipy.linalg.sqrtm(cov_a @ cov_b, disp=False)
+        root = scipy.linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(root).all():  # near-singular product: regularise as the reference FID code does
         offset = np.eye(len(cov_a)) * 1e-6
         root = scipy.linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
