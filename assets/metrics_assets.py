@@ -16,7 +16,7 @@ from assets.configs import validate_run_config
 from assets.data_assets import preprocessed_dataset
 from assets.model_assets import generated_samples, read_manifest
 from gan_core import metrics
-from gan_core.classifier import default_epochs, embed, load_classifier, predict, train_classifier
+from gan_core.classifier import default_epochs, load_classifier, train_classifier
 from gan_core.data import load_split, load_split_arrays, read_dataset_info
 from gan_core.models import sample_noise
 from gan_core.plots import grid_png, png_markdown
@@ -57,8 +57,7 @@ def feature_classifier(
 ) -> dg.MaterializeResult:
     dataset = context.partition_key
     info = read_dataset_info(storage.dataset_file(dataset))
-    train = load_split_arrays(info.path, "train")
-    epochs = config.epochs or default_epochs(len(train.labels))
+    epochs = config.epochs or default_epochs(info.split_sizes["train"])
     key = hash_json({"data": info.content_hash, "epochs": epochs, "seed": config.seed, "code": METRICS_CODE_VERSION})
     record_path = storage.path("models", dataset, "feature_classifier.json")
     if not Path(classifier_path(storage, dataset)).is_file():
@@ -68,7 +67,7 @@ def feature_classifier(
         test = load_split_arrays(info.path, "test")
         result = train_classifier(
             load_split(info.path, "train"),
-            torch.from_numpy(train.labels),
+            torch.from_numpy(load_split_arrays(info.path, "train").labels),
             load_split(info.path, "test"),
             torch.from_numpy(test.labels),
             classifier_path(storage, dataset),
@@ -114,36 +113,16 @@ def classifier_accuracy_target(context: dg.AssetCheckExecutionContext, storage: 
     )
 
 
-def reference_sets(storage: StorageResource, dataset: str, n: int) -> dict:
+def reference_sets(storage: StorageResource, dataset: str, n: int) -> metrics.ReferenceSet:
     """The real images every score compares with: the first n training images (features, labels, pixels)."""
-    path = storage.dataset_file(dataset)
-    model = load_classifier(classifier_path(storage, dataset))
-    train = load_split(path, "train", limit=n)
-    valid = load_split(path, "valid", limit=n)
-    return {
-        "model": model,
-        "features": embed(model, train),
-        "labels": load_split_arrays(path, "train").labels[:n],
-        "images": train.numpy(),
-        "held_out": valid.numpy(),
-        "classes": get_dataset_spec(dataset).num_classes,
-    }
-
-
-def score_images(images: np.ndarray, reference: dict) -> dict:
-    tensor = torch.from_numpy(np.asarray(images, np.float32))
-    result = metrics.evaluate_samples(
-        embed(reference["model"], tensor),
-        predict(reference["model"], tensor),
-        images,
-        reference["features"],
-        reference["labels"],
-        reference["images"],
-        reference["held_out"],
-        reference["classes"],
-        device=str(resolve_device("auto")),
+    classifier = load_classifier(classifier_path(storage, dataset))
+    return metrics.build_reference_set(
+        storage.dataset_file(dataset), classifier, get_dataset_spec(dataset).num_classes, n
     )
-    return result.to_dict()
+
+
+def score_images(images: np.ndarray, reference: metrics.ReferenceSet) -> dict:
+    return metrics.score_against(images, reference, device=str(resolve_device("auto"))).to_dict()
 
 
 @dg.asset(
@@ -177,7 +156,7 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
                 "dataset": dataset,
                 "model": model,
                 "seed": entry["seed"],
-                **score_images(samples[: len(reference["images"])], reference),
+                **score_images(samples[: len(reference.images)], reference),
                 "seconds": time.perf_counter() - started,
             }
 
@@ -267,7 +246,7 @@ def reference_metrics(storage: StorageResource, dataset: str) -> list[dict]:
                 {
                     "dataset": dataset,
                     "model": f"memorising model: training images (n={n})",
-                    **score_images(reference["images"], reference),
+                    **score_images(reference.images, reference),
                 },
             ]
         }

@@ -13,11 +13,9 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
-from gan_core.classifier import embed, load_classifier, predict
-from gan_core.data import load_split, load_split_arrays
-from gan_core.metrics import evaluate_samples
+from gan_core.classifier import load_classifier
+from gan_core.data import load_split
+from gan_core.metrics import build_reference_set, score_against
 from gan_core.parzen import evaluate_parzen
 from gan_core.sample import generate, load_generator
 from gan_core.sources import get_dataset_spec
@@ -42,18 +40,8 @@ def main() -> None:
     parzen = evaluate_parzen(flat, load_split(h5, "valid").flatten(1), load_split(h5, "test").flatten(1))
     classifier = load_classifier(data / "models" / args.dataset / "feature_classifier.pt")
     n = min(10_000, len(samples))
-    train = load_split(h5, "train", limit=n)
-    tensor = torch.from_numpy(samples[:n])
-    scores = evaluate_samples(
-        embed(classifier, tensor),
-        predict(classifier, tensor),
-        samples[:n],
-        embed(classifier, train),
-        load_split_arrays(h5, "train").labels[:n],
-        train.numpy(),
-        load_split(h5, "valid", limit=n).numpy(),
-        get_dataset_spec(args.dataset).num_classes,
-    )
+    reference = build_reference_set(h5, classifier, get_dataset_spec(args.dataset).num_classes, n)
+    scores = score_against(samples[:n], reference)
     print(
         json.dumps(
             {

@@ -9,12 +9,17 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import scipy.linalg
 import torch
+from torch import nn
+
+from gan_core.classifier import embed, predict
+from gan_core.data import load_split, load_split_arrays
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
@@ -222,4 +227,47 @@ def evaluate_samples(
         memorisation_ratio=memorisation_ratio(samples, reference_images, held_out_images, device=device),
         n_samples=len(sample_features),
         n_reference=len(reference_features),
+    )
+
+
+@dataclass(frozen=True)
+class ReferenceSet:
+    """The real images every score compares with, in a classifier's feature space."""
+
+    classifier: nn.Module
+    features: np.ndarray  # of the first n training images
+    labels: np.ndarray
+    images: np.ndarray  # those n training images, N x C x H x W in [0, 1]
+    held_out: np.ndarray  # the first n validation images, for the memorisation ratio
+    num_classes: int
+
+
+def build_reference_set(
+    dataset_path: str | os.PathLike[str], classifier: nn.Module, num_classes: int, n: int
+) -> ReferenceSet:
+    """The first `n` training images of a dataset file (features, labels, pixels) and `n` held-out images."""
+    train = load_split(dataset_path, "train", limit=n)
+    return ReferenceSet(
+        classifier=classifier,
+        features=embed(classifier, train),
+        labels=load_split_arrays(dataset_path, "train").labels[:n],
+        images=train.numpy(),
+        held_out=load_split(dataset_path, "valid", limit=n).numpy(),
+        num_classes=num_classes,
+    )
+
+
+def score_against(images: np.ndarray, reference: ReferenceSet, device: str = "cpu") -> SampleMetrics:
+    """Every metric for `images` (N x C x H x W in [0, 1]) against `reference`."""
+    tensor = torch.from_numpy(np.asarray(images, np.float32))
+    return evaluate_samples(
+        embed(reference.classifier, tensor),
+        predict(reference.classifier, tensor),
+        images,
+        reference.features,
+        reference.labels,
+        reference.images,
+        reference.held_out,
+        reference.num_classes,
+        device=device,
     )
