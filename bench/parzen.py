@@ -52,6 +52,12 @@ def main() -> None:
     parser.add_argument("--samples-from", default="", help="a training checkpoint; default: real training images")
     parser.add_argument("--quick", action="store_true", help="1,000 test points instead of 10,000 (smoke test)")
     parser.add_argument("--skip-sklearn", action="store_true")
+    parser.add_argument(
+        "--devices", default="auto", help="comma-separated torch devices to time gan_core on (auto: cuda if present)"
+    )
+    parser.add_argument(
+        "--reference-points", type=int, default=0, help="score deviations on the first N test points only (0 = all)"
+    )
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
@@ -69,29 +75,36 @@ def main() -> None:
     valid = load_split(h5, "valid", limit=1000).flatten(1).numpy().astype(np.float64)
     test = load_split(h5, "test", limit=1000 if args.quick else None).flatten(1).numpy().astype(np.float64)
     samples = samples.astype(np.float64)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    devices = ["cuda" if torch.cuda.is_available() else "cpu"] if args.devices == "auto" else args.devices.split(",")
+    device = devices[0]
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     print(
-        f"{samples_desc}; valid {valid.shape}, test {test.shape}; device {device}; torch threads "
+        f"{samples_desc}; valid {valid.shape}, test {test.shape}; devices {devices} ({gpu}); torch threads "
         f"{torch.get_num_threads()}; {platform.processor() or platform.machine()}"
     )
 
-    figures: dict = {"device": device, "test_points": len(test)}
-    evaluate_parzen(samples[:500], valid[:50], test[:50], device=device)  # warm-up (thread pools, CUDA context)
+    figures: dict = {"device": device, "devices": devices, "gpu": gpu, "test_points": len(test)}
     from gan_core import parzen
 
-    for repeat in range(2):  # the faster of two timed repeats per method (first-touch allocation costs)
-        for label, dtype in (("gan_core float32", torch.float32), ("gan_core float64", torch.float64)):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            sigma, _ = parzen.select_sigma(samples, valid, PAPER_SIGMAS, device=device, dtype=dtype)
-            ours = parzen.parzen_log_likelihood(samples, test, sigma, device=device, dtype=dtype)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - started
-            if repeat == 0 or seconds < figures[label]["seconds"]:
-                figures[label] = {"seconds": seconds, "sigma": sigma, "values": ours}
-            print(f"{label} (repeat {repeat + 1}): {seconds:.2f} s, sigma {sigma:.4f}, mean {ours.mean():.3f}")
+    labels = []
+    for dev in devices:
+        evaluate_parzen(samples[:500], valid[:50], test[:50], device=dev)  # warm-up (thread pools, CUDA context)
+        for repeat in range(2):  # the faster of two timed repeats per method (first-touch allocation costs)
+            for dtype in (torch.float32, torch.float64):
+                label = f"gan_core {dev} {str(dtype).removeprefix('torch.')}"
+                if label not in labels:
+                    labels.append(label)
+                if dev.startswith("cuda"):
+                    torch.cuda.synchronize()
+                started = time.perf_counter()
+                sigma, _ = parzen.select_sigma(samples, valid, PAPER_SIGMAS, device=dev, dtype=dtype)
+                ours = parzen.parzen_log_likelihood(samples, test, sigma, device=dev, dtype=dtype)
+                if dev.startswith("cuda"):
+                    torch.cuda.synchronize()
+                seconds = time.perf_counter() - started
+                if repeat == 0 or seconds < figures[label]["seconds"]:
+                    figures[label] = {"seconds": seconds, "sigma": sigma, "values": ours}
+                print(f"{label} (repeat {repeat + 1}): {seconds:.2f} s, sigma {sigma:.4f}, mean {ours.mean():.3f}")
 
     if not args.skip_sklearn:
         started = time.perf_counter()
@@ -108,37 +121,52 @@ def main() -> None:
 
     started = time.perf_counter()
     references = {}
+    checked = len(test) if args.reference_points <= 0 else min(args.reference_points, len(test))
     print(
-        "\nmethod                     | seconds | speed-up vs sklearn | sigma  | mean LL   | max |point dev| | mean dev"
+        f"\ndeviations against the float64 cdist reference on the first {checked} test points\n"
+        "method                     | seconds | speed-up vs sklearn | vs slowest gan_core | sigma  | mean LL   "
+        "| max |point dev| | mean dev"
     )
     sk_seconds = figures.get("scikit-learn KernelDensity", {}).get("seconds")
     summary = {}
-    for label in ("gan_core float32", "gan_core float64", "scikit-learn KernelDensity"):
+    slowest = max(figures[label]["seconds"] for label in labels)
+    for label in [*labels, "scikit-learn KernelDensity"]:
         if label not in figures:
             continue
         entry = figures[label]
         if entry["sigma"] not in references:
-            references[entry["sigma"]] = reference_log_likelihood(samples, test, entry["sigma"])
+            references[entry["sigma"]] = reference_log_likelihood(samples, test[:checked], entry["sigma"])
         ref = references[entry["sigma"]]
-        point_dev = float(np.abs(entry["values"] - ref).max())
-        mean_dev = float(abs(entry["values"].mean() - ref.mean()))
+        point_dev = float(np.abs(entry["values"][:checked] - ref).max())
+        mean_dev = float(abs(entry["values"][:checked].mean() - ref.mean()))
         speedup = sk_seconds / entry["seconds"] if sk_seconds else float("nan")
         summary[label] = {
             "seconds": entry["seconds"],
             "speedup_vs_sklearn": speedup,
+            "speedup_vs_slowest_gan_core": slowest / entry["seconds"],
             "sigma": entry["sigma"],
             "mean_log_likelihood": float(entry["values"].mean()),
             "max_point_deviation": point_dev,
             "mean_deviation": mean_dev,
         }
         print(
-            f"{label:26} | {entry['seconds']:7.2f} | {speedup:19.1f} | {entry['sigma']:.4f} | "
+            f"{label:26} | {entry['seconds']:7.2f} | {speedup:19.1f} | {slowest / entry['seconds']:19.1f} | "
+            f"{entry['sigma']:.4f} | "
             f"{entry['values'].mean():9.3f} | {point_dev:17.2e} | {mean_dev:.2e}"
         )
     print(f"(float64 cdist reference took {time.perf_counter() - started:.1f} s)")
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"device": device, "test_points": len(test), "methods": summary}, indent=2)
+            json.dumps(
+                {
+                    "devices": devices,
+                    "gpu": gpu,
+                    "test_points": len(test),
+                    "reference_points": checked,
+                    "methods": summary,
+                },
+                indent=2,
+            )
         )
 
 

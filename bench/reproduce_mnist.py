@@ -47,6 +47,9 @@ def main() -> None:
     parser.add_argument("--noise", default="uniform", choices=["uniform", "gaussian"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--max-seconds", type=float, default=0, help="stop (checkpointed) after the first epoch past this wall time"
+    )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -87,10 +90,16 @@ def main() -> None:
         config,
         train,
         out,
-        RuntimeOptions(device=args.device, progress=False, on_epoch_end=evaluate),
+        RuntimeOptions(
+            device=args.device,
+            progress=False,
+            on_epoch_end=evaluate,
+            stop_after_time=started + args.max_seconds if args.max_seconds > 0 else None,
+        ),
         log=lambda m: print(m, flush=True),
     )
-    print(f"done: {result.epochs} epochs, {result.wall_seconds:.0f} s training on {result.device}")
+    state = "done" if result.finished else "stopped at the time limit"
+    print(f"{state}: {result.epochs} epochs, {result.wall_seconds:.0f} s training on {result.device}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Trainer throughput: gan_core's device-resident loop next to a plain PyTorch loop fed by a DataLoader, in one run.
 
-    python bench/train_throughput.py --mnist-source ../shared/data/mnist [--images 30000] [--workers 0] [--bf16]
+    python bench/train_throughput.py --mnist-source ../shared/data/mnist [--images 30000] [--bf16] [--compile]
 
 Both train the `paper_mlp` MNIST configuration (batch 100, the simultaneous update, momentum SGD) for one pass over the
 same `--images` training images. The baseline reads torchvision's `MNIST` dataset (ToTensor per image) through a
 `DataLoader` with shuffling and copies each batch to the device. Images/s are the best of two alternating repeats.
-`--bf16` adds gan_core's trainer with bfloat16 autocast (`TrainConfig(bf16=True)`) to the same repeats.
+`--bf16` adds gan_core's trainer with bfloat16 autocast (`TrainConfig(bf16=True)`) to the same repeats, `--compile`
+the trainer under `torch.compile` (two passes, the second one's rate, so compilation is left out).
 """
 
 from __future__ import annotations
@@ -25,10 +26,17 @@ from gan_core.models import build_models, init_output_bias_from_marginals, sampl
 from gan_core.train import RuntimeOptions, TrainConfig, resolve_device, train_gan
 
 
-def gan_core_images_per_second(train: torch.Tensor, device: str, bf16: bool = False) -> float:
+def gan_core_images_per_second(train: torch.Tensor, device: str, bf16: bool = False, compile: bool = False) -> float:
+    """One pass over `train`; with `compile`, two passes and the second one's rate (compilation left out)."""
+    epochs = 2 if compile else 1
     with tempfile.TemporaryDirectory() as out:
-        result = train_gan(TrainConfig(epochs=1, bf16=bf16), train, out, RuntimeOptions(device=device, progress=False))
-    return result.images_per_second
+        result = train_gan(
+            TrainConfig(epochs=epochs, bf16=bf16),
+            train,
+            out,
+            RuntimeOptions(device=device, progress=False, compile=compile),
+        )
+    return result.history[-1]["images_per_second"]
 
 
 def dataloader_images_per_second(raw_dir: Path, count: int, device: str, workers: int) -> float:
@@ -79,6 +87,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--bf16", action="store_true", help="also measure the trainer under bfloat16 autocast")
+    parser.add_argument(
+        "--compile", action="store_true", help="also measure the trainer under torch.compile (second epoch's rate)"
+    )
     parser.add_argument("--json", default="")
     args = parser.parse_args()
 
@@ -89,7 +100,7 @@ def main() -> None:
     device = str(resolve_device(args.device))
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"paper_mlp on {args.images} MNIST images, batch 100, device {device} ({name})")
-    ours, baseline, ours_bf16 = [], [], []
+    ours, baseline, ours_bf16, ours_compiled = [], [], [], []
     for repeat in range(2):
         ours.append(gan_core_images_per_second(train, device))
         baseline.append(
@@ -99,6 +110,12 @@ def main() -> None:
         if args.bf16:
             ours_bf16.append(gan_core_images_per_second(train, device, bf16=True))
             line += f", gan_core bf16 {ours_bf16[-1]:.0f} img/s"
+        if args.compile:
+            try:
+                ours_compiled.append(gan_core_images_per_second(train, device, compile=True))
+                line += f", gan_core torch.compile {ours_compiled[-1]:.0f} img/s"
+            except Exception as error:  # a compiler failure should not lose the other figures
+                line += f", torch.compile failed: {type(error).__name__}: {str(error)[:300]}"
         print(line)
     best_ours, best_baseline = max(ours), max(baseline)
     print(f"gan_core trainer      : {best_ours:10.0f} images/s")
@@ -106,6 +123,9 @@ def main() -> None:
     print(f"ratio                 : {best_ours / best_baseline:10.2f}x")
     if ours_bf16:
         print(f"gan_core bf16 autocast: {max(ours_bf16):10.0f} images/s ({max(ours_bf16) / best_ours:.2f}x float32)")
+    if ours_compiled:
+        best_compiled = max(ours_compiled)
+        print(f"gan_core torch.compile: {best_compiled:10.0f} images/s ({best_compiled / best_ours:.2f}x eager)")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -116,6 +136,7 @@ def main() -> None:
                     "dataloader": best_baseline,
                     "ratio": best_ours / best_baseline,
                     "gan_core_bf16": max(ours_bf16) if ours_bf16 else None,
+                    "gan_core_compiled": max(ours_compiled) if ours_compiled else None,
                 }
             )
         )

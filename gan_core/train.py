@@ -95,6 +95,7 @@ class RuntimeOptions:
     checkpoint_every: int = 5
     progress: bool = True
     stop_after_epoch: int | None = None  # stop early (as if killed) after this epoch's checkpoint; for testing resume
+    stop_after_time: float | None = None  # time.time() deadline: the first epoch ending past it checkpoints and stops
     on_epoch_end: Callable[[int, nn.Module], None] | None = None  # called with (epoch, generator), e.g. to evaluate
 
 
@@ -339,7 +340,9 @@ def train_gan(
             d_loss=f"{means[0]:.3f}", g_loss=f"{means[1]:.3f}", img_s=f"{record['images_per_second']:.0f}"
         )
         last = epoch + 1 == config.epochs
-        stop = options.stop_after_epoch is not None and epoch + 1 >= options.stop_after_epoch
+        stop = (options.stop_after_epoch is not None and epoch + 1 >= options.stop_after_epoch) or (
+            options.stop_after_time is not None and time.time() >= options.stop_after_time
+        )
         if last or stop or (epoch + 1) % options.checkpoint_every == 0:
             _save_checkpoint(
                 checkpoint_path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gzip
 import http.server
+import os
 import struct
 import threading
 from collections.abc import Iterator
@@ -53,8 +54,8 @@ def instance() -> Iterator:
 
 @pytest.fixture
 def mnist_dir() -> Path:
-    """The official MNIST .gz files beside the checkout (skips where they are absent)."""
-    path = SHARED_DATA / "mnist"
+    """The official MNIST .gz files beside the checkout, or in $GAN_PIPELINE_MNIST_DIR (skips where they are absent)."""
+    path = Path(os.environ.get("GAN_PIPELINE_MNIST_DIR") or SHARED_DATA / "mnist")
     if not (path / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"official MNIST files not found at {path}")
     return path

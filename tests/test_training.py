@@ -109,6 +109,15 @@ def test_killed_and_resumed_run_equals_uninterrupted(digits_train, tmp_path) -> 
     assert again.resumed_from_epoch == 4 and again.steps == whole.steps
 
 
+def test_time_limit_stops_after_a_checkpointed_epoch_and_the_run_resumes(digits_train, tmp_path) -> None:
+    config = TrainConfig(epochs=3, max_train_images=300)
+    stopped = train_gan(config, digits_train, tmp_path, RuntimeOptions(progress=False, stop_after_time=0.0))
+    assert not stopped.finished and stopped.epochs == 1
+    assert load_checkpoint(stopped.checkpoint_path)["epoch"] == 1
+    resumed = train_gan(config, digits_train, tmp_path, QUIET)
+    assert resumed.finished and resumed.resumed_from_epoch == 1 and resumed.epochs == 3
+
+
 def test_resume_refuses_other_settings(digits_train, tmp_path) -> None:
     train_gan(TrainConfig(epochs=2, max_train_images=300), digits_train, tmp_path, QUIET)
     with pytest.raises(ValueError, match="trained with other settings.*differing: learning_rate"):
