@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine: the bench scripts' GPU figures, the library's tests on CUDA, then the long MNIST
-# reproduction runs until the wall-clock budget is spent (each stops after a checkpointed epoch).
+# One call on a lent GPU machine: optional bench figures and CUDA tests, then long MNIST reproduction runs until the
+# wall-clock budget is spent (each run stops after a checkpointed epoch).
 #
-#   bench/gpu_session.sh MNIST_GZ_DIR TOTAL_SECONDS [benches|nobench]
+#   bench/gpu_session.sh MNIST_GZ_DIR TOTAL_SECONDS STEPS RUN...
 #
-# Runs resume from runs/mnist_paper (uniform noise) and runs/mnist_gaussian_gpu (gaussian noise) when checkpoints are
-# there. Everything worth keeping (machine.txt, bench logs and JSON, the pytest log under gpu_session/; the runs' logs,
-# parzen.jsonl and checkpoints under runs/) goes to $OUT as session.tgz.part-* in 15 MB parts (the device tool returns
-# at most 8 files of 16 MiB); `cat session.tgz.part-* | tar xzf -` restores them.
+# STEPS: comma-separated from benches (throughput incl. bf16/compile/DataLoader workers 0 and 4, Parzen on cuda and
+#        cpu), tests (gan_core's tests on CUDA), graph (CUDA-graph tests and throughput; the runs use --cuda-graph only
+#        if those tests pass), or none.
+# RUN:   NOISE:SEED:DIR, e.g. uniform:0:runs/mnist_paper. A run resumes from DIR/checkpoint.pt when it is there.
+#
+# Everything worth keeping (gpu_session/: machine.txt, bench logs and JSON, pytest logs; each run's log, parzen.jsonl
+# and checkpoint) goes to $OUT as session.tgz.part-* in 15 MB parts (the device tool returns at most 8 files of
+# 16 MiB); `cat session.tgz.part-* | tar xzf -` restores them.
 set -u -o pipefail
 src=$1
 total=$2
-mode=${3:-benches}
+steps=$3
+shift 3
 final=${OUT:-/tmp/gpu_session_out}
 out=gpu_session
 mkdir -p "$out" "$final" runs
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 end=$((SECONDS + total))
-py=python3
+py=${PYTHON:-python3}
+has() { [[ ",$steps," == *",$1,"* ]]; }
 
 {
     date -u
@@ -28,7 +34,18 @@ py=python3
 $py -c "import sys; sys.path.insert(0, 'bench'); from pathlib import Path; from reproduce_mnist import ensure_mnist; \
 print(ensure_mnist('$src', Path('data')))" || exit 1
 
-if [ "$mode" = benches ]; then
+graph_flag=""
+if has graph; then
+    if $py -m pytest -q -p no:cacheprovider tests/test_training.py -k "cuda_graph or bit_identical or resumed" \
+        >"$out/pytest_graph.log" 2>&1; then
+        graph_flag="--cuda-graph"
+    fi
+    tail -5 "$out/pytest_graph.log"
+    echo "runs use: ${graph_flag:-eager steps}"
+    $py bench/train_throughput.py --mnist-source "$src" --images 30000 --cuda-graph \
+        --json "$out/throughput_graph.json" 2>&1 | tee "$out/throughput_graph.log"
+fi
+if has benches; then
     $py bench/train_throughput.py --mnist-source "$src" --images 30000 --bf16 --compile \
         --json "$out/throughput.json" 2>&1 | tee "$out/throughput.log"
     $py bench/train_throughput.py --mnist-source "$src" --images 30000 --workers 4 \
@@ -38,20 +55,27 @@ if [ "$mode" = benches ]; then
 fi
 
 left=$((end - SECONDS - 45))
+((left < 1)) && left=1  # reproduce_mnist reads 0 or less as "no limit"
 echo "long runs: ${left} s"
-$py bench/reproduce_mnist.py --mnist-source "$src" --out runs/mnist_paper --epochs 5000 --eval-every 10 \
-    --noise uniform --max-seconds "$left" >>runs/mnist_paper_gpu.log 2>&1 &
-$py bench/reproduce_mnist.py --mnist-source "$src" --out runs/mnist_gaussian_gpu --epochs 5000 --eval-every 10 \
-    --noise gaussian --max-seconds "$left" >>runs/mnist_gaussian_gpu.log 2>&1 &
-if [ "$mode" = benches ]; then
+keep=("$out")
+for run in "$@"; do
+    IFS=: read -r noise seed dir <<<"$run"
+    $py bench/reproduce_mnist.py --mnist-source "$src" --out "$dir" --epochs 5000 --eval-every 10 --noise "$noise" \
+        --seed "$seed" --max-seconds "$left" $graph_flag >>"$dir.log" 2>&1 &
+    keep+=("$dir.log" "$dir/parzen.jsonl" "$dir/checkpoint.pt")
+done
+if has tests; then
     GAN_PIPELINE_MNIST_DIR="$src" timeout "$left" $py -m pytest -q -p no:cacheprovider tests/test_training.py \
         tests/test_parzen.py tests/test_datasets.py tests/test_metrics.py >"$out/pytest_cuda.log" 2>&1
     tail -3 "$out/pytest_cuda.log"
 fi
 wait
-tail -4 runs/mnist_paper_gpu.log runs/mnist_gaussian_gpu.log
-grep -h parzen runs/mnist_paper_gpu.log | tail -3
-grep -h parzen runs/mnist_gaussian_gpu.log | tail -3
-tar czf - "$out" runs/*_gpu.log runs/mnist_paper/parzen.jsonl runs/mnist_paper/checkpoint.pt \
-    runs/mnist_gaussian_gpu/parzen.jsonl runs/mnist_gaussian_gpu/checkpoint.pt | split -b 15M - "$final/session.tgz.part-"
+for run in "$@"; do
+    dir=${run##*:}
+    echo "== $dir"
+    grep -h "^epoch" "$dir.log" | tail -1
+    grep -h "parzen\]" "$dir.log" | tail -3
+    tail -1 "$dir.log"
+done
+tar czf - "${keep[@]}" | split -b 15M - "$final/session.tgz.part-"
 ls -la "$final"

@@ -50,6 +50,9 @@ def main() -> None:
     parser.add_argument(
         "--max-seconds", type=float, default=0, help="stop (checkpointed) after the first epoch past this wall time"
     )
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="replay each training step as a CUDA graph (GPU only)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -92,6 +95,7 @@ def main() -> None:
         out,
         RuntimeOptions(
             device=args.device,
+            cuda_graph=args.cuda_graph,
             progress=False,
             on_epoch_end=evaluate,
             stop_after_time=started + args.max_seconds if args.max_seconds > 0 else None,

@@ -6,7 +6,8 @@ Both train the `paper_mlp` MNIST configuration (batch 100, the simultaneous upda
 same `--images` training images. The baseline reads torchvision's `MNIST` dataset (ToTensor per image) through a
 `DataLoader` with shuffling and copies each batch to the device. Images/s are the best of two alternating repeats.
 `--bf16` adds gan_core's trainer with bfloat16 autocast (`TrainConfig(bf16=True)`) to the same repeats, `--compile`
-the trainer under `torch.compile` (two passes, the second one's rate, so compilation is left out).
+the trainer under `torch.compile`, `--cuda-graph` the trainer replaying each step as a CUDA graph (both: two passes,
+the second one's rate, so compilation and capture are left out).
 """
 
 from __future__ import annotations
@@ -26,15 +27,18 @@ from gan_core.models import build_models, init_output_bias_from_marginals, sampl
 from gan_core.train import RuntimeOptions, TrainConfig, resolve_device, train_gan
 
 
-def gan_core_images_per_second(train: torch.Tensor, device: str, bf16: bool = False, compile: bool = False) -> float:
-    """One pass over `train`; with `compile`, two passes and the second one's rate (compilation left out)."""
-    epochs = 2 if compile else 1
+def gan_core_images_per_second(
+    train: torch.Tensor, device: str, bf16: bool = False, compile: bool = False, cuda_graph: bool = False
+) -> float:
+    """One pass over `train`; with `compile` or `cuda_graph`, two passes and the second one's rate (compilation or
+    capture left out)."""
+    epochs = 2 if compile or cuda_graph else 1
     with tempfile.TemporaryDirectory() as out:
         result = train_gan(
             TrainConfig(epochs=epochs, bf16=bf16),
             train,
             out,
-            RuntimeOptions(device=device, progress=False, compile=compile),
+            RuntimeOptions(device=device, progress=False, compile=compile, cuda_graph=cuda_graph),
         )
     return result.history[-1]["images_per_second"]
 
@@ -90,6 +94,9 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also measure the trainer under torch.compile (second epoch's rate)"
     )
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="also measure the trainer replaying CUDA graphs (second epoch's rate)"
+    )
     parser.add_argument("--json", default="")
     args = parser.parse_args()
 
@@ -100,7 +107,7 @@ def main() -> None:
     device = str(resolve_device(args.device))
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"paper_mlp on {args.images} MNIST images, batch 100, device {device} ({name})")
-    ours, baseline, ours_bf16, ours_compiled = [], [], [], []
+    ours, baseline, ours_bf16, ours_compiled, ours_graphed = [], [], [], [], []
     for repeat in range(2):
         ours.append(gan_core_images_per_second(train, device))
         baseline.append(
@@ -116,6 +123,9 @@ def main() -> None:
                 line += f", gan_core torch.compile {ours_compiled[-1]:.0f} img/s"
             except Exception as error:  # a compiler failure should not lose the other figures
                 line += f", torch.compile failed: {type(error).__name__}: {str(error)[:300]}"
+        if args.cuda_graph and device.startswith("cuda"):
+            ours_graphed.append(gan_core_images_per_second(train, device, cuda_graph=True))
+            line += f", gan_core CUDA graph {ours_graphed[-1]:.0f} img/s"
         print(line)
     best_ours, best_baseline = max(ours), max(baseline)
     print(f"gan_core trainer      : {best_ours:10.0f} images/s")
@@ -123,6 +133,10 @@ def main() -> None:
     print(f"ratio                 : {best_ours / best_baseline:10.2f}x")
     if ours_bf16:
         print(f"gan_core bf16 autocast: {max(ours_bf16):10.0f} images/s ({max(ours_bf16) / best_ours:.2f}x float32)")
+    if ours_graphed:
+        best_graphed = max(ours_graphed)
+        print(f"gan_core CUDA graph   : {best_graphed:10.0f} images/s ({best_graphed / best_ours:.2f}x eager)")
+        print(f"CUDA graph / DataLoader: {best_graphed / best_baseline:9.2f}x")
     if ours_compiled:
         best_compiled = max(ours_compiled)
         print(f"gan_core torch.compile: {best_compiled:10.0f} images/s ({best_compiled / best_ours:.2f}x eager)")
@@ -137,6 +151,7 @@ def main() -> None:
                     "ratio": best_ours / best_baseline,
                     "gan_core_bf16": max(ours_bf16) if ours_bf16 else None,
                     "gan_core_compiled": max(ours_compiled) if ours_compiled else None,
+                    "gan_core_cuda_graph": max(ours_graphed) if ours_graphed else None,
                 }
             )
         )

@@ -4,6 +4,11 @@ The whole training split lives on the device as one tensor and batches are index
 permutation (no DataLoader, no per-image Python work). With `update="simultaneous"` (the released code's scheme, k = 1)
 both players' gradients come from the same minibatch, the same noise and the same dropout masks and are applied
 together; `update="alternating"` is the paper's Algorithm 1 (k D-steps, then one G-step on fresh noise).
+
+At the paper's batch of 100 a GPU step is a few hundred tiny kernels, so eager PyTorch is bound by the host launching
+them. `RuntimeOptions(cuda_graph=True)` captures the whole simultaneous step (forward, both gradients, both optimiser
+updates, noise and dropout) once as a CUDA graph and replays it per batch; the batch, learning rate and momentum live
+in static device tensors that are refilled before each replay.
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ class RuntimeOptions:
 
     device: str = "auto"
     compile: bool = False
+    cuda_graph: bool = False  # replay the simultaneous paper-SGD step as a CUDA graph (CUDA only; ignored on the CPU)
     checkpoint_every: int = 5
     progress: bool = True
     stop_after_epoch: int | None = None  # stop early (as if killed) after this epoch's checkpoint; for testing resume
@@ -129,7 +135,11 @@ def resolve_device(requested: str = "auto") -> torch.device:
 
 
 class PylearnMomentumSGD(torch.optim.Optimizer):
-    """pylearn2's momentum rule: v <- m v - lr g; p <- p + v (learning rate and momentum set by the caller)."""
+    """pylearn2's momentum rule: v <- m v - lr g; p <- p + v (learning rate and momentum set by the caller).
+
+    `lr` and `momentum` may be floats or 0-d device tensors; tensors are read on the device, so a captured CUDA graph
+    picks up new values without re-capture.
+    """
 
     def __init__(self, params: Any, lr: float, momentum: float) -> None:
         super().__init__(params, {"lr": lr, "momentum": momentum})
@@ -146,8 +156,12 @@ class PylearnMomentumSGD(torch.optim.Optimizer):
                 if "velocity" not in state:
                     state["velocity"] = torch.zeros_like(p)
                 velocities.append(state["velocity"])
+            grads = [p.grad for p in params]
             torch._foreach_mul_(velocities, group["momentum"])
-            torch._foreach_add_(velocities, [p.grad for p in params], alpha=-group["lr"])
+            if isinstance(group["lr"], torch.Tensor):
+                torch._foreach_sub_(velocities, torch._foreach_mul(grads, group["lr"]))
+            else:
+                torch._foreach_add_(velocities, grads, alpha=-group["lr"])
             torch._foreach_add_(params, velocities)
 
 
@@ -190,6 +204,16 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     return checkpoint
 
 
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimiser's state dict with tensor hyper-parameters (the CUDA-graph path's) stored as floats."""
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:
+        for key in ("lr", "momentum"):
+            if isinstance(group.get(key), torch.Tensor):
+                group[key] = float(group[key])
+    return state
+
+
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
@@ -207,6 +231,7 @@ def train_gan(
 
     config.validate()
     options = options or RuntimeOptions()
+    _check_graphable(config, options)
     device = resolve_device(options.device)
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_NAME
@@ -249,7 +274,10 @@ def train_gan(
         emit(f"resuming from {checkpoint_path} at epoch {start_epoch}/{config.epochs}, step {step}")
     resumed_from = start_epoch
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
+    use_graph = options.cuda_graph and device.type == "cuda"
+    if use_graph:
+        emit("replaying each training step as a CUDA graph (RuntimeOptions.cuda_graph)")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16, cache_enabled=not use_graph)
     generator.train()
     discriminator.train()
 
@@ -267,6 +295,22 @@ def train_gan(
             loss = loss + config.gp_weight * gradient_penalty(d_run, real, fake.detach())
         return dataclasses.replace(terms, loss=loss), fake_logits.float()
 
+    def simultaneous_step(real: torch.Tensor) -> torch.Tensor:
+        """Both players' gradients from one batch, one noise draw and one set of dropout masks, applied together;
+        returns (d_loss, g_loss, mean D(x), mean D(G(z)))."""
+        noise = sample_noise(batch, pair.noise_dim, config.noise, device)
+        with autocast:
+            fake = g_run(noise)
+        terms, fake_logits = d_terms(real, fake)
+        g_loss = generator_loss(config.loss, fake_logits)
+        d_grads = torch.autograd.grad(terms.loss, d_params, retain_graph=True)
+        g_grads = torch.autograd.grad(g_loss, g_params)
+        apply(d_opt, d_params, d_grads)
+        apply(g_opt, g_params, g_grads)
+        return torch.stack([terms.loss.detach(), g_loss.detach(), terms.d_real, terms.d_fake])
+
+    graphed_step = _CudaGraphStep(simultaneous_step, images, batch, (g_opt, d_opt)) if use_graph else None
+
     progress = tqdm(
         total=config.epochs,
         initial=start_epoch,
@@ -282,34 +326,33 @@ def train_gan(
         stats = torch.zeros(steps_per_epoch, 4, device=device)  # d_loss, g_loss, D(x), D(G(z))
         for local_step in range(steps_per_epoch):
             lr = paper_learning_rate(config, step) if config.optimizer == "paper" else config.learning_rate
-            _set_hyper(g_opt, lr, momentum)
-            _set_hyper(d_opt, lr, momentum)
-            for k in range(config.d_steps):
-                offset = (local_step * config.d_steps + k) * batch
-                real = images[permutation[offset : offset + batch]]
-                noise = sample_noise(batch, pair.noise_dim, config.noise, device)
-                with autocast:
-                    fake = g_run(noise)
-                if config.update == "simultaneous":
-                    terms, fake_logits = d_terms(real, fake)
+            if graphed_step is not None:
+                offset = local_step * batch
+                stats[local_step] = graphed_step(permutation[offset : offset + batch], lr, momentum or 0.0)
+            else:
+                _set_hyper(g_opt, lr, momentum)
+                _set_hyper(d_opt, lr, momentum)
+                for k in range(config.d_steps):
+                    offset = (local_step * config.d_steps + k) * batch
+                    real = images[permutation[offset : offset + batch]]
+                    if config.update == "simultaneous":
+                        stats[local_step] = simultaneous_step(real)
+                    else:
+                        noise = sample_noise(batch, pair.noise_dim, config.noise, device)
+                        with autocast:
+                            fake = g_run(noise)
+                        terms, _ = d_terms(real, fake.detach())
+                        apply(d_opt, d_params, torch.autograd.grad(terms.loss, d_params))
+                if config.update == "alternating":
+                    noise = sample_noise(batch, pair.noise_dim, config.noise, device)
+                    with autocast:
+                        fake_logits = d_run(g_run(noise)).float()
                     g_loss = generator_loss(config.loss, fake_logits)
-                    d_grads = torch.autograd.grad(terms.loss, d_params, retain_graph=True)
-                    g_grads = torch.autograd.grad(g_loss, g_params)
-                    apply(d_opt, d_params, d_grads)
-                    apply(g_opt, g_params, g_grads)
-                else:
-                    terms, _ = d_terms(real, fake.detach())
-                    apply(d_opt, d_params, torch.autograd.grad(terms.loss, d_params))
-            if config.update == "alternating":
-                noise = sample_noise(batch, pair.noise_dim, config.noise, device)
-                with autocast:
-                    fake_logits = d_run(g_run(noise)).float()
-                g_loss = generator_loss(config.loss, fake_logits)
-                apply(g_opt, g_params, torch.autograd.grad(g_loss, g_params))
-            stats[local_step, 0] = terms.loss.detach()
-            stats[local_step, 1] = g_loss.detach()
-            stats[local_step, 2] = terms.d_real
-            stats[local_step, 3] = terms.d_fake
+                    apply(g_opt, g_params, torch.autograd.grad(g_loss, g_params))
+                    stats[local_step, 0] = terms.loss.detach()
+                    stats[local_step, 1] = g_loss.detach()
+                    stats[local_step, 2] = terms.d_real
+                    stats[local_step, 3] = terms.d_fake
             step += 1
             if local_step % 100 == 99 or local_step == steps_per_epoch - 1:
                 _raise_if_diverged(stats[: local_step + 1], step - local_step - 1, epoch, checkpoint_path)
@@ -355,8 +398,8 @@ def train_gan(
                     "noise_dim": pair.noise_dim,
                     "generator": generator.state_dict(),
                     "discriminator": discriminator.state_dict(),
-                    "g_optimizer": g_opt.state_dict(),
-                    "d_optimizer": d_opt.state_dict(),
+                    "g_optimizer": _optimizer_state(g_opt),
+                    "d_optimizer": _optimizer_state(d_opt),
                     "rng_cpu": torch.get_rng_state(),
                     "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                     "history": history,
@@ -385,6 +428,65 @@ def train_gan(
         resumed_from_epoch=resumed_from,
         finished=finished,
     )
+
+
+def _check_graphable(config: TrainConfig, options: RuntimeOptions) -> None:
+    """`cuda_graph` captures the simultaneous paper-SGD step; say which setting stands in the way of anything else."""
+    if not options.cuda_graph:
+        return
+    if config.update != "simultaneous" or config.optimizer != "paper":
+        raise ValueError(
+            f"cuda_graph=True replays the simultaneous paper-SGD step; got update={config.update!r}, "
+            f"optimizer={config.optimizer!r}: use update='simultaneous' and optimizer='paper', or cuda_graph=False"
+        )
+    if options.compile:
+        raise ValueError("cuda_graph=True and compile=True exclude each other; choose one of them")
+
+
+class _CudaGraphStep:
+    """Runs `step_fn(real)` eagerly on a side stream for the first `warmup` batches (which are real training steps,
+    as CUDA-graph capture needs), then captures it once and replays it. The batch, learning rate and momentum are
+    static device tensors refilled before each call; the optimisers read the latter two on the device."""
+
+    def __init__(
+        self,
+        step_fn: Callable[[torch.Tensor], torch.Tensor],
+        images: torch.Tensor,
+        batch: int,
+        optimizers: tuple[torch.optim.Optimizer, ...],
+        warmup: int = 3,
+    ) -> None:
+        self.step_fn = step_fn
+        self.images = images
+        self.real = torch.empty(batch, *images.shape[1:], device=images.device, dtype=images.dtype)
+        self.lr = torch.zeros((), device=images.device)
+        self.momentum = torch.zeros((), device=images.device)
+        for optimizer in optimizers:
+            _set_hyper(optimizer, self.lr, self.momentum)  # type: ignore[arg-type]
+        self.warmup_left = warmup
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.out: torch.Tensor | None = None
+
+    def __call__(self, batch_indices: torch.Tensor, lr: float, momentum: float) -> torch.Tensor:
+        torch.index_select(self.images, 0, batch_indices, out=self.real)
+        self.lr.fill_(lr)
+        self.momentum.fill_(momentum)
+        if self.graph is not None:
+            self.graph.replay()
+            return self.out  # type: ignore[return-value]
+        if self.warmup_left > 0:
+            self.warmup_left -= 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.step_fn(self.real)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = self.step_fn(self.real)
+        self.graph.replay()
+        return self.out
 
 
 def _check_resumable(checkpoint_path: Path, state: dict[str, Any], config: TrainConfig) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -195,3 +196,38 @@ def test_bf16_autocast_runs_on_the_cpu(digits_train, tmp_path) -> None:
     weights_bf16 = load_checkpoint(bf16.checkpoint_path)["generator"]
     assert all(w.dtype == torch.float32 for w in weights_bf16.values())  # master weights stay float32
     assert not state_equal(weights_fp32, weights_bf16)  # the matmuls really ran in bfloat16
+
+
+def test_cuda_graph_settings_are_checked_and_the_cpu_runs_eagerly(digits_train, tmp_path) -> None:
+    graph = RuntimeOptions(progress=False, cuda_graph=True, device="cpu")
+    with pytest.raises(ValueError, match="update='alternating', optimizer='adam'"):
+        train_gan(default_train_config("dcgan", epochs=1), digits_train, tmp_path / "dcgan", graph)
+    with pytest.raises(ValueError, match="exclude each other"):
+        train_gan(TrainConfig(epochs=1), digits_train, tmp_path / "both", dataclasses.replace(graph, compile=True))
+    config = TrainConfig(epochs=2, max_train_images=400)
+    eager = train_gan(config, digits_train, tmp_path / "eager", dataclasses.replace(QUIET, device="cpu"))
+    ignored = train_gan(config, digits_train, tmp_path / "graph", graph)
+    a, b = load_checkpoint(eager.checkpoint_path), load_checkpoint(ignored.checkpoint_path)
+    assert state_equal(a["generator"], b["generator"]) and state_equal(a["discriminator"], b["discriminator"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_replay_trains_like_the_eager_loop(digits_train, tmp_path) -> None:
+    config = TrainConfig(epochs=3, max_train_images=600)  # 6 steps per epoch: 3 eager warm-up steps, then replays
+    cuda = RuntimeOptions(progress=False, device="cuda")
+    eager = train_gan(config, digits_train, tmp_path / "eager", cuda)
+    graphs = [
+        train_gan(config, digits_train, tmp_path / f"graph{i}", dataclasses.replace(cuda, cuda_graph=True))
+        for i in range(2)
+    ]
+    states = [load_checkpoint(r.checkpoint_path) for r in (eager, *graphs)]
+    # replays are deterministic: two graph runs give bit-identical weights
+    assert state_equal(states[1]["generator"], states[2]["generator"])
+    # and follow the eager loop: same noise and dropout streams, only the optimiser's rounding differs
+    for part in ("generator", "discriminator"):
+        for key, weight in states[0][part].items():
+            torch.testing.assert_close(states[1][part][key], weight, rtol=1e-4, atol=1e-5)
+    for eager_epoch, graph_epoch in zip(eager.history, graphs[0].history, strict=True):
+        assert graph_epoch["d_loss"] == pytest.approx(eager_epoch["d_loss"], rel=1e-4)
+    # the checkpoint stores plain float hyper-parameters, so an eager run can resume it
+    assert isinstance(states[1]["g_optimizer"]["param_groups"][0]["lr"], float)
