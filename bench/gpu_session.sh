@@ -6,7 +6,7 @@
 #
 # STEPS: comma-separated from benches (throughput incl. bf16/compile/DataLoader workers 0 and 4, Parzen on cuda and
 #        cpu), tests (gan_core's tests on CUDA), graph (CUDA-graph tests and throughput; the runs use --cuda-graph only
-#        if those tests pass), or none.
+#        if those tests pass), cudagraph (the runs use --cuda-graph without those checks), or none.
 # RUN:   NOISE:SEED:DIR, e.g. uniform:0:runs/mnist_paper. A run resumes from DIR/checkpoint.pt when it is there.
 #
 # Everything worth keeping (gpu_session/: machine.txt, bench logs and JSON, pytest logs; each run's log, parzen.jsonl
@@ -35,6 +35,7 @@ $py -c "import sys; sys.path.insert(0, 'bench'); from pathlib import Path; from 
 print(ensure_mnist('$src', Path('data')))" || exit 1
 
 graph_flag=""
+has cudagraph && graph_flag="--cuda-graph"
 if has graph; then
     if $py -m pytest -q -p no:cacheprovider tests/test_training.py -k "cuda_graph or bit_identical or resumed" \
         >"$out/pytest_graph.log" 2>&1; then
