@@ -34,6 +34,9 @@ class GanTrainingConfig(dg.Config):
     max_train_images: int = 0
     bf16: bool = False
     compile: bool = False
+    # On CUDA, replay the simultaneous paper-SGD step as a CUDA graph (8x the eager loop at batch 100 on an H100);
+    # skipped where it does not apply (the CPU, compile=True, other updates or optimisers).
+    cuda_graph: bool = True
     device: str = "auto"
     checkpoint_every: int = 5
 

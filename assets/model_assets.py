@@ -5,6 +5,7 @@ inputs finds the finished checkpoint and returns it marked `cached`; new setting
 model is never returned for new settings. Several seeds are trained by listing them in `seeds`.
 """
 
+import dataclasses
 import time
 
 import dagster as dg
@@ -19,6 +20,7 @@ from gan_core.storage import hash_json, write_json_atomic
 from gan_core.train import (
     RuntimeOptions,
     checkpoint_weights_hash,
+    cuda_graph_supported,
     is_finished,
     load_checkpoint,
     train_gan,
@@ -50,13 +52,15 @@ def gan_model(
     info = read_dataset_info(dataset_path)
     train_images = load_split(dataset_path, "train")
     options = RuntimeOptions(device=config.device, compile=config.compile, checkpoint_every=config.checkpoint_every)
+    graph_options = dataclasses.replace(options, cuda_graph=config.cuda_graph and not config.compile)
     runs, results = [], []
     for train_config in train_configs:
         identity = hash_json({"train": train_config.to_dict(), "data": info.content_hash, "code": TRAIN_CODE_VERSION})
         run_dir = storage.path("models", dataset, model, identity)
         cached = is_finished(run_dir / "checkpoint.pt", train_config)
         context.log.info(f"seed {train_config.seed}: {'cached result in' if cached else 'training into'} {run_dir}")
-        result = train_gan(train_config, train_images, run_dir, options, log=context.log.info)
+        run_options = graph_options if cuda_graph_supported(train_config) else options
+        result = train_gan(train_config, train_images, run_dir, run_options, log=context.log.info)
         results.append(result)
         runs.append(
             {

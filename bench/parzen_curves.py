@@ -3,8 +3,9 @@
     python bench/parzen_curves.py uniform=runs/mnist_paper/parzen.jsonl gaussian=runs/mnist_gaussian_s0/parzen.jsonl \
         --png bench/results/mnist_parzen_curves.png
 
-Prints a Markdown table (one row per evaluated epoch, one column per run, "mean ± s.e. (σ)") and writes the PNG with
-the paper's 225 nats and the real-training-images ceiling drawn as horizontal lines.
+Prints a Markdown table (one column per run, "mean ± s.e. (σ)"; one row per evaluated epoch, or with `--every N` the
+multiples of N, the epochs in `--also` and each run's last epoch) and writes the PNG with the paper's 225 nats and the
+real-training-images ceiling drawn as horizontal lines.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ def read_curve(path: Path) -> dict[int, dict]:
     return curve
 
 
-def markdown_table(curves: dict[str, dict[int, dict]]) -> str:
+def markdown_table(curves: dict[str, dict[int, dict]], every: int = 0, also: frozenset[int] = frozenset()) -> str:
+    """Rows for every evaluated epoch, or (every > 0) for multiples of `every`, `also` and each run's last epoch."""
     epochs = sorted({epoch for curve in curves.values() for epoch in curve})
+    if every > 0:
+        last = {max(curve) for curve in curves.values() if curve}
+        epochs = [e for e in epochs if e % every == 0 or e in also or e in last]
     lines = ["| epoch | " + " | ".join(curves) + " |", "|---:|" + "---:|" * len(curves)]
     for epoch in epochs:
         cells = []
@@ -71,6 +76,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="label=path/to/parzen.jsonl")
     parser.add_argument("--png", type=Path, default=None)
+    parser.add_argument("--every", type=int, default=0, help="table rows at multiples of N only (0 = all)")
+    parser.add_argument("--also", default="", help="comma-separated extra epochs for the table with --every")
     parser.add_argument("--ceiling", type=float, default=241.2, help="real training images' score, drawn for scale")
     args = parser.parse_args()
     curves = {}
@@ -79,7 +86,8 @@ def main() -> None:
         if not sep:
             parser.error(f"expected label=path, got {spec!r}")
         curves[label] = read_curve(Path(path))
-    print(markdown_table(curves))
+    also = frozenset(int(e) for e in args.also.split(",") if e.strip())
+    print(markdown_table(curves, args.every, also))
     if args.png:
         plot(curves, args.png, args.ceiling)
         print(f"wrote {args.png}")

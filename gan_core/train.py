@@ -430,11 +430,16 @@ def train_gan(
     )
 
 
+def cuda_graph_supported(config: TrainConfig) -> bool:
+    """Whether `RuntimeOptions(cuda_graph=True)` can run `config`: the simultaneous update with the paper's SGD."""
+    return config.update == "simultaneous" and config.optimizer == "paper"
+
+
 def _check_graphable(config: TrainConfig, options: RuntimeOptions) -> None:
     """`cuda_graph` captures the simultaneous paper-SGD step; say which setting stands in the way of anything else."""
     if not options.cuda_graph:
         return
-    if config.update != "simultaneous" or config.optimizer != "paper":
+    if not cuda_graph_supported(config):
         raise ValueError(
             f"cuda_graph=True replays the simultaneous paper-SGD step; got update={config.update!r}, "
             f"optimizer={config.optimizer!r}: use update='simultaneous' and optimizer='paper', or cuda_graph=False"
