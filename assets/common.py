@@ -1,9 +1,55 @@
-"""Small helpers shared by the asset modules."""
+"""Helpers shared by the asset modules: partition keys, the per-seed compute-or-load loop, check results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import dagster as dg
+
+from gan_core.checks import CheckOutcome
+from gan_core.layout import compute_or_load
+
+Item = TypeVar("Item")
 
 
 def dataset_and_model(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[str, str]:
     """(dataset, model) of a dataset x model partition."""
     keys = context.partition_key.keys_by_dimension  # type: ignore[union-attr]
     return keys["dataset"], keys["model"]
+
+
+def compute_or_load_each(
+    context: dg.AssetExecutionContext,
+    items: Iterable[Item],
+    record_path: Callable[[Item, str], Path],
+    key_parts: Callable[[Item], dict[str, Any]],
+    compute: Callable[[Item], dict[str, Any]],
+    describe: Callable[[dict[str, Any]], str],
+) -> list[dict[str, Any]]:
+    """For each upstream item (a seed's config, trained run or samples): the record stored under the hash of its
+    `key_parts`, or `compute(item)` stored there. Each record gains `cached`; one log line per item."""
+    records = []
+    for item in items:
+        record, cached = compute_or_load(
+            lambda key, item=item: record_path(item, key), key_parts(item), lambda item=item: compute(item)
+        )
+        records.append({**record, "cached": cached})
+        context.log.info(f"seed {record['seed']}: {describe(record)} ({'cached' if cached else 'computed'})")
+    return records
+
+
+def check_result(
+    outcome: CheckOutcome, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+) -> dg.AssetCheckResult:
+    """A Dagster check result from a gan_core outcome."""
+    return dg.AssetCheckResult(
+        passed=outcome.passed,
+        severity=severity,
+        description=outcome.description,
+        metadata={
+            key: dg.MetadataValue.json(value) if isinstance(value, list | dict) else value
+            for key, value in outcome.metadata.items()
+        },
+    )

@@ -1,138 +1,161 @@
 """Run configuration (`dg.Config`) of every asset, and a check of a whole run's config before any work starts.
 
-Each asset calls `validate_run_config(context)` first: a bad setting anywhere in the run (an unknown model or loss, a
-non-positive learning rate, batch size or sample count, an empty sigma grid) fails the first step, before any training.
+The training settings are derived from `gan_core.train.TrainConfig`, not copied: every field of it (but the model, which
+is the partition, and the seed, which `seeds` lists) is a setting here, unset meaning "the model's and the loss's
+recommended value". Enumerated settings (loss, optimizer, update, noise) are enums built from the registries and the
+`Literal` annotations, so Dagster rejects `loss: non_saturting` before a run starts and lists the allowed values;
+numeric bounds are the pydantic `Field` constraints of TrainConfig's annotations.
+
+Each config class names its asset (`asset_name`); `validate_run_config` builds every one present in the run, so a bad
+setting anywhere fails the first step, before any training.
 """
 
-import dagster as dg
+from __future__ import annotations
 
+import dataclasses
+import enum
+import typing
+from typing import Annotated, Any, ClassVar, Literal, Optional
+
+import dagster as dg
+import pydantic
+from pydantic import Field
+
+from gan_core.losses import LOSSES
 from gan_core.parzen import PAPER_SIGMAS, PAPER_VALID_POINTS
 from gan_core.train import TrainConfig, default_train_config
 
+_CONFIG_CLASSES: dict[str, type[AssetConfig]] = {}
 
-class RawDatasetConfig(dg.Config):
+
+class AssetConfig(dg.Config):
+    """Base of every asset's config: registers the class under its asset's name for `validate_run_config`."""
+
+    asset_name: ClassVar[str] = ""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls.asset_name:
+            _CONFIG_CLASSES[cls.asset_name] = cls
+
+    def check(self, model: str) -> None:
+        """Checks across fields that pydantic's per-field constraints cannot express (none by default)."""
+
+
+def _choices(name: str, values: typing.Iterable[str]) -> type[enum.Enum]:
+    return enum.Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
+
+
+def _training_settings() -> type[AssetConfig]:
+    """An AssetConfig with one optional field per TrainConfig field (model and seed excepted)."""
+    hints = typing.get_type_hints(TrainConfig, include_extras=True)
+    annotations: dict[str, Any] = {}
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in ("model", "seed"):
+            continue
+        hint = hints[field.name]
+        if field.name == "loss":
+            hint = _choices("Loss", LOSSES)
+        elif typing.get_origin(hint) is Literal:
+            hint = _choices(field.name.title(), typing.get_args(hint))
+        annotations[field.name] = Optional[hint]  # noqa: UP045 (pydantic needs the typing form here)
+    namespace = {"__annotations__": annotations, "__module__": __name__, **dict.fromkeys(annotations)}
+    namespace["__doc__"] = "Every training setting of gan_core.train.TrainConfig; unset = the recommended value."
+    return type("TrainingSettings", (AssetConfig,), namespace)  # type: ignore[return-value]
+
+
+TrainingSettings = _training_settings()
+
+
+class RawDatasetConfig(AssetConfig):
     """Override the dataset's source for this run: a mirror URL, a local directory, or (TFD) the .mat file."""
 
+    asset_name: ClassVar[str] = "raw_dataset"
     source: str = ""
 
-    def check(self, model: str | None) -> None:
-        pass
 
+class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
+    """Training settings (unset = the model's and loss's recommended value: the paper's for paper_mlp), the seeds to
+    train, and how to run them."""
 
-class GanTrainingConfig(dg.Config):
-    """Training settings. Unset (null) values take the model's recommended default (the paper's for paper_mlp)."""
-
-    seeds: list[int] = [0]
-    epochs: int = 100
-    loss: str = "non_saturating"
-    optimizer: str | None = None
-    update: str | None = None
-    learning_rate: float | None = None
-    batch_size: int | None = None
-    d_steps: int | None = None
-    noise: str | None = None
-    max_train_images: int = 0
-    bf16: bool = False
-    compile: bool = False
-    # On CUDA, replay the simultaneous paper-SGD step as a CUDA graph (8x the eager loop at batch 100 on an H100);
-    # skipped where it does not apply (the CPU, compile=True, other updates or optimisers).
-    cuda_graph: bool = True
+    asset_name: ClassVar[str] = "gan_model"
+    seeds: list[int] = Field(default=[0], min_length=1)
     device: str = "auto"
-    checkpoint_every: int = 5
+    compile: bool = False
+    # On CUDA, replay the simultaneous paper-SGD step as a CUDA graph (8x the eager loop at batch 100 on an H100).
+    # Unset: wherever it applies (gan_core.train.RuntimeOptions.use_cuda_graph); true: required; false: never.
+    cuda_graph: Optional[bool] = None  # noqa: UP045
+    checkpoint_every: int = Field(default=5, gt=0)
+
+    def train_settings(self) -> dict[str, Any]:
+        """The TrainConfig overrides set in this config (enum members as their values)."""
+        names = [field.name for field in dataclasses.fields(TrainConfig) if field.name not in ("model", "seed")]
+        values = {name: getattr(self, name) for name in names}
+        return {name: value.value if isinstance(value, enum.Enum) else value for name, value in values.items()}
 
     def train_configs(self, model: str) -> list[TrainConfig]:
         """One validated TrainConfig per seed."""
-        if not self.seeds:
-            raise ValueError("gan_model config: seeds must list at least one seed")
-        if self.checkpoint_every <= 0:
-            raise ValueError(f"gan_model config: checkpoint_every must be positive, got {self.checkpoint_every}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"gan_model config: device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        settings = self.train_settings()
+        loss = settings.pop("loss") or "non_saturating"
         try:
-            return [
-                default_train_config(
-                    model,
-                    self.loss,
-                    epochs=self.epochs,
-                    optimizer=self.optimizer,
-                    update=self.update,
-                    learning_rate=self.learning_rate,
-                    batch_size=self.batch_size,
-                    d_steps=self.d_steps,
-                    noise=self.noise,
-                    max_train_images=self.max_train_images,
-                    bf16=self.bf16,
-                    seed=seed,
-                )
-                for seed in self.seeds
-            ]
+            return [default_train_config(model, loss, seed=seed, **settings) for seed in self.seeds]
         except ValueError as error:
             raise ValueError(f"gan_model config: {error}") from None
 
-    def check(self, model: str | None) -> None:
-        self.train_configs(model or "paper_mlp")
+    def check(self, model: str) -> None:
+        self.train_configs(model)
 
 
-class SamplingConfig(dg.Config):
+class SamplingConfig(AssetConfig):
     """How many samples to draw per trained seed and from which noise seed."""
 
-    count: int = 10_000
+    asset_name: ClassVar[str] = "generated_samples"
+    count: int = Field(default=10_000, gt=0)
     sample_seed: int = 0
-    batch_size: int = 1000
+    batch_size: int = Field(default=1000, gt=0)
     device: str = "auto"
 
-    def check(self, model: str | None) -> None:
-        if self.count <= 0 or self.batch_size <= 0:
-            raise ValueError(
-                f"generated_samples config: count and batch_size must be positive, "
-                f"got {self.count} and {self.batch_size}"
-            )
 
-
-class ParzenBandwidthConfig(dg.Config):
+class ParzenBandwidthConfig(AssetConfig):
     """The sigma grid (default: numpy.logspace(-1, 0, 10), the paper's) and how many validation images choose it."""
 
-    sigmas: list[float] = list(PAPER_SIGMAS)
-    n_valid: int = PAPER_VALID_POINTS
-    block_size: int = 1024
+    asset_name: ClassVar[str] = "parzen_bandwidth"
+    sigmas: list[Annotated[float, Field(gt=0)]] = Field(default=list(PAPER_SIGMAS), min_length=1)
+    n_valid: int = Field(default=PAPER_VALID_POINTS, gt=0)
+    block_size: int = Field(default=1024, gt=0)
     device: str = "auto"
 
-    def check(self, model: str | None) -> None:
-        if not self.sigmas or any(sigma <= 0 for sigma in self.sigmas):
-            raise ValueError(
-                f"parzen_bandwidth config: sigmas must be a non-empty list of positive widths, got {self.sigmas}"
-            )
-        if self.n_valid <= 0 or self.block_size <= 0:
-            raise ValueError(
-                f"parzen_bandwidth config: n_valid and block_size must be positive, "
-                f"got {self.n_valid} and {self.block_size}"
-            )
 
+class ParzenConfig(AssetConfig):
+    """Settings of the Parzen log-likelihood on the test split."""
 
-class ParzenConfig(dg.Config):
-    block_size: int = 1024
+    asset_name: ClassVar[str] = "parzen_log_likelihood"
+    block_size: int = Field(default=1024, gt=0)
     device: str = "auto"
 
-    def check(self, model: str | None) -> None:
-        if self.block_size <= 0:
-            raise ValueError(f"parzen_log_likelihood config: block_size must be positive, got {self.block_size}")
 
+class ClassifierConfig(AssetConfig):
+    """The feature classifier's training length (0: about 60,000 images' worth of updates) and seed."""
 
-CONFIG_CLASSES: dict[str, type] = {
-    "raw_dataset": RawDatasetConfig,
-    "gan_model": GanTrainingConfig,
-    "generated_samples": SamplingConfig,
-    "parzen_bandwidth": ParzenBandwidthConfig,
-    "parzen_log_likelihood": ParzenConfig,
-}
+    asset_name: ClassVar[str] = "feature_classifier"
+    epochs: int = Field(default=0, ge=0)
+    seed: int = 0
+    device: str = "auto"
 
 
 def validate_run_config(context: dg.AssetExecutionContext) -> None:
-    """Check every asset's config in this run before doing any work; raise ValueError naming the setting."""
+    """Build every asset config of this run before doing any work; raise ValueError naming the asset and setting."""
     ops = (context.run.run_config or {}).get("ops", {})
-    model = None
+    model = "paper_mlp"
     if context.has_partition_key and isinstance(context.partition_key, dg.MultiPartitionKey):
-        model = context.partition_key.keys_by_dimension.get("model")
-    for name, config in ops.items():
-        if name in CONFIG_CLASSES:
-            CONFIG_CLASSES[name](**(config or {}).get("config", {})).check(model)
+        model = context.partition_key.keys_by_dimension.get("model", model)
+    for name, settings in ops.items():
+        config_class = _CONFIG_CLASSES.get(name)
+        if config_class is None:
+            continue
+        try:
+            config_class(**(settings or {}).get("config", {})).check(model)
+        except pydantic.ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise ValueError(f"{name} config: {problems}") from None

@@ -4,7 +4,7 @@ import dagster as dg
 
 from assets.configs import RawDatasetConfig
 from gan_core.data import read_dataset_info, write_dataset_h5
-from gan_core.sources import build_splits, fetch_raw, get_dataset_spec, read_manifest
+from gan_core.sources import build_splits, fetch_raw, get_dataset_spec, read_raw_manifest
 from gan_core.storage import hash_json
 from pipelines.partitions import dataset_partitions
 from pipelines.resources import DatasetSourcesResource, StorageResource
@@ -27,7 +27,7 @@ def raw_dataset(
     dataset = context.partition_key
     spec = get_dataset_spec(dataset)
     source = config.source or sources.source_for(dataset)
-    raw_dir = storage.raw_dir(dataset)
+    raw_dir = storage.layout.raw_dir(dataset)
     context.log.info(f"fetching {dataset} from {source or 'its official location'} into {raw_dir}")
     manifest = fetch_raw(spec.name, raw_dir, source)
     return dg.MaterializeResult(
@@ -52,10 +52,10 @@ def raw_dataset(
 def preprocessed_dataset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     dataset = context.partition_key
     spec = get_dataset_spec(dataset)
-    raw_dir = storage.raw_dir(dataset)
-    manifest = read_manifest(raw_dir)
-    splits = build_splits(dataset, raw_dir)
-    path = storage.dataset_file(dataset)
+    layout = storage.layout
+    manifest = read_raw_manifest(layout.raw_dir(dataset))
+    splits = build_splits(dataset, layout.raw_dir(dataset))
+    path = layout.dataset_file(dataset)
     digest = write_dataset_h5(path, dataset, splits, manifest["files"], spec.split_definition)
     info = read_dataset_info(path)
     context.log.info(f"wrote {path}: {info.split_sizes}")

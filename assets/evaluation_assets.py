@@ -4,23 +4,23 @@ Each stored result is keyed by the content hash of the samples it scores plus it
 read back (marked `cached`) instead of recomputed.
 """
 
-import json
 import time
 
 import dagster as dg
 import numpy as np
 
-from assets.common import dataset_and_model
+from assets.common import compute_or_load_each, dataset_and_model
 from assets.configs import ParzenBandwidthConfig, ParzenConfig, validate_run_config
 from assets.metrics_assets import evaluation_metrics, paper_figures, reference_metrics
-from assets.model_assets import generated_samples, read_manifest
+from assets.model_assets import generated_samples
 from gan_core import parzen
 from gan_core.data import load_split, read_dataset_info
+from gan_core.layout import ArtifactLayout, EvaluationKind, compute_or_load, read_record
 from gan_core.parzen import evaluate_parzen, select_sigma, standard_error
 from gan_core.plots import line_png, png_markdown
 from gan_core.report import metrics_table, parzen_table, table_markdown, write_report
 from gan_core.sample import read_samples_h5
-from gan_core.storage import cached_record, hash_json, write_json_atomic
+from gan_core.storage import hash_json
 from pipelines.partitions import dataset_model_partitions
 from pipelines.resources import StorageResource
 
@@ -42,40 +42,41 @@ def parzen_bandwidth(
 ) -> dg.MaterializeResult:
     validate_run_config(context)
     dataset, model = dataset_and_model(context)
-    valid = load_split(storage.dataset_file(dataset), "valid", limit=config.n_valid).flatten(1)
-    dataset_hash = read_dataset_info(storage.dataset_file(dataset)).content_hash
-    entries = []
-    for run in read_manifest(storage, "samples", dataset, model)["runs"]:
-        key = hash_json(
-            {
-                "samples": run["content_hash"],
-                "sigmas": config.sigmas,
-                "n_valid": config.n_valid,
-                "dataset": dataset_hash,
-                "code": PARZEN_CODE_VERSION,
-            }
+    layout = storage.layout
+    valid = load_split(layout.dataset_file(dataset), "valid", limit=config.n_valid).flatten(1)
+    dataset_hash = read_dataset_info(layout.dataset_file(dataset)).content_hash
+
+    def search(run: dict) -> dict:
+        samples = read_samples_h5(run["path"])[0]
+        started = time.perf_counter()
+        sigma, means = select_sigma(
+            samples.reshape(len(samples), -1), valid, config.sigmas, config.block_size, config.device
         )
+        return {
+            "seed": run["seed"],
+            "samples_path": run["path"],
+            "samples_hash": run["content_hash"],
+            "sigma": sigma,
+            "valid_mean_by_sigma": [[s, means[s]] for s in config.sigmas],
+            "n_valid": int(valid.shape[0]),
+            "seconds": time.perf_counter() - started,
+        }
 
-        def search(run: dict = run) -> dict:
-            samples = read_samples_h5(run["path"])[0]
-            started = time.perf_counter()
-            sigma, means = select_sigma(
-                samples.reshape(len(samples), -1), valid, config.sigmas, config.block_size, config.device
-            )
-            return {
-                "seed": run["seed"],
-                "samples_path": run["path"],
-                "samples_hash": run["content_hash"],
-                "sigma": sigma,
-                "valid_mean_by_sigma": [[s, means[s]] for s in config.sigmas],
-                "n_valid": int(valid.shape[0]),
-                "seconds": time.perf_counter() - started,
-            }
-
-        stored, cached = cached_record(storage.path("evaluation", dataset, model, f"bandwidth_{key}.json"), key, search)
-        entries.append({**stored, "cached": cached})
-        context.log.info(f"seed {run['seed']}: sigma {stored['sigma']:.4f} ({'cached' if cached else 'computed'})")
-    write_json_atomic(storage.evaluation_dir(dataset, model) / "bandwidth.json", {"runs": entries})
+    entries = compute_or_load_each(
+        context,
+        layout.read_partition_index("samples", dataset, model)["runs"],
+        lambda run, key: layout.evaluation_record("bandwidth", dataset, model, key),
+        lambda run: {
+            "samples": run["content_hash"],
+            "sigmas": config.sigmas,
+            "n_valid": config.n_valid,
+            "dataset": dataset_hash,
+            "code": PARZEN_CODE_VERSION,
+        },
+        search,
+        lambda entry: f"sigma {entry['sigma']:.4f}",
+    )
+    layout.write_partition_index("bandwidth", dataset, model, {"runs": entries})
     first = entries[0]
     grid = [s for s, _ in first["valid_mean_by_sigma"]]
     table = "| sigma | mean valid log-likelihood |\n|---|---|\n" + "\n".join(
@@ -117,38 +118,38 @@ def parzen_log_likelihood(
 ) -> dg.MaterializeResult:
     validate_run_config(context)
     dataset, model = dataset_and_model(context)
-    test = load_split(storage.dataset_file(dataset), "test").flatten(1)
-    bandwidths = json.loads((storage.evaluation_dir(dataset, model) / "bandwidth.json").read_text())["runs"]
-    results = []
-    for bandwidth in bandwidths:
-        key = hash_json({"bandwidth": bandwidth["key"], "sigma": bandwidth["sigma"], "code": PARZEN_CODE_VERSION})
+    layout = storage.layout
+    test = load_split(layout.dataset_file(dataset), "test").flatten(1)
 
-        def score(bandwidth: dict = bandwidth) -> dict:
-            samples = read_samples_h5(bandwidth["samples_path"])[0]
-            started = time.perf_counter()
-            values = parzen.parzen_log_likelihood(
-                samples.reshape(len(samples), -1), test, bandwidth["sigma"], config.block_size, config.device
-            )
-            std, sem = standard_error(values)
-            return {
-                "dataset": dataset,
-                "model": model,
-                "seed": bandwidth["seed"],
-                "sigma": bandwidth["sigma"],
-                "mean_log_likelihood": float(values.mean()),
-                "standard_error": sem,
-                "std": std,
-                "n_samples": int(len(samples)),
-                "n_test": int(len(values)),
-                "seconds": time.perf_counter() - started,
-            }
-
-        stored, cached = cached_record(storage.path("evaluation", dataset, model, f"parzen_{key}.json"), key, score)
-        results.append({**stored, "cached": cached})
-        context.log.info(
-            f"seed {stored['seed']}: {stored['mean_log_likelihood']:.2f} +- {stored['standard_error']:.2f} nats"
+    def score(bandwidth: dict) -> dict:
+        samples = read_samples_h5(bandwidth["samples_path"])[0]
+        started = time.perf_counter()
+        values = parzen.parzen_log_likelihood(
+            samples.reshape(len(samples), -1), test, bandwidth["sigma"], config.block_size, config.device
         )
-    write_json_atomic(storage.evaluation_dir(dataset, model) / "parzen.json", {"runs": results})
+        std, sem = standard_error(values)
+        return {
+            "dataset": dataset,
+            "model": model,
+            "seed": bandwidth["seed"],
+            "sigma": bandwidth["sigma"],
+            "mean_log_likelihood": float(values.mean()),
+            "standard_error": sem,
+            "std": std,
+            "n_samples": int(len(samples)),
+            "n_test": int(len(values)),
+            "seconds": time.perf_counter() - started,
+        }
+
+    results = compute_or_load_each(
+        context,
+        layout.read_partition_index("bandwidth", dataset, model)["runs"],
+        lambda bandwidth, key: layout.evaluation_record("parzen", dataset, model, key),
+        lambda bandwidth: {"bandwidth": bandwidth["key"], "sigma": bandwidth["sigma"], "code": PARZEN_CODE_VERSION},
+        score,
+        lambda result: f"{result['mean_log_likelihood']:.2f} +- {result['standard_error']:.2f} nats",
+    )
+    layout.write_partition_index("parzen", dataset, model, {"runs": results})
     means = np.array([r["mean_log_likelihood"] for r in results])
     return dg.MaterializeResult(
         metadata={
@@ -165,10 +166,9 @@ def parzen_log_likelihood(
     )
 
 
-def reference_result(storage: StorageResource, dataset: str, n_samples: int = 10_000, device: str = "auto") -> dict:
+def reference_result(layout: ArtifactLayout, dataset: str, n_samples: int = 10_000, device: str = "auto") -> dict:
     """The estimator applied to up to 10,000 real training images (its ceiling), cached by the dataset's hash."""
-    info = read_dataset_info(storage.dataset_file(dataset))
-    key = hash_json({"dataset": info.content_hash, "n": n_samples, "code": PARZEN_CODE_VERSION})
+    info = read_dataset_info(layout.dataset_file(dataset))
 
     def score_real_images() -> dict:
         real = load_split(info.path, "train", limit=n_samples).flatten(1)
@@ -177,16 +177,16 @@ def reference_result(storage: StorageResource, dataset: str, n_samples: int = 10
         )
         return {"dataset": dataset, **result.to_dict()}
 
-    path = storage.path("evaluation", dataset, f"reference_real_train_{key}.json")
-    return cached_record(path, key, score_real_images)[0]
+    return compute_or_load(
+        lambda key: layout.reference_record("reference_real_train", dataset, key),
+        {"dataset": info.content_hash, "n": n_samples, "code": PARZEN_CODE_VERSION},
+        score_real_images,
+    )[0]
 
 
-def collect_project_results(storage: StorageResource, kind: str = "parzen") -> list[dict]:
+def collect_project_results(layout: ArtifactLayout, kind: EvaluationKind = "parzen") -> list[dict]:
     """Every (dataset, model) result of a kind ("parzen" or "metrics") currently stored, one row per seed."""
-    rows = []
-    for manifest in sorted(storage.path("evaluation").glob(f"*/*/{kind}.json")):
-        rows.extend(json.loads(manifest.read_text())["runs"])
-    return rows
+    return [row for path in layout.partition_indexes(kind) for row in read_record(path, kind)["runs"]]
 
 
 @dg.asset(
@@ -200,28 +200,22 @@ def collect_project_results(storage: StorageResource, kind: str = "parzen") -> l
     "with a real-data reference row per dataset; written as CSV, Markdown and HTML.",
 )
 def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    project = collect_project_results(storage)
+    layout = storage.layout
+    project = collect_project_results(layout)
     if not project:
         raise FileNotFoundError(
-            f"no Parzen results under {storage.path('evaluation')}: materialise "
+            f"no Parzen results under {layout.path('evaluation')}: materialise "
             "parzen_log_likelihood for at least one partition first"
         )
     datasets = sorted({row["dataset"] for row in project})
-    references = [reference_result(storage, dataset) for dataset in datasets]
+    references = [reference_result(layout, dataset) for dataset in datasets]
     table = parzen_table(project, references)
-    metric_rows = collect_project_results(storage, "metrics")
-    metric_references = [row for dataset in datasets for row in reference_metrics(storage, dataset)]
+    metric_rows = collect_project_results(layout, "metrics")
+    metric_references = [row for dataset in datasets for row in reference_metrics(layout, dataset)]
     metrics = metrics_table(project, metric_rows, metric_references, references)
-    figures = (
-        {
-            f"{path.parent.parent.name}|{path.parent.name}: {path.stem.replace('_', ' ')}": str(path)
-            for path in sorted(storage.path("figures").glob("*/*/*.png"))
-        }
-        if storage.path("figures").exists()
-        else {}
-    )
+    figures = {name: str(path) for name, path in layout.figures().items()}
     paths = write_report(
-        {"parzen_table1": table, "metrics": metrics}, storage.report_dir(), "gan-pipeline evaluation report", figures
+        {"parzen_table1": table, "metrics": metrics}, layout.report_dir(), "gan-pipeline evaluation report", figures
     )
     context.log.info(f"report written to {paths['html']}")
     covered = sorted({f"{row['dataset']}|{row['model']}" for row in project})

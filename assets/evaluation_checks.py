@@ -1,6 +1,5 @@
 """Asset checks on the Parzen evaluation and the report."""
 
-import json
 import math
 
 import dagster as dg
@@ -19,7 +18,7 @@ from pipelines.resources import StorageResource
 @dg.asset_check(asset=parzen_bandwidth, description="Warns when the chosen sigma sits at an end of the grid.")
 def sigma_inside_grid(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset, model = dataset_and_model(context)
-    runs = json.loads((storage.evaluation_dir(dataset, model) / "bandwidth.json").read_text())["runs"]
+    runs = storage.layout.read_partition_index("bandwidth", dataset, model)["runs"]
     problems = []
     for run in runs:
         grid = [s for s, _ in run["valid_mean_by_sigma"]]
@@ -42,7 +41,7 @@ def sigma_inside_grid(context: dg.AssetCheckExecutionContext, storage: StorageRe
 @dg.asset_check(asset=parzen_log_likelihood, blocking=True, description="The test log-likelihood is finite.")
 def log_likelihood_finite(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset, model = dataset_and_model(context)
-    runs = json.loads((storage.evaluation_dir(dataset, model) / "parzen.json").read_text())["runs"]
+    runs = storage.layout.read_partition_index("parzen", dataset, model)["runs"]
     values = [run["mean_log_likelihood"] for run in runs]
     ok = all(math.isfinite(v) and math.isfinite(run["standard_error"]) for v, run in zip(values, runs, strict=True))
     return dg.AssetCheckResult(
@@ -54,7 +53,7 @@ def log_likelihood_finite(context: dg.AssetCheckExecutionContext, storage: Stora
 def report_covers_partitions(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     materialized = context.instance.get_materialized_partitions(parzen_log_likelihood.key)
     expected = sorted(str(key) for key in materialized if key in dataset_model_partitions.get_partition_keys())
-    reported = {f"{row['dataset']}|{row['model']}" for row in collect_project_results(storage)}
+    reported = {f"{row['dataset']}|{row['model']}" for row in collect_project_results(storage.layout)}
     missing = [key for key in expected if key not in reported]
     return dg.AssetCheckResult(
         passed=not missing,

@@ -3,43 +3,31 @@
 All offline: the feature space is the penultimate layer of a small classifier trained here on the dataset itself.
 """
 
-import json
 import time
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import torch
 
-from assets.common import dataset_and_model
-from assets.configs import validate_run_config
+from assets.common import compute_or_load_each, dataset_and_model
+from assets.configs import ClassifierConfig, validate_run_config
 from assets.data_assets import preprocessed_dataset
-from assets.model_assets import generated_samples, read_manifest
+from assets.model_assets import generated_samples
 from gan_core import metrics
 from gan_core.classifier import default_epochs, load_classifier, train_classifier
 from gan_core.data import load_split, load_split_arrays, read_dataset_info
+from gan_core.devices import resolve_device
+from gan_core.layout import ArtifactLayout, compute_or_load, read_record
 from gan_core.models import sample_noise
 from gan_core.plots import grid_png, png_markdown
 from gan_core.sample import generate_from_noise, load_generator, read_samples_h5
 from gan_core.sources import get_dataset_spec
-from gan_core.storage import atomic_output, cached_record, hash_json, write_json_atomic
-from gan_core.train import resolve_device
+from gan_core.storage import atomic_output, hash_json
 from pipelines.partitions import dataset_model_partitions, dataset_partitions
 from pipelines.resources import StorageResource
 
 METRICS_CODE_VERSION = "2"
-ACCURACY_TARGETS = {"mnist": 0.99, "fashion_mnist": 0.89, "digits": 0.95}
 MAX_REFERENCE = 10_000
-
-
-class ClassifierConfig(dg.Config):
-    epochs: int = 0  # 0: about 60,000 images' worth of updates (6 epochs on MNIST, 51 on digits)
-    seed: int = 0
-    device: str = "auto"
-
-
-def classifier_path(storage: StorageResource, dataset: str) -> str:
-    return str(storage.path("models", dataset, "feature_classifier.pt"))
 
 
 @dg.asset(
@@ -56,12 +44,10 @@ def feature_classifier(
     context: dg.AssetExecutionContext, config: ClassifierConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
     dataset = context.partition_key
-    info = read_dataset_info(storage.dataset_file(dataset))
+    layout = storage.layout
+    info = read_dataset_info(layout.dataset_file(dataset))
     epochs = config.epochs or default_epochs(info.split_sizes["train"])
-    key = hash_json({"data": info.content_hash, "epochs": epochs, "seed": config.seed, "code": METRICS_CODE_VERSION})
-    record_path = storage.path("models", dataset, "feature_classifier.json")
-    if not Path(classifier_path(storage, dataset)).is_file():
-        record_path.unlink(missing_ok=True)  # a record without its weights file is stale
+    weights = layout.classifier_weights(dataset)
 
     def train_and_score() -> dict:
         test = load_split_arrays(info.path, "test")
@@ -70,16 +56,25 @@ def feature_classifier(
             torch.from_numpy(load_split_arrays(info.path, "train").labels),
             load_split(info.path, "test"),
             torch.from_numpy(test.labels),
-            classifier_path(storage, dataset),
+            weights,
             get_dataset_spec(dataset).num_classes,
             epochs=epochs,
             seed=config.seed,
             device=config.device,
             log=context.log.info,
         )
-        return {"test_accuracy": result.test_accuracy, "epochs": epochs, "seconds": result.seconds}
+        return {
+            "test_accuracy": result.test_accuracy,
+            "epochs": epochs,
+            "seconds": result.seconds,
+            "files": [str(weights)],
+        }
 
-    record, cached = cached_record(record_path, key, train_and_score)
+    record, cached = compute_or_load(
+        layout.classifier_record(dataset),
+        {"data": info.content_hash, "epochs": epochs, "seed": config.seed, "code": METRICS_CODE_VERSION},
+        train_and_score,
+    )
     context.log.info(
         f"{dataset} classifier test accuracy {record['test_accuracy']:.4f} ({'cached' if cached else 'trained'})"
     )
@@ -89,22 +84,24 @@ def feature_classifier(
             "epochs": epochs,
             "seconds": round(record["seconds"], 1),
             "cached": cached,
-            "path": dg.MetadataValue.path(classifier_path(storage, dataset)),
+            "path": dg.MetadataValue.path(str(weights)),
             "device": str(resolve_device(config.device)),
         },
-        data_version=dg.DataVersion(key),
+        data_version=dg.DataVersion(record["key"]),
     )
 
 
 @dg.asset_check(
     asset=feature_classifier,
-    description="Test accuracy reaches the target (MNIST 99%, Fashion 89%, "
-    "digits 95%); warns otherwise, since every metric depends on this feature space.",
+    description="Test accuracy reaches the dataset's target (its DatasetSpec.classifier_accuracy_target); warns "
+    "otherwise, since every metric depends on this feature space.",
 )
 def classifier_accuracy_target(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset = context.partition_key
-    accuracy = json.loads(storage.path("models", dataset, "feature_classifier.json").read_text())["test_accuracy"]
-    target = ACCURACY_TARGETS.get(dataset, 0.0)
+    accuracy = read_record(storage.layout.classifier_record(dataset), f"feature_classifier for {dataset}")[
+        "test_accuracy"
+    ]
+    target = get_dataset_spec(dataset).classifier_accuracy_target
     return dg.AssetCheckResult(
         passed=accuracy >= target,
         severity=dg.AssetCheckSeverity.WARN,
@@ -113,11 +110,11 @@ def classifier_accuracy_target(context: dg.AssetCheckExecutionContext, storage: 
     )
 
 
-def reference_sets(storage: StorageResource, dataset: str, n: int) -> metrics.ReferenceSet:
+def reference_set(layout: ArtifactLayout, dataset: str, n: int) -> metrics.ReferenceSet:
     """The real images every score compares with: the first n training images (features, labels, pixels)."""
-    classifier = load_classifier(classifier_path(storage, dataset))
+    classifier = load_classifier(layout.classifier_weights(dataset))
     return metrics.build_reference_set(
-        storage.dataset_file(dataset), classifier, get_dataset_spec(dataset).num_classes, n
+        layout.dataset_file(dataset), classifier, get_dataset_spec(dataset).num_classes, n
     )
 
 
@@ -138,35 +135,36 @@ def score_images(images: np.ndarray, reference: metrics.ReferenceSet) -> dict:
 def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     validate_run_config(context)
     dataset, model = dataset_and_model(context)
-    record = storage.path("models", dataset, "feature_classifier.json")
-    if not record.is_file():
-        raise FileNotFoundError(f"{record} does not exist: materialise feature_classifier for {dataset} first")
-    classifier_key = json.loads(record.read_text())["key"]
-    runs, reference = [], None
-    for entry in read_manifest(storage, "samples", dataset, model)["runs"]:
-        key = hash_json({"samples": entry["content_hash"], "classifier": classifier_key, "code": METRICS_CODE_VERSION})
+    layout = storage.layout
+    classifier_key = read_record(layout.classifier_record(dataset), f"feature_classifier for {dataset}")["key"]
+    n_train = read_dataset_info(layout.dataset_file(dataset)).split_sizes["train"]
+    reference = None
 
-        def score(entry: dict = entry) -> dict:
-            nonlocal reference
-            samples = read_samples_h5(entry["path"])[0]
-            n = min(MAX_REFERENCE, len(samples), read_dataset_info(storage.dataset_file(dataset)).split_sizes["train"])
-            reference = reference or reference_sets(storage, dataset, n)
-            started = time.perf_counter()
-            return {
-                "dataset": dataset,
-                "model": model,
-                "seed": entry["seed"],
-                **score_images(samples[: len(reference.images)], reference),
-                "seconds": time.perf_counter() - started,
-            }
+    def score(entry: dict) -> dict:
+        nonlocal reference
+        samples = read_samples_h5(entry["path"])[0]
+        reference = reference or reference_set(layout, dataset, min(MAX_REFERENCE, len(samples), n_train))
+        started = time.perf_counter()
+        return {
+            "dataset": dataset,
+            "model": model,
+            "seed": entry["seed"],
+            **score_images(samples[: len(reference.images)], reference),
+            "seconds": time.perf_counter() - started,
+        }
 
-        stored, cached = cached_record(storage.path("evaluation", dataset, model, f"metrics_{key}.json"), key, score)
-        runs.append({**stored, "cached": cached})
-        context.log.info(
-            f"seed {entry['seed']}: FD {stored['frechet_distance']:.2f} precision {stored['precision']:.3f} "
-            f"recall {stored['recall']:.3f} class coverage {stored['class_coverage']:.2f}"
-        )
-    write_json_atomic(storage.evaluation_dir(dataset, model) / "metrics.json", {"runs": runs})
+    runs = compute_or_load_each(
+        context,
+        layout.read_partition_index("samples", dataset, model)["runs"],
+        lambda entry, key: layout.evaluation_record("metrics", dataset, model, key),
+        lambda entry: {"samples": entry["content_hash"], "classifier": classifier_key, "code": METRICS_CODE_VERSION},
+        score,
+        lambda run: (
+            f"FD {run['frechet_distance']:.2f} precision {run['precision']:.3f} recall {run['recall']:.3f} "
+            f"class coverage {run['class_coverage']:.2f}"
+        ),
+    )
+    layout.write_partition_index("metrics", dataset, model, {"runs": runs})
     first = runs[0]
     shown = metrics.METRIC_COLUMNS
     return dg.MaterializeResult(
@@ -191,10 +189,11 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
 )
 def paper_figures(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     dataset, model = dataset_and_model(context)
-    entry = read_manifest(storage, "samples", dataset, model)["runs"][0]
-    checkpoint = read_manifest(storage, "models", dataset, model)["runs"][0]["checkpoint"]
+    layout = storage.layout
+    entry = layout.read_partition_index("samples", dataset, model)["runs"][0]
+    checkpoint = layout.read_partition_index("models", dataset, model)["runs"][0]["checkpoint"]
     samples = read_samples_h5(entry["path"])[0][:30]
-    train = load_split(storage.dataset_file(dataset), "train").numpy()
+    train = load_split(layout.dataset_file(dataset), "train").numpy()
     nearest = train[metrics.nearest_training_images(samples, train)]
     rows = []
     for block in range(3):  # pairs of rows: 10 samples, then each one's nearest training image
@@ -208,7 +207,7 @@ def paper_figures(context: dg.AssetExecutionContext, storage: StorageResource) -
     figure3 = grid_png(generate_from_noise(loaded, latents), columns=10)
     paths = {}
     for name, png in (("figure2_nearest_neighbours", figure2), ("figure3_interpolations", figure3)):
-        path = storage.path("figures", dataset, model, f"{name}.png")
+        path = layout.figure(dataset, model, name)
         with atomic_output(path) as tmp:
             tmp.write_bytes(png)
         paths[name] = str(path)
@@ -227,18 +226,17 @@ def paper_figures(context: dg.AssetExecutionContext, storage: StorageResource) -
     )
 
 
-def reference_metrics(storage: StorageResource, dataset: str) -> list[dict]:
+def reference_metrics(layout: ArtifactLayout, dataset: str) -> list[dict]:
     """Metric rows for real test images and for a memorising 'model' that returns the reference training images,
     scored against the same reference set as the models (cached by the classifier's key)."""
-    record_path = storage.path("models", dataset, "feature_classifier.json")
-    if not record_path.is_file():
+    if not layout.classifier_record(dataset).is_file():
         return []
-    info = read_dataset_info(storage.dataset_file(dataset))
+    info = read_dataset_info(layout.dataset_file(dataset))
     n = min(MAX_REFERENCE, info.split_sizes["train"])
-    key = hash_json({"classifier": json.loads(record_path.read_text())["key"], "n": n, "code": METRICS_CODE_VERSION})
+    classifier_key = read_record(layout.classifier_record(dataset), f"feature_classifier for {dataset}")["key"]
 
     def score_references() -> dict:
-        reference = reference_sets(storage, dataset, n)
+        reference = reference_set(layout, dataset, n)
         test = load_split(info.path, "test", limit=n).numpy()
         return {
             "rows": [
@@ -251,5 +249,8 @@ def reference_metrics(storage: StorageResource, dataset: str) -> list[dict]:
             ]
         }
 
-    path = storage.path("evaluation", dataset, f"reference_metrics_{key}.json")
-    return cached_record(path, key, score_references)[0]["rows"]
+    return compute_or_load(
+        lambda key: layout.reference_record("reference_metrics", dataset, key),
+        {"classifier": classifier_key, "n": n, "code": METRICS_CODE_VERSION},
+        score_references,
+    )[0]["rows"]

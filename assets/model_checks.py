@@ -4,9 +4,8 @@ import math
 
 import dagster as dg
 
-from assets.common import dataset_and_model
-from assets.data_checks import to_result
-from assets.model_assets import gan_model, generated_samples, read_manifest
+from assets.common import check_result, dataset_and_model
+from assets.model_assets import gan_model, generated_samples
 from gan_core import checks
 from gan_core.checks import CheckOutcome
 from gan_core.data import load_split_arrays
@@ -19,7 +18,7 @@ from pipelines.resources import StorageResource
 def training_did_not_diverge(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset, model = dataset_and_model(context)
     problems, finals = [], {}
-    for run in read_manifest(storage, "models", dataset, model)["runs"]:
+    for run in storage.layout.read_partition_index("models", dataset, model)["runs"]:
         state = load_checkpoint(run["checkpoint"])
         history = state["history"]
         last = history[-1] if history else {}
@@ -31,7 +30,7 @@ def training_did_not_diverge(context: dg.AssetCheckExecutionContext, storage: St
     outcome = CheckOutcome(
         not problems, "; ".join(problems) or "all seeds trained to the end with finite losses", finals
     )
-    return to_result(outcome)
+    return check_result(outcome)
 
 
 @dg.asset_check(asset=generated_samples, blocking=True, description="Samples are finite and inside [0, 1].")
@@ -41,19 +40,19 @@ def samples_finite_in_unit_range(
     dataset, model = dataset_and_model(context)
     outcomes = [
         checks.check_samples_range(read_samples_h5(entry["path"])[0])
-        for entry in read_manifest(storage, "samples", dataset, model)["runs"]
+        for entry in storage.layout.read_partition_index("samples", dataset, model)["runs"]
     ]
     failed = [o for o in outcomes if not o.passed]
-    return to_result(failed[0] if failed else outcomes[0])
+    return check_result(failed[0] if failed else outcomes[0])
 
 
 @dg.asset_check(asset=generated_samples, description="Warns when samples spread far less than real data (collapse).")
 def samples_not_collapsed(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset, model = dataset_and_model(context)
-    real = load_split_arrays(storage.dataset_file(dataset), "valid").images.astype("float32") / 255.0
+    real = load_split_arrays(storage.layout.dataset_file(dataset), "valid").images.astype("float32") / 255.0
     outcomes = [
         checks.check_sample_spread(read_samples_h5(entry["path"])[0], real)
-        for entry in read_manifest(storage, "samples", dataset, model)["runs"]
+        for entry in storage.layout.read_partition_index("samples", dataset, model)["runs"]
     ]
     worst = min(outcomes, key=lambda o: o.metadata["ratio"])
-    return to_result(worst, severity=dg.AssetCheckSeverity.WARN)
+    return check_result(worst, severity=dg.AssetCheckSeverity.WARN)

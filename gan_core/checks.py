@@ -21,23 +21,12 @@ class CheckOutcome:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def expected_split_sizes(spec: DatasetSpec) -> dict[str, int] | None:
-    """The split sizes the definition fixes, or None where they depend on the source file (TFD)."""
-    if spec.name == "digits":
-        return dict(spec.split_definition["sizes"])
-    if spec.name in ("mnist", "fashion_mnist"):
-        return {"train": 50_000, "valid": 10_000, "test": 10_000}
-    if spec.name == "cifar10":
-        return {"train": 40_000, "valid": 10_000, "test": 10_000}
-    return None
-
-
 def check_split_sizes(path: str | os.PathLike[str], spec: DatasetSpec) -> CheckOutcome:
     try:
         sizes = read_dataset_info(path).split_sizes
     except DatasetFileError as error:
         return CheckOutcome(False, str(error))
-    expected = expected_split_sizes(spec)
+    expected = spec.split_sizes
     if expected is None:
         empty = [name for name, size in sizes.items() if size == 0]
         return CheckOutcome(not empty, f"empty splits: {empty}" if empty else "all splits non-empty", sizes)

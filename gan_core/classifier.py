@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gan_core.devices import resolve_device
 from gan_core.storage import atomic_output
-from gan_core.train import resolve_device
 
 FEATURE_DIM = 128
 CLASSIFIER_FORMAT = 1

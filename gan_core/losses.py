@@ -1,27 +1,24 @@
-"""GAN objectives on discriminator logits.
+"""GAN objectives on discriminator logits, one registry entry per loss.
 
 `minimax`: G minimises log(1 - D(G(z))), the paper's equation (saturates early in training).
 `non_saturating`: G minimises -log D(G(z)), what the paper recommends and its code uses.
 `wgan_gp`: Wasserstein critic with gradient penalty (Gulrajani et al., 2017).
 For the first two, D minimises 0.5 * [BCE(D(x), 1) + BCE(D(G(z)), 0)] as in the released code.
+
+A `Loss` owns everything the trainer needs to know about an objective: both players' terms, an optional penalty on
+the critic, and the optimiser recipe it recommends. Adding a loss is one `Loss(...)` entry in `LOSSES`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-LOSSES = ("minimax", "non_saturating", "wgan_gp")
-
-
-def check_loss_name(name: str) -> str:
-    """Return `name` if it is a known loss, else raise naming the known ones."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known losses: {list(LOSSES)}")
-    return name
 
 
 @dataclass(frozen=True)
@@ -33,27 +30,32 @@ class DiscriminatorTerms:
     d_fake: torch.Tensor
 
 
-def discriminator_loss(name: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> DiscriminatorTerms:
-    """The discriminator/critic objective to minimise (without the gradient penalty)."""
-    if name == "wgan_gp":
-        loss = fake_logits.mean() - real_logits.mean()
-        return DiscriminatorTerms(loss, real_logits.mean().detach(), fake_logits.mean().detach())
-    check_loss_name(name)
+Penalty = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One GAN objective: D's terms from (real, fake) logits, G's loss from fake logits, an optional critic penalty
+    (weighted by `TrainConfig.gp_weight`), and the training settings it recommends (applied after the model's)."""
+
+    name: str
+    discriminator_terms: Callable[[torch.Tensor, torch.Tensor], DiscriminatorTerms]
+    generator_loss: Callable[[torch.Tensor], torch.Tensor]
+    penalty: Penalty | None = None
+    recipe: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+def _bce_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> DiscriminatorTerms:
     loss = 0.5 * (F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean())
     return DiscriminatorTerms(
         loss, torch.sigmoid(real_logits).mean().detach(), torch.sigmoid(fake_logits).mean().detach()
     )
 
 
-def generator_loss(name: str, fake_logits: torch.Tensor) -> torch.Tensor:
-    """The generator objective to minimise."""
-    if name == "minimax":
-        return -F.softplus(fake_logits).mean()  # log(1 - sigmoid(l)) = -softplus(l)
-    if name == "non_saturating":
-        return F.softplus(-fake_logits).mean()  # -log sigmoid(l)
-    if name == "wgan_gp":
-        return -fake_logits.mean()
-    raise ValueError(f"unknown loss {name!r}; known losses: {list(LOSSES)}")
+def _critic_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> DiscriminatorTerms:
+    loss = fake_logits.mean() - real_logits.mean()
+    return DiscriminatorTerms(loss, real_logits.mean().detach(), fake_logits.mean().detach())
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -62,3 +64,54 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) 
     mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+_ADAM_ALTERNATING = {"optimizer": "adam", "update": "alternating", "learning_rate": 2e-4, "adam_beta1": 0.5}
+
+LOSSES: Mapping[str, Loss] = MappingProxyType(
+    {
+        "minimax": Loss(
+            "minimax",
+            _bce_terms,
+            lambda fake_logits: -F.softplus(fake_logits).mean(),  # log(1 - sigmoid(l)) = -softplus(l)
+            description="the paper's equation: G minimises log(1 - D(G(z)))",
+        ),
+        "non_saturating": Loss(
+            "non_saturating",
+            _bce_terms,
+            lambda fake_logits: F.softplus(-fake_logits).mean(),  # -log sigmoid(l)
+            description="G minimises -log D(G(z)), as the paper recommends and its code does",
+        ),
+        "wgan_gp": Loss(
+            "wgan_gp",
+            _critic_terms,
+            lambda fake_logits: -fake_logits.mean(),
+            penalty=gradient_penalty,
+            recipe={**_ADAM_ALTERNATING, "learning_rate": 1e-4, "adam_beta2": 0.9, "d_steps": 5},
+            description="Wasserstein critic with gradient penalty (Gulrajani et al., 2017), Adam, 5 critic steps",
+        ),
+    }
+)
+
+
+def get_loss(name: str) -> Loss:
+    """The registered loss called `name`; an unknown name lists the known ones."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; known losses: {list(LOSSES)}") from None
+
+
+def check_loss_name(name: str) -> str:
+    """Return `name` if it is a known loss, else raise naming the known ones."""
+    return get_loss(name).name
+
+
+def discriminator_loss(name: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> DiscriminatorTerms:
+    """The discriminator/critic objective of loss `name` (without its penalty)."""
+    return get_loss(name).discriminator_terms(real_logits, fake_logits)
+
+
+def generator_loss(name: str, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The generator objective of loss `name`."""
+    return get_loss(name).generator_loss(fake_logits)

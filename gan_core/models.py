@@ -1,4 +1,4 @@
-"""Generators and discriminators, chosen by name from a small registry.
+"""Generators and discriminators, one `ModelSpec` entry per model in the `MODELS` registry.
 
 `paper_mlp` is the MNIST model of Goodfellow et al. (2014) as released (goodfeli/adversarial, mnist.yaml):
 G: noise(100) -> ReLU 1200 -> ReLU 1200 -> sigmoid(pixels), weights uniform in +-0.05, output bias = logit of the
@@ -10,8 +10,10 @@ Discriminators return logits (one per image); losses apply the sigmoid themselve
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 import torch
 from torch import nn
@@ -180,21 +182,50 @@ def _dcgan(width: int) -> Callable[[ImageShape], ModelPair]:
     return build
 
 
-MODEL_BUILDERS: dict[str, Callable[[ImageShape], ModelPair]] = {
-    "paper_mlp": _paper_mlp((1200, 1200), 240, 5),
-    # The paper's wider fully connected variant (CIFAR-10 / TFD scale): G ReLU 8000 x 2, D maxout 1600 x 5.
-    "paper_mlp_large": _paper_mlp((8000, 8000), 1600, 5),
-    "dcgan": _dcgan(64),
-}
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered generator/discriminator pair: how to build it for an image shape, and the training settings it
+    recommends (applied before the loss's recipe and the user's overrides)."""
+
+    name: str
+    build: Callable[[ImageShape], ModelPair]
+    recipe: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+MODELS: Mapping[str, ModelSpec] = MappingProxyType(
+    {
+        "paper_mlp": ModelSpec(
+            "paper_mlp",
+            _paper_mlp((1200, 1200), 240, 5),
+            description="the paper's MNIST model: ReLU MLP generator, maxout discriminator with dropout",
+        ),
+        "dcgan": ModelSpec(
+            "dcgan",
+            _dcgan(64),
+            recipe={"optimizer": "adam", "update": "alternating", "learning_rate": 2e-4, "adam_beta1": 0.5},
+            description="DCGAN-style convolutional pair for 8..56-pixel images, Adam (Radford et al., 2016)",
+        ),
+        "paper_mlp_large": ModelSpec(
+            "paper_mlp_large",
+            _paper_mlp((8000, 8000), 1600, 5),
+            description="the paper's wider fully connected variant (CIFAR-10 / TFD scale): G 8000 x 2, D maxout 1600",
+        ),
+    }
+)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The registered model called `name`; an unknown name lists the known ones."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}") from None
 
 
 def build_models(name: str, image_shape: ImageShape) -> ModelPair:
     """Build the named generator/discriminator pair for images of `image_shape` (C, H, W)."""
-    try:
-        builder = MODEL_BUILDERS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODEL_BUILDERS)}") from None
-    return builder(tuple(image_shape))  # type: ignore[arg-type]
+    return get_model_spec(name).build(tuple(image_shape))  # type: ignore[arg-type]
 
 
 @torch.no_grad()

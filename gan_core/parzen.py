@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from gan_core.devices import resolve_device
+
 PAPER_SIGMAS: tuple[float, ...] = tuple(float(s) for s in np.logspace(-1, 0, 10))
 PAPER_VALID_POINTS = 1000
 
@@ -33,12 +35,6 @@ def _as_matrix(array: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     return tensor
 
 
-def _pick_device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def iter_squared_distances(
     samples: np.ndarray | torch.Tensor,
     x: np.ndarray | torch.Tensor,
@@ -53,7 +49,7 @@ def iter_squared_distances(
     """
     if block_size <= 0:
         raise ValueError(f"block_size must be positive, got {block_size}")
-    dev = _pick_device(device)
+    dev = resolve_device(device)
     s64 = _as_matrix(samples, "samples").to(dev, torch.float64)
     points = _as_matrix(x, "x")
     if s64.shape[1] != points.shape[1]:

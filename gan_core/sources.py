@@ -1,8 +1,11 @@
-"""Where each dataset comes from, how its raw files are obtained, and how they become train/valid/test splits.
+"""Every dataset the pipeline knows, one `DatasetSpec` entry each in `DATASETS`: where its files come from, how they
+become train/valid/test splits, its image shape, class count and the feature classifier's accuracy target.
 
 `digits` is scikit-learn's bundled copy (no network). `mnist`, `fashion_mnist` and `cifar10` go through torchvision's
 own download code and its MD5 checksums, from the official location, an HTTP mirror, or a local directory that holds
 the original archive files. `tfd` is read from a user-supplied `TFD_48x48.mat` (the database is not downloadable).
+Adding a torchvision dataset is one `_torchvision_spec(...)` line in `DATASETS`; partitions, checks, resources and
+tests are derived from the registry.
 """
 
 from __future__ import annotations
@@ -10,16 +13,18 @@ from __future__ import annotations
 import json
 import os
 import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from gan_core.data import SplitArrays
+from gan_core.layout import RAW_MANIFEST_NAME
 from gan_core.storage import atomic_directory, sha256_file
 
-MANIFEST_NAME = "manifest.json"
 TFD_HELP = (
     "The Toronto Face Database is not publicly downloadable. Obtain TFD_48x48.mat from its maintainers and set "
     "GAN_PIPELINE_SOURCE_TFD=/path/to/TFD_48x48.mat (or the raw_dataset asset's `source` config) to that file."
@@ -30,67 +35,35 @@ class DatasetSourceError(RuntimeError):
     """A dataset's source could not be obtained or read: names the file or setting and what is wrong."""
 
 
+FetchFunction = Callable[["DatasetSpec", Path, str, "dict[str, str] | None"], dict[str, Any]]
+SplitFunction = Callable[["DatasetSpec", Path, dict[str, Any]], dict[str, SplitArrays]]
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Static facts about one dataset: its image shape, class count and how it is split."""
+    """Everything about one dataset: where it comes from, how it is split, what its images look like, and what the
+    feature classifier must reach on it."""
 
     name: str
     image_shape: tuple[int, int, int]
     num_classes: int
+    fetch: FetchFunction  # (spec, raw_dir, source, md5_overrides) -> manifest fields; writes raw files into raw_dir
+    split: SplitFunction  # (spec, raw_dir, manifest) -> {"train", "valid", "test"} arrays
     split_definition: dict[str, Any] = field(default_factory=dict)
-    downloadable: bool = True
+    split_sizes: dict[str, int] | None = None  # None: they depend on the source file (TFD)
+    torchvision_class: str = ""  # the torchvision.datasets class whose download code fetches it
+    n_train: int = 0  # torchvision datasets: training images 0..n_train-1 train, the next 10,000 validate
+    classifier_accuracy_target: float = 0.0  # test accuracy the feature classifier must reach (0: no target)
+    source_help: str = ""  # for datasets that cannot be downloaded: how to obtain the source file
 
+    @property
+    def source_variable(self) -> str:
+        """The environment variable that says where this dataset's source files come from."""
+        return f"GAN_PIPELINE_SOURCE_{self.name.upper()}"
 
-DATASETS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec(
-        "digits",
-        (1, 8, 8),
-        10,
-        {
-            "method": "stratified random split of scikit-learn's 1,797 digits",
-            "seed": 0,
-            "sizes": {"train": 1197, "valid": 300, "test": 300},
-            "pixel_scale": "round(v * 255 / 16)",
-        },
-    ),
-    "mnist": DatasetSpec(
-        "mnist",
-        (1, 28, 28),
-        10,
-        {
-            "train": "training images 0..49,999",
-            "valid": "training images 50,000..59,999",
-            "test": "the 10,000 t10k images",
-        },
-    ),
-    "fashion_mnist": DatasetSpec(
-        "fashion_mnist",
-        (1, 28, 28),
-        10,
-        {
-            "train": "training images 0..49,999",
-            "valid": "training images 50,000..59,999",
-            "test": "the 10,000 t10k images",
-        },
-    ),
-    "cifar10": DatasetSpec(
-        "cifar10",
-        (3, 32, 32),
-        10,
-        {
-            "train": "training images 0..39,999",
-            "valid": "training images 40,000..49,999",
-            "test": "the 10,000 test_batch images",
-        },
-    ),
-    "tfd": DatasetSpec(
-        "tfd",
-        (1, 48, 48),
-        7,
-        {"fold": 0, "train": "folds[:, 0] == 1", "valid": "folds[:, 0] == 2", "test": "folds[:, 0] == 3"},
-        downloadable=False,
-    ),
-}
+    @property
+    def downloadable(self) -> bool:
+        return not self.source_help
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
@@ -103,9 +76,13 @@ def get_dataset_spec(name: str) -> DatasetSpec:
 
 def _torchvision_dataset_class(name: str, mirror: str | None, md5_overrides: dict[str, str] | None) -> type:
     """torchvision's dataset class for `name`, subclassed (same class name, so the same folder) to use a mirror."""
-    from torchvision.datasets import CIFAR10, MNIST, FashionMNIST
+    import torchvision.datasets
+    from torchvision.datasets import CIFAR10
 
-    base = {"mnist": MNIST, "fashion_mnist": FashionMNIST, "cifar10": CIFAR10}[name]
+    spec = get_dataset_spec(name)
+    if not spec.torchvision_class:
+        raise DatasetSourceError(f"dataset {name!r} is not fetched through torchvision")
+    base = getattr(torchvision.datasets, spec.torchvision_class)
     overrides = md5_overrides or {}
     attrs: dict[str, Any] = {}
     if base is CIFAR10:
@@ -164,28 +141,29 @@ def fetch_raw(
     `md5_overrides` replaces torchvision's expected MD5 for named archives (for mirrors of modified test files).
     """
     spec = get_dataset_spec(name)
-    raw_dir = Path(raw_dir)
     with atomic_directory(raw_dir) as tmp_dir:
-        if name == "digits":
-            manifest = _fetch_digits(tmp_dir)
-        elif name == "tfd":
-            manifest = _fetch_tfd(source)
-        else:
-            manifest = _fetch_torchvision(name, tmp_dir, source, md5_overrides)
-        manifest = {"dataset": spec.name, **manifest}
-        (tmp_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        manifest = {"dataset": spec.name, **spec.fetch(spec, tmp_dir, source, md5_overrides)}
+        (tmp_dir / RAW_MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 
-def read_manifest(raw_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def read_raw_manifest(raw_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest a previous `fetch_raw` wrote."""
-    path = Path(raw_dir) / MANIFEST_NAME
+    path = Path(raw_dir) / RAW_MANIFEST_NAME
     if not path.is_file():
-        raise DatasetSourceError(f"raw dataset folder {raw_dir} has no {MANIFEST_NAME}; materialise raw_dataset first")
+        raise DatasetSourceError(
+            f"raw dataset folder {raw_dir} has no {RAW_MANIFEST_NAME}; materialise raw_dataset first"
+        )
     return json.loads(path.read_text())
 
 
-def _fetch_digits(out_dir: Path) -> dict[str, Any]:
+def build_splits(name: str, raw_dir: str | os.PathLike[str]) -> dict[str, SplitArrays]:
+    """Read the raw files of `name` and cut them into the train/valid/test splits its spec defines."""
+    spec = get_dataset_spec(name)
+    return spec.split(spec, Path(raw_dir), read_raw_manifest(raw_dir))
+
+
+def _fetch_digits(spec: DatasetSpec, out_dir: Path, source: str, md5_overrides: Any) -> dict[str, Any]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -194,7 +172,7 @@ def _fetch_digits(out_dir: Path) -> dict[str, Any]:
     return {"source": "scikit-learn bundled digits", "files": {"digits.npz": sha256_file(path)}, "hash": "sha256"}
 
 
-def _fetch_tfd(source: str) -> dict[str, Any]:
+def _fetch_tfd(spec: DatasetSpec, out_dir: Path, source: str, md5_overrides: Any) -> dict[str, Any]:
     if not source:
         raise DatasetSourceError(f"dataset 'tfd' has no source file configured. {TFD_HELP}")
     path = Path(source).expanduser().resolve()
@@ -203,7 +181,10 @@ def _fetch_tfd(source: str) -> dict[str, Any]:
     return {"source": str(path), "files": {path.name: sha256_file(path)}, "hash": "sha256", "mat_path": str(path)}
 
 
-def _fetch_torchvision(name: str, out_dir: Path, source: str, md5_overrides: dict[str, str] | None) -> dict[str, Any]:
+def _fetch_torchvision(
+    spec: DatasetSpec, out_dir: Path, source: str, md5_overrides: dict[str, str] | None
+) -> dict[str, Any]:
+    name = spec.name
     from torchvision.datasets.utils import calculate_md5
 
     mirror, description = resolve_mirror(name, source)
@@ -225,8 +206,8 @@ def _fetch_torchvision(name: str, out_dir: Path, source: str, md5_overrides: dic
                         "(truncated or corrupted download, or a mirror serving other files)"
                     ) from error
         raise DatasetSourceError(
-            f"could not download dataset {name!r} from {description} (setting GAN_PIPELINE_SOURCE_"
-            f"{name.upper()} / raw_dataset config `source`): {error}"
+            f"could not download dataset {name!r} from {description} (setting {spec.source_variable} / "
+            f"raw_dataset config `source`): {error}"
         ) from error
     return {"source": description, "files": expected, "hash": "md5"}
 
@@ -252,25 +233,13 @@ def _install_local_archives(name: str, directory: Path, out_dir: Path, expected:
             raise DatasetSourceError(f"archive {archive} could not be unpacked: {error}") from error
 
 
-def build_splits(name: str, raw_dir: str | os.PathLike[str]) -> dict[str, SplitArrays]:
-    """Read the raw files of `name` and cut them into the train/valid/test splits its spec defines."""
-    get_dataset_spec(name)
-    raw_dir = Path(raw_dir)
-    manifest = read_manifest(raw_dir)
-    if name == "digits":
-        return _digits_splits(raw_dir)
-    if name == "tfd":
-        return _tfd_splits(Path(manifest["mat_path"]))
-    return _torchvision_splits(name, raw_dir)
-
-
-def _digits_splits(raw_dir: Path) -> dict[str, SplitArrays]:
+def _digits_splits(spec: DatasetSpec, raw_dir: Path, manifest: dict[str, Any]) -> dict[str, SplitArrays]:
     from sklearn.model_selection import train_test_split
 
     with np.load(raw_dir / "digits.npz") as archive:
         raw_images, labels = archive["images"], archive["labels"]
     images = np.round(raw_images.astype(np.float64) * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    sizes = DATASETS["digits"].split_definition["sizes"]
+    sizes = spec.split_sizes or {}
     index = np.arange(len(labels))
     rest, test = train_test_split(index, test_size=sizes["test"], stratify=labels, random_state=0)
     train, valid = train_test_split(rest, test_size=sizes["valid"], stratify=labels[rest], random_state=0)
@@ -280,7 +249,8 @@ def _digits_splits(raw_dir: Path) -> dict[str, SplitArrays]:
     }
 
 
-def _torchvision_splits(name: str, raw_dir: Path) -> dict[str, SplitArrays]:
+def _torchvision_splits(spec: DatasetSpec, raw_dir: Path, manifest: dict[str, Any]) -> dict[str, SplitArrays]:
+    name, n_train = spec.name, spec.n_train
     cls = _torchvision_dataset_class(name, None, None)
     try:
         train_set = cls(root=str(raw_dir), train=True, download=False)
@@ -295,7 +265,6 @@ def _torchvision_splits(name: str, raw_dir: Path) -> dict[str, SplitArrays]:
 
     train_images, train_labels = as_arrays(train_set)
     test_images, test_labels = as_arrays(test_set)
-    n_train = 50_000 if name in ("mnist", "fashion_mnist") else 40_000
     if len(train_images) <= n_train:
         raise DatasetSourceError(
             f"raw training set of dataset {name!r} in {raw_dir} has {len(train_images)} images; "
@@ -308,7 +277,8 @@ def _torchvision_splits(name: str, raw_dir: Path) -> dict[str, SplitArrays]:
     }
 
 
-def _tfd_splits(mat_path: Path, fold: int = 0) -> dict[str, SplitArrays]:
+def _tfd_splits(spec: DatasetSpec, raw_dir: Path, manifest: dict[str, Any], fold: int = 0) -> dict[str, SplitArrays]:
+    mat_path = Path(manifest["mat_path"])
     import scipy.io
 
     try:
@@ -329,3 +299,64 @@ def _tfd_splits(mat_path: Path, fold: int = 0) -> dict[str, SplitArrays]:
         split: SplitArrays(np.ascontiguousarray(images[folds[:, fold] == code]), labels[folds[:, fold] == code])
         for split, code in (("train", 1), ("valid", 2), ("test", 3))
     }
+
+
+def _torchvision_spec(
+    name: str, cls: str, image_shape: tuple[int, int, int], n_train: int, test_name: str, accuracy: float
+) -> DatasetSpec:
+    """A dataset fetched by torchvision's download code: training images 0..n_train-1 train, the next 10,000
+    validate, the official test set tests."""
+    return DatasetSpec(
+        name,
+        image_shape,
+        10,
+        fetch=_fetch_torchvision,
+        split=_torchvision_splits,
+        split_definition={
+            "train": f"training images 0..{n_train - 1:,}",
+            "valid": f"training images {n_train:,}..{n_train + 9_999:,}",
+            "test": f"the 10,000 {test_name} images",
+        },
+        split_sizes={"train": n_train, "valid": 10_000, "test": 10_000},
+        torchvision_class=cls,
+        n_train=n_train,
+        classifier_accuracy_target=accuracy,
+    )
+
+
+DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
+    {
+        "digits": DatasetSpec(
+            "digits",
+            (1, 8, 8),
+            10,
+            fetch=_fetch_digits,
+            split=_digits_splits,
+            split_definition={
+                "method": "stratified random split of scikit-learn's 1,797 digits",
+                "seed": 0,
+                "sizes": {"train": 1197, "valid": 300, "test": 300},
+                "pixel_scale": "round(v * 255 / 16)",
+            },
+            split_sizes={"train": 1197, "valid": 300, "test": 300},
+            classifier_accuracy_target=0.95,
+        ),
+        "mnist": _torchvision_spec("mnist", "MNIST", (1, 28, 28), 50_000, "t10k", accuracy=0.99),
+        "fashion_mnist": _torchvision_spec("fashion_mnist", "FashionMNIST", (1, 28, 28), 50_000, "t10k", accuracy=0.89),
+        "cifar10": _torchvision_spec("cifar10", "CIFAR10", (3, 32, 32), 40_000, "test_batch", accuracy=0.0),
+        "tfd": DatasetSpec(
+            "tfd",
+            (1, 48, 48),
+            7,
+            fetch=_fetch_tfd,
+            split=_tfd_splits,
+            split_definition={
+                "fold": 0,
+                "train": "folds[:, 0] == 1",
+                "valid": "folds[:, 0] == 2",
+                "test": "folds[:, 0] == 3",
+            },
+            source_help=TFD_HELP,
+        ),
+    }
+)

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,24 +70,3 @@ def hash_json(payload: Any, length: int = 16) -> str:
     """Short stable hash of a JSON-serialisable value (sorted keys), used to key stored results by config."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def cached_record(
-    path: str | os.PathLike[str], key: str, compute: Callable[[], dict[str, Any]]
-) -> tuple[dict[str, Any], bool]:
-    """The JSON record at `path` if it was stored under `key`, else `compute()` stored there (atomically) under `key`.
-
-    Returns (record, cached). `key` hashes everything the record depends on (inputs, settings, code version), so a
-    record stored under another key, or an unreadable one, is recomputed and replaced.
-    """
-    path = Path(path)
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            stored = {}
-        if isinstance(stored, dict) and stored.get("key") == key:
-            return stored, True
-    record = {"key": key, **compute()}
-    write_json_atomic(path, record)
-    return record, False

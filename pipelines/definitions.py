@@ -32,7 +32,7 @@ def build_definitions(
         sensors=[evaluation_follows_training, retrain_on_data_change],
         resources={
             "storage": storage or StorageResource(),
-            "sources": sources or DatasetSourcesResource.from_env(),
+            "sources": sources or DatasetSourcesResource(),
         },
     )
 

@@ -9,7 +9,6 @@ retrain when a dataset's HDF5 content hash (its data version) changes.
 from __future__ import annotations
 
 import json
-import os
 
 import dagster as dg
 
@@ -18,7 +17,8 @@ from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen
 from assets.metrics_assets import evaluation_metrics, paper_figures
 from assets.model_assets import generated_samples
 from pipelines.jobs import retrain_job
-from pipelines.schedules import DEFAULT_PARTITIONS, parse_partitions
+from pipelines.partitions import parse_dataset_model_key
+from pipelines.schedules import retrain_partitions
 
 evaluation_follows_training = dg.AutomationConditionSensorDefinition(
     "evaluation_follows_training",
@@ -41,23 +41,28 @@ def latest_data_version(instance: dg.DagsterInstance, dataset: str) -> str | Non
     return records[0].asset_materialization.tags.get("dagster/data_version")
 
 
-def build_data_change_sensor(partition_keys: list[str]) -> dg.SensorDefinition:
+def build_data_change_sensor(partition_keys: list[str] | None = None) -> dg.SensorDefinition:
+    """The sensor for `partition_keys`, or for $GAN_PIPELINE_RETRAIN_PARTITIONS read at each evaluation."""
+
     @dg.sensor(
         name="retrain_on_data_change",
         job=retrain_job,
         default_status=dg.DefaultSensorStatus.STOPPED,
         minimum_interval_seconds=60,
-        description="Retrains the configured partitions of a dataset when its HDF5 content hash changes.",
+        description="Retrains the partitions in $GAN_PIPELINE_RETRAIN_PARTITIONS (read at each evaluation) when their "
+        "dataset's HDF5 content hash changes.",
     )
     def retrain_on_data_change(context: dg.SensorEvaluationContext):  # noqa: ANN202
         seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-        for dataset in sorted({key.split("|")[0] for key in partition_keys}):
+        keys = partition_keys if partition_keys is not None else retrain_partitions()
+        datasets = {key: parse_dataset_model_key(key)[0] for key in keys}
+        for dataset in sorted(set(datasets.values())):
             version = latest_data_version(context.instance, dataset)
             if version is None or seen.get(dataset) == version:
                 continue
             if dataset in seen:  # a change, not the first sighting
-                for key in partition_keys:
-                    if key.startswith(f"{dataset}|"):
+                for key, key_dataset in datasets.items():
+                    if key_dataset == dataset:
                         yield dg.RunRequest(
                             run_key=f"data:{key}:{version[:16]}",
                             partition_key=key,
@@ -69,6 +74,4 @@ def build_data_change_sensor(partition_keys: list[str]) -> dg.SensorDefinition:
     return retrain_on_data_change
 
 
-retrain_on_data_change = build_data_change_sensor(
-    parse_partitions(os.environ.get("GAN_PIPELINE_RETRAIN_PARTITIONS", DEFAULT_PARTITIONS))
-)
+retrain_on_data_change = build_data_change_sensor()

@@ -1,33 +1,18 @@
-"""Shared fixtures: a temporary data directory, Dagster definitions bound to it, and a local HTTP mirror."""
+"""Shared fixtures: a temporary data directory and its layout, a Dagster instance, the digits dataset file (built once
+per session), the MNIST files, and a local HTTP mirror. Plain helpers live in tests/helpers.py."""
 
 from __future__ import annotations
 
 import functools
-import gzip
 import http.server
 import os
-import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-ASSET_NAMES = (
-    "raw_dataset",
-    "preprocessed_dataset",
-    "feature_classifier",
-    "gan_model",
-    "generated_samples",
-    "parzen_bandwidth",
-    "parzen_log_likelihood",
-    "evaluation_metrics",
-    "paper_figures",
-    "evaluation_report",
-)
+from tests.helpers import SHARED_DATA
 
 
 @pytest.fixture
@@ -42,6 +27,38 @@ def storage(data_dir: Path):  # noqa: ANN201
     from pipelines.resources import StorageResource
 
     return StorageResource(root_dir=str(data_dir))
+
+
+@pytest.fixture
+def layout(storage):  # noqa: ANN001, ANN201
+    return storage.layout
+
+
+@pytest.fixture(scope="session")
+def digits_h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scikit-learn's digits as this project's dataset file (the same content hash as the pipeline's), built once."""
+    from gan_core.data import write_dataset_h5
+    from gan_core.sources import build_splits, fetch_raw, get_dataset_spec
+
+    root = tmp_path_factory.mktemp("digits")
+    manifest = fetch_raw("digits", root / "raw")
+    path = root / "digits.h5"
+    write_dataset_h5(
+        path,
+        "digits",
+        build_splits("digits", root / "raw"),
+        manifest["files"],
+        get_dataset_spec("digits").split_definition,
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_train(digits_h5: Path):  # noqa: ANN201
+    """The digits training split as a float32 tensor in [0, 1]."""
+    from gan_core.data import load_split
+
+    return load_split(digits_h5, "train")
 
 
 @pytest.fixture
@@ -83,31 +100,3 @@ def serve_directory() -> Iterator:
     for server in servers:
         server.shutdown()
         server.server_close()
-
-
-def read_idx_gz(path: Path) -> np.ndarray:
-    """An independent IDX reader (not torchvision's), for comparing stored pixels with the source files."""
-    with gzip.open(path, "rb") as handle:
-        raw = handle.read()
-    ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def write_idx_gz(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array as a gzip-compressed IDX file (the MNIST format)."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-
-
-def materialize_dataset(defs, instance, dataset: str = "digits", with_classifier: bool = False):  # noqa: ANN001, ANN201
-    """Run dataset_job for one partition; without the feature classifier unless asked (it costs seconds to minutes)."""
-    import dagster as dg
-
-    selection = None if with_classifier else [dg.AssetKey("raw_dataset"), dg.AssetKey("preprocessed_dataset")]
-    result = defs.resolve_job_def("dataset_job").execute_in_process(
-        partition_key=dataset, instance=instance, asset_selection=selection
-    )
-    assert result.success
-    return result

@@ -9,12 +9,12 @@ import dagster as dg
 import numpy as np
 import pytest
 import scipy.io
-from conftest import ASSET_NAMES, REPO_ROOT, read_idx_gz
 
 from gan_core.data import load_split_arrays
 from gan_core.storage import sha256_file
 from pipelines.definitions import build_definitions
 from pipelines.resources import DatasetSourcesResource
+from tests.helpers import ASSET_NAMES, REPO_ROOT, read_idx_gz
 
 
 def run_dataset_job(defs: dg.Definitions, instance: dg.DagsterInstance, dataset: str, **kwargs):  # noqa: ANN201
@@ -68,7 +68,7 @@ def test_digits_end_to_end_with_checks_and_stable_data_version(storage, instance
         "classifier_accuracy_target": True,
     }
     first_version = data_version(instance, "preprocessed_dataset", "digits")
-    path = storage.dataset_file("digits")
+    path = storage.layout.dataset_file("digits")
     assert first_version == __import__("gan_core.data", fromlist=["x"]).read_dataset_info(path).content_hash
 
     assert run_dataset_job(defs, instance, "digits").success
@@ -83,7 +83,7 @@ def test_mnist_partition_from_local_directory_equals_idx(storage, instance, mnis
         defs, instance, "mnist", asset_selection=[dg.AssetKey("raw_dataset"), dg.AssetKey("preprocessed_dataset")]
     )
     assert result.success and all(check_results(result).values())
-    path = storage.dataset_file("mnist")
+    path = storage.layout.dataset_file("mnist")
     train = read_idx_gz(mnist_dir / "train-images-idx3-ubyte.gz")
     np.testing.assert_array_equal(load_split_arrays(path, "train").images[:, 0], train[:50_000])
     np.testing.assert_array_equal(load_split_arrays(path, "valid").images[:, 0], train[50_000:])
@@ -95,9 +95,9 @@ def test_mnist_partition_from_local_directory_equals_idx(storage, instance, mnis
 def test_failed_rebuild_keeps_previous_hdf5(storage, instance) -> None:
     defs = build_definitions(storage=storage)
     assert run_dataset_job(defs, instance, "digits").success
-    path = storage.dataset_file("digits")
+    path = storage.layout.dataset_file("digits")
     before = sha256_file(path)
-    (storage.raw_dir("digits") / "digits.npz").write_bytes(b"corrupted")
+    (storage.layout.raw_dir("digits") / "digits.npz").write_bytes(b"corrupted")
     result = defs.resolve_job_def("dataset_job").execute_in_process(
         partition_key="digits",
         instance=instance,
@@ -139,4 +139,4 @@ def test_tfd_without_file_fails_with_instructions(storage, instance) -> None:
 @pytest.mark.parametrize("bad", ["../escape", "a/b", ".."])
 def test_storage_paths_cannot_escape(storage, bad) -> None:
     with pytest.raises(ValueError, match="unsafe path component"):
-        storage.path("models", bad)
+        storage.layout.path("models", bad)

@@ -1,7 +1,5 @@
 """The whole asset graph on digits through Dagster in-process: checks, caching, the report."""
 
-import json
-
 import dagster as dg
 import pandas as pd
 import pytest
@@ -42,10 +40,10 @@ def test_whole_graph_on_digits(digits_run, storage, instance) -> None:
     score = latest_metadata(instance, "parzen_log_likelihood")
     assert score["n_test"] == 300 and score["n_samples"] == 2000 and score["seeds"] == 2
 
-    table = pd.read_csv(storage.report_dir() / "parzen_table1.csv")
+    table = pd.read_csv(storage.layout.report_dir() / "parzen_table1.csv")
     ours = table[(table["dataset"] == "digits") & (table["model"] == "paper_mlp")]
     assert len(ours) == 1 and ours["seeds"].iloc[0] == 2
-    runs = json.loads((storage.evaluation_dir("digits", "paper_mlp") / "parzen.json").read_text())["runs"]
+    runs = storage.layout.read_partition_index("parzen", "digits", "paper_mlp")["runs"]
     means = [run["mean_log_likelihood"] for run in runs]
     assert ours["mean"].iloc[0] == pytest.approx(sum(means) / 2)
     assert ours["error"].iloc[0] == pytest.approx(pd.Series(means).std(ddof=1))
@@ -53,13 +51,13 @@ def test_whole_graph_on_digits(digits_run, storage, instance) -> None:
     assert paper["mean"].iloc[0] == 225.0 and paper["error"].iloc[0] == 2.0
     reference = table[table["source"] == "reference: estimator ceiling"]
     assert list(reference["dataset"]) == ["digits"]
-    html = (storage.report_dir() / "report.html").read_text()
+    html = (storage.layout.report_dir() / "report.html").read_text()
     assert "Adversarial nets" in html and "paper_mlp" in html
 
 
 def test_unchanged_rerun_is_cached_and_new_settings_retrain(digits_run, storage, instance) -> None:
     defs, _ = digits_run
-    model_dir = storage.model_dir("digits", "paper_mlp")
+    model_dir = storage.layout.path("models", "digits", "paper_mlp")
     checkpoints = sorted(model_dir.glob("*/checkpoint.pt"))
     stamps = {path: path.stat().st_mtime_ns for path in checkpoints}
     key = dataset_model_key("digits", "paper_mlp")

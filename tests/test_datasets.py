@@ -9,17 +9,18 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
-from conftest import read_idx_gz, write_idx_gz
 
 from gan_core.data import DatasetFileError, load_split, load_split_arrays, read_dataset_info, write_dataset_h5
-from gan_core.sources import DATASETS, DatasetSourceError, build_splits, expected_archives, fetch_raw
-from gan_core.storage import atomic_output, cached_record, sha256_file
+from gan_core.layout import compute_or_load
+from gan_core.sources import DATASETS, DatasetSourceError, build_splits, expected_archives, fetch_raw, read_raw_manifest
+from gan_core.storage import atomic_output, hash_json, sha256_file
 from gan_core.train import load_checkpoint
+from tests.helpers import read_idx_gz, write_idx_gz
 
 
 def build_h5(name: str, raw_dir: Path, out: Path) -> str:
     manifest = fetch_raw(name, raw_dir) if name == "digits" else None
-    manifest = manifest or __import__("gan_core.sources", fromlist=["read_manifest"]).read_manifest(raw_dir)
+    manifest = manifest or read_raw_manifest(raw_dir)
     return write_dataset_h5(out, name, build_splits(name, raw_dir), manifest["files"], DATASETS[name].split_definition)
 
 
@@ -206,23 +207,32 @@ def test_atomic_output_keeps_previous_file_on_failure(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [target]
 
 
-def test_cached_record_recomputes_only_for_a_new_key_or_an_unreadable_record(tmp_path: Path) -> None:
+def test_compute_or_load_recomputes_only_for_a_new_key_a_missing_file_or_an_unreadable_record(tmp_path: Path) -> None:
     path = tmp_path / "evaluation" / "record.json"
     calls: list[int] = []
+    key_a, key_b = hash_json({"input": "a"}), hash_json({"input": "b"})
 
     def compute() -> dict:
         calls.append(1)
         return {"value": len(calls)}
 
-    first, cached = cached_record(path, "key-a", compute)
-    assert (first, cached) == ({"key": "key-a", "value": 1}, False)
-    assert cached_record(path, "key-a", compute) == ({"key": "key-a", "value": 1}, True) and len(calls) == 1
-    assert cached_record(path, "key-b", compute) == ({"key": "key-b", "value": 2}, False)  # other inputs
+    first, cached = compute_or_load(path, {"input": "a"}, compute)
+    assert (first, cached) == ({"key": key_a, "value": 1}, False)
+    assert compute_or_load(path, {"input": "a"}, compute) == ({"key": key_a, "value": 1}, True) and len(calls) == 1
+    assert compute_or_load(path, {"input": "b"}, compute) == ({"key": key_b, "value": 2}, False)  # other inputs
     path.write_text("{ truncated")
-    assert cached_record(path, "key-b", compute) == ({"key": "key-b", "value": 3}, False)
+    assert compute_or_load(path, {"input": "b"}, compute) == ({"key": key_b, "value": 3}, False)
     with pytest.raises(RuntimeError):  # a failing computation leaves the stored record as it was
-        cached_record(path, "key-c", lambda: (_ for _ in ()).throw(RuntimeError("boom")))
-    assert cached_record(path, "key-b", compute) == ({"key": "key-b", "value": 3}, True)
+        compute_or_load(path, {"input": "c"}, lambda: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert compute_or_load(path, {"input": "b"}, compute) == ({"key": key_b, "value": 3}, True)
+    # a record whose listed file is gone is recomputed; the record's path may carry the key
+    owned = tmp_path / "owned.bin"
+    owned.write_bytes(b"x")
+    record, _ = compute_or_load(lambda key: tmp_path / f"r_{key}.json", {"input": "d"}, lambda: {"files": [str(owned)]})
+    assert (tmp_path / f"r_{record['key']}.json").is_file()
+    assert compute_or_load(lambda key: tmp_path / f"r_{key}.json", {"input": "d"}, lambda: {"files": []})[1]
+    owned.unlink()
+    assert not compute_or_load(lambda key: tmp_path / f"r_{key}.json", {"input": "d"}, lambda: {"files": []})[1]
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:

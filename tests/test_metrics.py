@@ -10,8 +10,7 @@ import torch
 
 from gan_core import metrics
 from gan_core.classifier import embed, load_classifier, predict, train_classifier
-from gan_core.data import load_split, load_split_arrays, write_dataset_h5
-from gan_core.sources import build_splits, fetch_raw
+from gan_core.data import load_split, load_split_arrays
 
 
 def test_frechet_distance_of_a_shift_is_its_squared_length() -> None:
@@ -60,12 +59,10 @@ def test_memorisation_ratio_flags_copies() -> None:
 
 
 @pytest.fixture(scope="module")
-def digits_setup(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def digits_setup(digits_h5, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
     root = tmp_path_factory.mktemp("digits_metrics")
-    manifest = fetch_raw("digits", root / "raw")
-    write_dataset_h5(root / "d.h5", "digits", build_splits("digits", root / "raw"), manifest["files"], {})
     split = {
-        name: (load_split(root / "d.h5", name), load_split_arrays(root / "d.h5", name).labels)
+        name: (load_split(digits_h5, name), load_split_arrays(digits_h5, name).labels)
         for name in ("train", "valid", "test")
     }
     result = train_classifier(

@@ -5,7 +5,6 @@ import datetime as dt
 import dagster as dg
 import pytest
 import yaml
-from conftest import materialize_dataset
 
 from assets.data_assets import preprocessed_dataset
 from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
@@ -16,6 +15,7 @@ from pipelines.partitions import dataset_model_key
 from pipelines.resources import REPO_ROOT, StorageResource
 from pipelines.schedules import build_retrain_schedule, parse_partitions, retrain_schedule
 from pipelines.sensors import build_data_change_sensor
+from tests.helpers import materialize_dataset
 
 FAST = {"ops": {"gan_model": {"config": {"epochs": 2}}, "generated_samples": {"config": {"count": 500}}}}
 
@@ -120,11 +120,17 @@ def test_gpu_steps_share_a_pool_limited_to_one(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("ops", "message"),
     [
-        ({"gan_model": {"config": {"loss": "hinge"}}}, "unknown loss 'hinge'"),
-        ({"gan_model": {"config": {"learning_rate": -0.1}}}, "learning_rate must be positive"),
-        ({"gan_model": {"config": {"batch_size": 0}}}, "batch_size must be a positive integer"),
-        ({"parzen_bandwidth": {"config": {"sigmas": []}}}, "sigmas must be a non-empty list"),
-        ({"generated_samples": {"config": {"count": 0}}}, "count and batch_size must be positive"),
+        ({"gan_model": {"config": {"learning_rate": -0.1}}}, "learning_rate\n  Input should be greater than 0"),
+        ({"gan_model": {"config": {"batch_size": 0}}}, "batch_size\n  Input should be greater than 0"),
+        ({"gan_model": {"config": {"d_steps": 2}}}, "update='simultaneous' needs d_steps=1"),
+        (
+            {"parzen_bandwidth": {"config": {"sigmas": []}}},
+            "parzen_bandwidth config: sigmas: List should have at least 1",
+        ),
+        (
+            {"generated_samples": {"config": {"count": 0}}},
+            "generated_samples config: count: Input should be greater than 0",
+        ),
     ],
 )
 def test_config_errors_fail_before_training(storage, instance, ops, message) -> None:
@@ -139,7 +145,19 @@ def test_config_errors_fail_before_training(storage, instance, ops, message) -> 
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert failure.step_key == "gan_model" and message in failure.step_failure_data.error.cause.message
-    assert not list(storage.path("models").glob("*/*/*/checkpoint.pt"))  # nothing was trained
+    assert not list(storage.layout.path("models").glob("*/*/*/checkpoint.pt"))  # nothing was trained
+
+
+@pytest.mark.parametrize(("field", "value"), [("loss", "non_saturting"), ("optimizer", "sgd"), ("noise", "normal")])
+def test_unknown_enumerated_setting_is_rejected_before_the_run_starts(storage, instance, field, value) -> None:
+    defs = build_definitions(storage=storage)
+    with pytest.raises(dg.DagsterInvalidConfigError, match=f"config:{field} not in enum type .* got {value}"):
+        defs.resolve_job_def("training_job").execute_in_process(
+            partition_key=dataset_model_key("digits", "paper_mlp"),
+            instance=instance,
+            run_config={"ops": {"gan_model": {"config": {field: value}}}},
+        )
+    assert not instance.get_runs()  # rejected before a run was created
 
 
 def test_missing_dataset_file_fails_before_training(storage, instance) -> None:
@@ -149,5 +167,6 @@ def test_missing_dataset_file_fails_before_training(storage, instance) -> None:
     )
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert (
-        f"dataset file {storage.dataset_file('mnist')} does not exist" in failure.step_failure_data.error.cause.message
+        f"dataset file {storage.layout.dataset_file('mnist')} does not exist"
+        in failure.step_failure_data.error.cause.message
     )

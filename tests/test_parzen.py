@@ -11,8 +11,7 @@ from scipy.spatial.distance import cdist
 from scipy.special import logsumexp
 
 from gan_core import parzen
-from gan_core.data import load_split_arrays, write_dataset_h5
-from gan_core.sources import build_splits, fetch_raw
+from gan_core.data import load_split_arrays
 
 
 def direct_float64(samples: np.ndarray, x: np.ndarray, sigma: float) -> np.ndarray:
@@ -23,12 +22,9 @@ def direct_float64(samples: np.ndarray, x: np.ndarray, sigma: float) -> np.ndarr
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
-    root = tmp_path_factory.mktemp("digits")
-    manifest = fetch_raw("digits", root / "raw")
-    write_dataset_h5(root / "d.h5", "digits", build_splits("digits", root / "raw"), manifest["files"], {})
+def digits(digits_h5) -> dict[str, np.ndarray]:  # noqa: ANN001
     return {
-        s: load_split_arrays(root / "d.h5", s).images.reshape(-1, 64).astype(np.float32) / 255
+        s: load_split_arrays(digits_h5, s).images.reshape(-1, 64).astype(np.float32) / 255
         for s in ("train", "valid", "test")
     }
 

@@ -12,7 +12,7 @@ import torch
 
 from gan_core.data import load_split, write_dataset_h5
 from gan_core.losses import LOSSES
-from gan_core.models import Maxout, build_models, init_output_bias_from_marginals
+from gan_core.models import MODELS, Maxout, build_models, init_output_bias_from_marginals
 from gan_core.sample import generate, load_generator
 from gan_core.sources import DATASETS, build_splits, fetch_raw
 from gan_core.train import (
@@ -21,27 +21,18 @@ from gan_core.train import (
     TrainingDiverged,
     default_train_config,
     load_checkpoint,
-    paper_learning_rate,
-    paper_momentum,
     train_gan,
 )
+from gan_core.updates import paper_learning_rate, paper_momentum
 
 QUIET = RuntimeOptions(progress=False, checkpoint_every=1)
-
-
-@pytest.fixture(scope="module")
-def digits_train(tmp_path_factory: pytest.TempPathFactory) -> torch.Tensor:
-    root = tmp_path_factory.mktemp("digits")
-    manifest = fetch_raw("digits", root / "raw")
-    write_dataset_h5(root / "digits.h5", "digits", build_splits("digits", root / "raw"), manifest["files"], {})
-    return load_split(root / "digits.h5", "train")
 
 
 def state_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("model", ["paper_mlp", "dcgan"])
+@pytest.mark.parametrize("model", list(MODELS))
 @pytest.mark.parametrize("loss", LOSSES)
 def test_each_model_and_loss_trains_with_finite_losses(digits_train, tmp_path, model, loss) -> None:
     config = default_train_config(model, loss, epochs=2, batch_size=64, max_train_images=512)

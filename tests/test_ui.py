@@ -13,7 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ASSET_NAMES, REPO_ROOT
+
+from tests.helpers import ASSET_NAMES, REPO_ROOT
 
 pytestmark = pytest.mark.slow
 LOCATION = "gan_pipeline"

@@ -1,0 +1,178 @@
+"""Every stored path and file name below the data root, and the one compute-or-load helper.
+
+    raw/<dataset>/                      source files + manifest.json (checksums)
+    datasets/<dataset>.h5               train/valid/test splits (gan_core.data)
+    models/<dataset>/feature_classifier.{pt,json}
+    models/<dataset>/<model>/<run identity>/checkpoint.pt + run.json      one trained seed
+    models/<dataset>/<model>/latest.json                                  the partition's current runs
+    samples/<dataset>/<model>/<run identity>_n<count>_s<seed>.{h5,json}   one seed's samples
+    samples/<dataset>/<model>/latest.json
+    evaluation/<dataset>/<model>/<kind>_<key>.json                        one seed's bandwidth / parzen / metrics
+    evaluation/<dataset>/<model>/<kind>.json                              the partition's current results of a kind
+    evaluation/<dataset>/<kind>_<key>.json                                per-dataset reference results
+    figures/<dataset>/<model>/<figure>.png
+    reports/report.{html,md}, reports/*.csv
+
+Results are keyed by a content hash of everything they depend on, never "the latest file": `compute_or_load` returns
+the record stored under the same key, or computes, stores (atomically) and returns a new one. Nothing outside this
+module writes a file name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from gan_core.storage import hash_json, write_json_atomic
+
+CHECKPOINT_NAME = "checkpoint.pt"
+RUN_RECORD_NAME = "run.json"
+RAW_MANIFEST_NAME = "manifest.json"
+PARTITION_INDEX_NAME = "latest.json"
+
+PartitionKind = Literal["models", "samples", "bandwidth", "parzen", "metrics"]
+EvaluationKind = Literal["bandwidth", "parzen", "metrics"]
+ReferenceKind = Literal["reference_real_train", "reference_metrics"]
+_EVALUATION_KINDS = ("bandwidth", "parzen", "metrics")
+_WRITTEN_BY = {
+    "models": "gan_model",
+    "samples": "generated_samples",
+    "bandwidth": "parzen_bandwidth",
+    "parzen": "parzen_log_likelihood",
+    "metrics": "evaluation_metrics",
+}
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def checkpoint_file(run_dir: str | os.PathLike[str]) -> Path:
+    """The training checkpoint inside a run directory."""
+    return Path(run_dir) / CHECKPOINT_NAME
+
+
+class ArtifactLayout:
+    """Paths below one data root. Every component is checked, so no name can escape the root."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def path(self, *parts: str) -> Path:
+        """A path below the root built from safe name components (no separators, no '..')."""
+        for part in parts:
+            if not _SAFE_NAME.match(part) or part in (".", ".."):
+                raise ValueError(f"unsafe path component {part!r}: only letters, digits, '_', '-' and '.' allowed")
+        candidate = self.root.joinpath(*parts).resolve()
+        if candidate != self.root and self.root not in candidate.parents:
+            raise ValueError(f"path {candidate} escapes the data directory {self.root}")
+        return candidate
+
+    # datasets
+    def raw_dir(self, dataset: str) -> Path:
+        return self.path("raw", dataset)
+
+    def dataset_file(self, dataset: str) -> Path:
+        return self.path("datasets", f"{dataset}.h5")
+
+    def classifier_weights(self, dataset: str) -> Path:
+        return self.path("models", dataset, "feature_classifier.pt")
+
+    def classifier_record(self, dataset: str) -> Path:
+        return self.path("models", dataset, "feature_classifier.json")
+
+    # trained runs and samples
+    def run_dir(self, dataset: str, model: str, identity: str) -> Path:
+        return self.path("models", dataset, model, identity)
+
+    def run_record(self, dataset: str, model: str, identity: str) -> Path:
+        return self.run_dir(dataset, model, identity) / RUN_RECORD_NAME
+
+    def samples_file(self, dataset: str, model: str, identity: str, count: int, seed: int) -> Path:
+        return self.path("samples", dataset, model, f"{identity}_n{count}_s{seed}.h5")
+
+    def samples_record(self, dataset: str, model: str, identity: str, count: int, seed: int) -> Path:
+        return self.samples_file(dataset, model, identity, count, seed).with_suffix(".json")
+
+    # evaluation
+    def evaluation_record(self, kind: EvaluationKind, dataset: str, model: str, key: str) -> Path:
+        return self.path("evaluation", dataset, model, f"{kind}_{key}.json")
+
+    def reference_record(self, kind: ReferenceKind, dataset: str, key: str) -> Path:
+        return self.path("evaluation", dataset, f"{kind}_{key}.json")
+
+    def partition_index(self, kind: PartitionKind, dataset: str, model: str) -> Path:
+        """The record of a partition's current results of one kind (what downstream assets read)."""
+        if kind in _EVALUATION_KINDS:
+            return self.path("evaluation", dataset, model, f"{kind}.json")
+        return self.path(kind, dataset, model, PARTITION_INDEX_NAME)
+
+    def read_partition_index(self, kind: PartitionKind, dataset: str, model: str) -> dict[str, Any]:
+        """A partition's current results of one kind; a missing one names the asset that writes it."""
+        return read_record(self.partition_index(kind, dataset, model), f"{_WRITTEN_BY[kind]} for {dataset}|{model}")
+
+    def write_partition_index(self, kind: PartitionKind, dataset: str, model: str, record: dict[str, Any]) -> None:
+        write_record(self.partition_index(kind, dataset, model), record)
+
+    def partition_indexes(self, kind: EvaluationKind) -> Iterator[Path]:
+        """Every partition's index of an evaluation kind, sorted."""
+        yield from sorted(self.path("evaluation").glob(f"*/*/{kind}.json"))
+
+    # figures and reports
+    def figure(self, dataset: str, model: str, name: str) -> Path:
+        return self.path("figures", dataset, model, f"{name}.png")
+
+    def figures(self) -> dict[str, Path]:
+        """Every stored figure, keyed "<dataset>|<model>: <figure name>"."""
+        root = self.path("figures")
+        return {
+            f"{path.parent.parent.name}|{path.parent.name}: {path.stem.replace('_', ' ')}": path
+            for path in sorted(root.glob("*/*/*.png"))
+        }
+
+    def report_dir(self) -> Path:
+        return self.path("reports")
+
+
+def read_record(path: Path, what: str) -> dict[str, Any]:
+    """A stored JSON record; a missing file names the asset (`what`) that writes it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: materialise {what} first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): materialise {what} again") from error
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Store a JSON record atomically."""
+    write_json_atomic(path, record)
+
+
+def compute_or_load(
+    path: Path | Callable[[str], Path], key_parts: dict[str, Any], compute: Callable[[], dict[str, Any]]
+) -> tuple[dict[str, Any], bool]:
+    """The record at `path` if it was stored under the same key (the hash of `key_parts`) and every file it lists
+    under "files" still exists; else `compute()`, stored there atomically with its key. Returns (record, cached).
+    `path` may be a function of the key, for records whose file name carries it.
+
+    `key_parts` holds everything the record depends on: input content hashes, settings and the code version. An
+    unreadable record, or one stored under another key, is recomputed and replaced.
+    """
+    key = hash_json(key_parts)
+    path = path(key) if callable(path) else path
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            stored = {}
+        if (
+            isinstance(stored, dict)
+            and stored.get("key") == key
+            and all(Path(file).is_file() for file in stored.get("files", []))
+        ):
+            return stored, True
+    record = {"key": key, **compute()}
+    write_json_atomic(path, record)
+    return record, False

@@ -1,0 +1,274 @@
+"""The two players, their optimisers, and the update rules the trainer applies once per step.
+
+An update rule is a small callable object: given the batch indices of one step (d_steps x batch_size images of the
+device-resident training set), the learning rate and the momentum, it updates both players and returns the step's
+statistics (d_loss, g_loss, mean D(x), mean D(G(z))) as one device tensor, so the loop never synchronises.
+
+- `SimultaneousUpdate` (the released code's scheme, k = 1): both players' gradients from one batch, one noise draw and
+  one set of dropout masks, applied together.
+- `AlternatingUpdate` (the paper's Algorithm 1): k D-steps, then one G-step on fresh noise.
+- `CudaGraphUpdate` wraps a `SimultaneousUpdate` with the paper's SGD and replays it as a CUDA graph: at the paper's
+  batch of 100 a GPU step is a few hundred tiny kernels, so eager PyTorch is bound by the host launching them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from gan_core.losses import DiscriminatorTerms, Loss, get_loss
+from gan_core.models import ModelPair, build_models, init_output_bias_from_marginals, sample_noise
+
+
+class PylearnMomentumSGD(torch.optim.Optimizer):
+    """pylearn2's momentum rule: v <- m v - lr g; p <- p + v (learning rate and momentum set by the caller).
+
+    `lr` and `momentum` may be floats or 0-d device tensors; tensors are read on the device, so a captured CUDA graph
+    picks up new values without re-capture.
+    """
+
+    def __init__(self, params: Any, lr: float, momentum: float) -> None:
+        super().__init__(params, {"lr": lr, "momentum": momentum})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            velocities = []
+            for p in params:
+                state = self.state[p]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(p)
+                velocities.append(state["velocity"])
+            grads = [p.grad for p in params]
+            torch._foreach_mul_(velocities, group["momentum"])
+            if isinstance(group["lr"], torch.Tensor):
+                torch._foreach_sub_(velocities, torch._foreach_mul(grads, group["lr"]))
+            else:
+                torch._foreach_add_(velocities, grads, alpha=-group["lr"])
+            torch._foreach_add_(params, velocities)
+
+
+def paper_learning_rate(config: Any, updates_done: int) -> float:
+    """Learning rate divided by `lr_decay` after every update, floored at `min_learning_rate`."""
+    return max(config.learning_rate * math.exp(-updates_done * math.log(config.lr_decay)), config.min_learning_rate)
+
+
+def paper_momentum(config: Any, epoch: int) -> float:
+    """Momentum rising linearly from `momentum_start` (epoch 1) to `momentum_end` (epoch `momentum_saturate_epoch`)."""
+    span = max(1, config.momentum_saturate_epoch - 1)
+    alpha = min(1.0, max(0.0, (epoch - 1) / span))
+    return config.momentum_start + alpha * (config.momentum_end - config.momentum_start)
+
+
+def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: Any, momentum: Any | None) -> None:
+    """Set every group's learning rate (and momentum, where the optimiser has one)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if momentum is not None and "momentum" in group:
+            group["momentum"] = momentum
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimiser's state dict with tensor hyper-parameters (the CUDA-graph path's) stored as floats."""
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:
+        for key in ("lr", "momentum"):
+            if isinstance(group.get(key), torch.Tensor):
+                group[key] = float(group[key])
+    return state
+
+
+@dataclass
+class Players:
+    """Generator and discriminator with their optimisers; `g_run`/`d_run` are the (possibly compiled) callables."""
+
+    pair: ModelPair
+    g_opt: torch.optim.Optimizer
+    d_opt: torch.optim.Optimizer
+    g_run: Callable[[torch.Tensor], torch.Tensor]
+    d_run: Callable[[torch.Tensor], torch.Tensor]
+
+    @classmethod
+    def build(cls, config: Any, images: torch.Tensor, compile: bool = False) -> Players:
+        """Build the model pair on the images' device (output bias from the pixel means) and its optimisers."""
+        pair = build_models(config.model, tuple(images.shape[1:]))
+        pair = ModelPair(pair.generator.to(images.device), pair.discriminator.to(images.device), pair.noise_dim)
+        init_output_bias_from_marginals(pair.generator, images)
+        g_opt, d_opt = (_make_optimizer(config, net.parameters()) for net in (pair.generator, pair.discriminator))
+        if compile:
+            return cls(pair, g_opt, d_opt, torch.compile(pair.generator), torch.compile(pair.discriminator))
+        return cls(pair, g_opt, d_opt, pair.generator, pair.discriminator)
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.pair.generator
+
+    @property
+    def discriminator(self) -> nn.Module:
+        return self.pair.discriminator
+
+    def set_hyperparameters(self, lr: Any, momentum: Any | None) -> None:
+        set_hyperparameters(self.g_opt, lr, momentum)
+        set_hyperparameters(self.d_opt, lr, momentum)
+
+    def state(self) -> dict[str, Any]:
+        """Weights and optimiser states, as stored in a checkpoint."""
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "g_optimizer": optimizer_state(self.g_opt),
+            "d_optimizer": optimizer_state(self.d_opt),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.g_opt.load_state_dict(state["g_optimizer"])
+        self.d_opt.load_state_dict(state["d_optimizer"])
+
+
+def _make_optimizer(config: Any, params: Any) -> torch.optim.Optimizer:
+    if config.optimizer == "paper":
+        return PylearnMomentumSGD(params, lr=config.learning_rate, momentum=config.momentum_start)
+    return torch.optim.Adam(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2))
+
+
+def _apply(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], grads: tuple[torch.Tensor, ...]) -> None:
+    for param, grad in zip(params, grads, strict=True):
+        param.grad = grad
+    optimizer.step()
+
+
+class _Objective:
+    """The loss terms of one configuration, evaluated under bf16 autocast when asked."""
+
+    def __init__(self, players: Players, config: Any, autocast: torch.autocast) -> None:
+        self.players, self.config, self.autocast = players, config, autocast
+        self.loss: Loss = get_loss(config.loss)
+        self.g_params = list(players.generator.parameters())
+        self.d_params = list(players.discriminator.parameters())
+
+    def fake(self, batch: int) -> torch.Tensor:
+        noise = sample_noise(batch, self.players.pair.noise_dim, self.config.noise, self.g_params[0].device)
+        with self.autocast:
+            return self.players.g_run(noise)
+
+    def discriminator(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[DiscriminatorTerms, torch.Tensor]:
+        """D's terms (penalty included) and the fake logits; D sees the fake batch first (dropout order matters)."""
+        d_run = self.players.d_run
+        with self.autocast:
+            fake_logits = d_run(fake)
+            terms = self.loss.discriminator_terms(d_run(real).float(), fake_logits.float())
+        if self.loss.penalty is not None:
+            penalised = terms.loss + self.config.gp_weight * self.loss.penalty(d_run, real, fake.detach())
+            terms = DiscriminatorTerms(penalised, terms.d_real, terms.d_fake)
+        return terms, fake_logits.float()
+
+
+class SimultaneousUpdate:
+    """Both players' gradients from one batch, one noise draw and one set of dropout masks, applied together."""
+
+    def __init__(self, players: Players, config: Any, images: torch.Tensor, autocast: torch.autocast) -> None:
+        self.players, self.images, self.batch = players, images, config.batch_size
+        self.objective = _Objective(players, config, autocast)
+
+    def step_on(self, real: torch.Tensor) -> torch.Tensor:
+        """One update on the batch `real` (the part a CUDA graph captures)."""
+        objective = self.objective
+        terms, fake_logits = objective.discriminator(real, objective.fake(self.batch))
+        g_loss = objective.loss.generator_loss(fake_logits)
+        d_grads = torch.autograd.grad(terms.loss, objective.d_params, retain_graph=True)
+        g_grads = torch.autograd.grad(g_loss, objective.g_params)
+        _apply(self.players.d_opt, objective.d_params, d_grads)
+        _apply(self.players.g_opt, objective.g_params, g_grads)
+        return torch.stack([terms.loss.detach(), g_loss.detach(), terms.d_real, terms.d_fake])
+
+    def __call__(self, indices: torch.Tensor, lr: float, momentum: float | None) -> torch.Tensor:
+        self.players.set_hyperparameters(lr, momentum)
+        return self.step_on(self.images[indices])
+
+
+class AlternatingUpdate:
+    """The paper's Algorithm 1: `d_steps` discriminator updates on fresh batches and noise, then a generator update."""
+
+    def __init__(self, players: Players, config: Any, images: torch.Tensor, autocast: torch.autocast) -> None:
+        self.players, self.images, self.batch, self.d_steps = players, images, config.batch_size, config.d_steps
+        self.objective = _Objective(players, config, autocast)
+
+    def __call__(self, indices: torch.Tensor, lr: float, momentum: float | None) -> torch.Tensor:
+        self.players.set_hyperparameters(lr, momentum)
+        objective, batch = self.objective, self.batch
+        for k in range(self.d_steps):
+            real = self.images[indices[k * batch : (k + 1) * batch]]
+            terms, _ = objective.discriminator(real, objective.fake(batch).detach())
+            _apply(self.players.d_opt, objective.d_params, torch.autograd.grad(terms.loss, objective.d_params))
+        fake = objective.fake(batch)
+        with objective.autocast:
+            fake_logits = self.players.d_run(fake).float()
+        g_loss = objective.loss.generator_loss(fake_logits)
+        _apply(self.players.g_opt, objective.g_params, torch.autograd.grad(g_loss, objective.g_params))
+        return torch.stack([terms.loss.detach(), g_loss.detach(), terms.d_real, terms.d_fake])
+
+
+class CudaGraphUpdate:
+    """Runs a `SimultaneousUpdate` eagerly on a side stream for the first `warmup` batches (real training steps, as
+    CUDA-graph capture needs), then captures it once and replays it. The batch, learning rate and momentum are static
+    device tensors refilled before each call; the optimisers read the latter two on the device."""
+
+    def __init__(self, update: SimultaneousUpdate, warmup: int = 3) -> None:
+        images = update.images
+        self.update = update
+        self.real = torch.empty(update.batch, *images.shape[1:], device=images.device, dtype=images.dtype)
+        self.lr = torch.zeros((), device=images.device)
+        self.momentum = torch.zeros((), device=images.device)
+        update.players.set_hyperparameters(self.lr, self.momentum)
+        self.warmup_left = warmup
+        self.side_stream = torch.cuda.Stream(images.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.out: torch.Tensor | None = None
+
+    def __call__(self, indices: torch.Tensor, lr: float, momentum: float | None) -> torch.Tensor:
+        torch.index_select(self.update.images, 0, indices, out=self.real)
+        self.lr.fill_(lr)
+        self.momentum.fill_(momentum or 0.0)
+        if self.graph is not None:
+            self.graph.replay()
+            return self.out  # type: ignore[return-value]
+        if self.warmup_left > 0:
+            self.warmup_left -= 1
+            self.side_stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side_stream):
+                out = self.update.step_on(self.real)
+            torch.cuda.current_stream().wait_stream(self.side_stream)
+            return out
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = self.update.step_on(self.real)
+        self.graph.replay()
+        return self.out
+
+
+UpdateRule = Callable[[torch.Tensor, float, float | None], torch.Tensor]
+
+
+def cuda_graph_supported(config: Any) -> bool:
+    """Whether the step of `config` can be replayed as a CUDA graph: the simultaneous update with the paper's SGD."""
+    return config.update == "simultaneous" and config.optimizer == "paper"
+
+
+def make_update(
+    config: Any, players: Players, images: torch.Tensor, use_cuda_graph: bool, autocast: torch.autocast
+) -> UpdateRule:
+    """The update rule `config` asks for, wrapped as a CUDA graph when `use_cuda_graph`."""
+    if config.update == "alternating":
+        return AlternatingUpdate(players, config, images, autocast)
+    update = SimultaneousUpdate(players, config, images, autocast)
+    return CudaGraphUpdate(update) if use_cuda_graph else update

@@ -1,0 +1,52 @@
+"""Plain test helpers (not fixtures): file-format writers and readers, the asset list, and a dataset job runner."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+ASSET_NAMES = (
+    "raw_dataset",
+    "preprocessed_dataset",
+    "feature_classifier",
+    "gan_model",
+    "generated_samples",
+    "parzen_bandwidth",
+    "parzen_log_likelihood",
+    "evaluation_metrics",
+    "paper_figures",
+    "evaluation_report",
+)
+
+
+def read_idx_gz(path: Path) -> np.ndarray:
+    """An independent IDX reader (not torchvision's), for comparing stored pixels with the source files."""
+    with gzip.open(path, "rb") as handle:
+        raw = handle.read()
+    ndim = raw[3]
+    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def write_idx_gz(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as a gzip-compressed IDX file (the MNIST format)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def materialize_dataset(defs, instance, dataset: str = "digits", with_classifier: bool = False):  # noqa: ANN001, ANN201
+    """Run dataset_job for one partition; without the feature classifier unless asked (it costs seconds to minutes)."""
+    import dagster as dg
+
+    selection = None if with_classifier else [dg.AssetKey("raw_dataset"), dg.AssetKey("preprocessed_dataset")]
+    result = defs.resolve_job_def("dataset_job").execute_in_process(
+        partition_key=dataset, instance=instance, asset_selection=selection
+    )
+    assert result.success
+    return result
