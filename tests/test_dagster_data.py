@@ -77,7 +77,7 @@ def test_digits_end_to_end_with_checks_and_stable_data_version(storage, instance
 
 
 def test_mnist_partition_from_local_directory_equals_idx(storage, instance, mnist_dir) -> None:
-    defs = build_definitions(storage=storage, sources=DatasetSourcesResource(mnist=str(mnist_dir)))
+    defs = build_definitions(storage=storage, sources=DatasetSourcesResource(sources={"mnist": str(mnist_dir)}))
     # the MNIST feature classifier takes minutes on two cores: this test stops at the dataset file
     result = run_dataset_job(
         defs, instance, "mnist", asset_selection=[dg.AssetKey("raw_dataset"), dg.AssetKey("preprocessed_dataset")]
@@ -121,7 +121,7 @@ def test_blocking_check_fails_the_run_on_blank_images(storage, instance, tmp_pat
             "labs_ex": (np.arange(30) % 7 + 1).reshape(-1, 1),
         },
     )
-    defs = build_definitions(storage=storage, sources=DatasetSourcesResource(tfd=str(mat)))
+    defs = build_definitions(storage=storage, sources=DatasetSourcesResource(sources={"tfd": str(mat)}))
     result = run_dataset_job(defs, instance, "tfd")
     checks = check_results(result)
     assert checks["images_dtype_shape_range"] is False
