@@ -8,10 +8,43 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
+from assets.configs import validate_run_config
 from gan_core.checks import CheckOutcome
-from gan_core.layout import compute_or_load
+from gan_core.layout import ArtifactLayout, compute_or_load
+from pipelines.partitions import dataset_model_partitions
+from pipelines.resources import StorageResource
 
 Item = TypeVar("Item")
+
+
+def partition_asset(
+    *,
+    deps: list[Any],
+    code_version: str,
+    group_name: str,
+    description: str,
+    kinds: set[str] | None = None,
+    pool: str | None = "gpu",
+    automated: bool = True,
+) -> Callable[[Callable[..., dg.MaterializeResult]], dg.AssetsDefinition]:
+    """`@dg.asset` for a dataset x model asset: partitioned, in the `gpu` pool unless told otherwise, and (when
+    `automated`) materialised by declarative automation once its dependencies are updated."""
+    return dg.asset(
+        partitions_def=dataset_model_partitions,
+        deps=deps,
+        code_version=code_version,
+        automation_condition=dg.AutomationCondition.eager() if automated else None,
+        pool=pool,
+        group_name=group_name,
+        kinds=kinds,
+        description=description,
+    )
+
+
+def begin(context: dg.AssetExecutionContext, storage: StorageResource) -> tuple[str, str, ArtifactLayout]:
+    """Check the whole run's config, then (dataset, model, layout) of this dataset x model partition."""
+    validate_run_config(context)
+    return (*dataset_and_model(context), storage.layout)
 
 
 def dataset_and_model(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[str, str]:

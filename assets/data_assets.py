@@ -15,8 +15,6 @@ from pipelines.resources import DatasetSourcesResource, StorageResource
     code_version="1",
     group_name="data",
     kinds={"python"},
-    description="The dataset's source files, obtained through torchvision's download code (or scikit-learn's "
-    "bundled digits, or a user-supplied TFD .mat), with their checksums in manifest.json.",
 )
 def raw_dataset(
     context: dg.AssetExecutionContext,
@@ -24,6 +22,8 @@ def raw_dataset(
     storage: StorageResource,
     sources: DatasetSourcesResource,
 ) -> dg.MaterializeResult:
+    """The dataset's source files, obtained through torchvision's download code (or scikit-learn's bundled digits, or a
+    user-supplied TFD .mat), with their checksums in manifest.json."""
     dataset = context.partition_key
     spec = get_dataset_spec(dataset)
     source = config.source or sources.source_for(dataset)
@@ -46,10 +46,10 @@ def raw_dataset(
     code_version="1",
     group_name="data",
     kinds={"hdf5"},
-    description="One HDF5 file per dataset: train/valid/test groups of uint8 N x C x H x W images and labels, "
-    "with source checksums, split definition and format version as attributes.",
 )
 def preprocessed_dataset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """One HDF5 file per dataset: train/valid/test groups of uint8 N x C x H x W images and labels, with source
+    checksums, split definition and format version as attributes."""
     dataset = context.partition_key
     spec = get_dataset_spec(dataset)
     layout = storage.layout

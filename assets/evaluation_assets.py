@@ -4,13 +4,14 @@ Each stored result is keyed by the content hash of the samples it scores plus it
 read back (marked `cached`) instead of recomputed.
 """
 
+import functools
 import time
 
 import dagster as dg
 import numpy as np
 
-from assets.common import compute_or_load_each, dataset_and_model
-from assets.configs import ParzenBandwidthConfig, ParzenConfig, validate_run_config
+from assets.common import begin, compute_or_load_each, partition_asset
+from assets.configs import ParzenBandwidthConfig, ParzenConfig
 from assets.metrics_assets import evaluation_metrics, paper_figures, reference_metrics
 from assets.model_assets import generated_samples
 from gan_core import parzen
@@ -21,28 +22,19 @@ from gan_core.plots import line_png, png_markdown
 from gan_core.report import metrics_table, parzen_table, table_markdown, write_report
 from gan_core.sample import read_samples_h5
 from gan_core.storage import hash_json
-from pipelines.partitions import dataset_model_partitions
 from pipelines.resources import StorageResource
 
 PARZEN_CODE_VERSION = "1"
 REPORT_CODE_VERSION = "1"
+parzen_asset = functools.partial(partition_asset, code_version=PARZEN_CODE_VERSION, group_name="evaluation")
 
 
-@dg.asset(
-    partitions_def=dataset_model_partitions,
-    deps=[generated_samples],
-    code_version=PARZEN_CODE_VERSION,
-    automation_condition=dg.AutomationCondition.eager(),
-    pool="gpu",
-    group_name="evaluation",
-    description="The Parzen window width sigma with the highest mean log-likelihood on the first validation images.",
-)
+@parzen_asset(deps=[generated_samples])
 def parzen_bandwidth(
     context: dg.AssetExecutionContext, config: ParzenBandwidthConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
-    validate_run_config(context)
-    dataset, model = dataset_and_model(context)
-    layout = storage.layout
+    """The Parzen window width sigma with the highest mean log-likelihood on the first validation images."""
+    dataset, model, layout = begin(context, storage)
     valid = load_split(layout.dataset_file(dataset), "valid", limit=config.n_valid).flatten(1)
     dataset_hash = read_dataset_info(layout.dataset_file(dataset)).content_hash
 
@@ -64,7 +56,7 @@ def parzen_bandwidth(
 
     entries = compute_or_load_each(
         context,
-        layout.read_partition_index("samples", dataset, model)["runs"],
+        layout.sample_sets(dataset, model),
         lambda run, key: layout.evaluation_record("bandwidth", dataset, model, key),
         lambda run: {
             "samples": run["content_hash"],
@@ -104,21 +96,12 @@ def parzen_bandwidth(
     )
 
 
-@dg.asset(
-    partitions_def=dataset_model_partitions,
-    deps=[parzen_bandwidth],
-    code_version=PARZEN_CODE_VERSION,
-    automation_condition=dg.AutomationCondition.eager(),
-    pool="gpu",
-    group_name="evaluation",
-    description="Mean Parzen log-likelihood of the test images +- standard error (the paper's Table 1 number).",
-)
+@parzen_asset(deps=[parzen_bandwidth])
 def parzen_log_likelihood(
     context: dg.AssetExecutionContext, config: ParzenConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
-    validate_run_config(context)
-    dataset, model = dataset_and_model(context)
-    layout = storage.layout
+    """Mean Parzen log-likelihood of the test images +- standard error (the paper's Table 1 number)."""
+    dataset, model, layout = begin(context, storage)
     test = load_split(layout.dataset_file(dataset), "test").flatten(1)
 
     def score(bandwidth: dict) -> dict:
@@ -143,7 +126,7 @@ def parzen_log_likelihood(
 
     results = compute_or_load_each(
         context,
-        layout.read_partition_index("bandwidth", dataset, model)["runs"],
+        layout.sigma_searches(dataset, model),
         lambda bandwidth, key: layout.evaluation_record("parzen", dataset, model, key),
         lambda bandwidth: {"bandwidth": bandwidth["key"], "sigma": bandwidth["sigma"], "code": PARZEN_CODE_VERSION},
         score,
@@ -196,10 +179,10 @@ def collect_project_results(layout: ArtifactLayout, kind: EvaluationKind = "parz
     automation_condition=dg.AutomationCondition.any_deps_updated() & ~dg.AutomationCondition.in_progress(),
     group_name="evaluation",
     kinds={"pandas"},
-    description="The paper's Table 1 beside this project's Parzen results for every materialised partition, "
-    "with a real-data reference row per dataset; written as CSV, Markdown and HTML.",
 )
 def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """The paper's Table 1 beside this project's Parzen results for every materialised partition, with a real-data
+    reference row per dataset; written as CSV, Markdown and HTML."""
     layout = storage.layout
     project = collect_project_results(layout)
     if not project:

@@ -18,7 +18,7 @@ from pipelines.resources import StorageResource
 @dg.asset_check(asset=parzen_bandwidth, description="Warns when the chosen sigma sits at an end of the grid.")
 def sigma_inside_grid(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset, model = dataset_and_model(context)
-    runs = storage.layout.read_partition_index("bandwidth", dataset, model)["runs"]
+    runs = storage.layout.sigma_searches(dataset, model)
     problems = []
     for run in runs:
         grid = [s for s, _ in run["valid_mean_by_sigma"]]
@@ -41,7 +41,7 @@ def sigma_inside_grid(context: dg.AssetCheckExecutionContext, storage: StorageRe
 @dg.asset_check(asset=parzen_log_likelihood, blocking=True, description="The test log-likelihood is finite.")
 def log_likelihood_finite(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset, model = dataset_and_model(context)
-    runs = storage.layout.read_partition_index("parzen", dataset, model)["runs"]
+    runs = storage.layout.parzen_scores(dataset, model)
     values = [run["mean_log_likelihood"] for run in runs]
     ok = all(math.isfinite(v) and math.isfinite(run["standard_error"]) for v, run in zip(values, runs, strict=True))
     return dg.AssetCheckResult(

@@ -9,21 +9,21 @@ import dagster as dg
 import numpy as np
 import torch
 
-from assets.common import compute_or_load_each, dataset_and_model
-from assets.configs import ClassifierConfig, validate_run_config
+from assets.common import begin, compute_or_load_each, dataset_and_model, partition_asset
+from assets.configs import ClassifierConfig
 from assets.data_assets import preprocessed_dataset
 from assets.model_assets import generated_samples
 from gan_core import metrics
 from gan_core.classifier import default_epochs, load_classifier, train_classifier
 from gan_core.data import load_split, load_split_arrays, read_dataset_info
 from gan_core.devices import resolve_device
-from gan_core.layout import ArtifactLayout, compute_or_load, read_record
+from gan_core.layout import ArtifactLayout, compute_or_load
 from gan_core.models import sample_noise
 from gan_core.plots import grid_png, png_markdown
 from gan_core.sample import generate_from_noise, load_generator, read_samples_h5
 from gan_core.sources import get_dataset_spec
 from gan_core.storage import atomic_output, hash_json
-from pipelines.partitions import dataset_model_partitions, dataset_partitions
+from pipelines.partitions import dataset_partitions
 from pipelines.resources import StorageResource
 
 METRICS_CODE_VERSION = "2"
@@ -37,12 +37,12 @@ MAX_REFERENCE = 10_000
     pool="gpu",
     group_name="metrics",
     kinds={"pytorch"},
-    description="A small CNN trained on the dataset's train split: the offline feature space and class predictions "
-    "for FD, KID, precision/recall, density/coverage, class coverage and inception score.",
 )
 def feature_classifier(
     context: dg.AssetExecutionContext, config: ClassifierConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
+    """A small CNN trained on the dataset's train split: the offline feature space and class predictions for FD, KID,
+    precision/recall, density/coverage, class coverage and inception score."""
     dataset = context.partition_key
     layout = storage.layout
     info = read_dataset_info(layout.dataset_file(dataset))
@@ -98,9 +98,7 @@ def feature_classifier(
 )
 def classifier_accuracy_target(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset = context.partition_key
-    accuracy = read_record(storage.layout.classifier_record(dataset), f"feature_classifier for {dataset}")[
-        "test_accuracy"
-    ]
+    accuracy = storage.layout.classifier(dataset)["test_accuracy"]
     target = get_dataset_spec(dataset).classifier_accuracy_target
     return dg.AssetCheckResult(
         passed=accuracy >= target,
@@ -122,21 +120,16 @@ def score_images(images: np.ndarray, reference: metrics.ReferenceSet) -> dict:
     return metrics.score_against(images, reference, device=str(resolve_device("auto"))).to_dict()
 
 
-@dg.asset(
-    partitions_def=dataset_model_partitions,
+@partition_asset(
     deps=[generated_samples, feature_classifier],
     code_version=METRICS_CODE_VERSION,
-    pool="gpu",
     group_name="metrics",
-    automation_condition=dg.AutomationCondition.eager(),
-    description="FD, KID, improved precision/recall, density/coverage, class coverage and KL, inception score and "
-    "the memorisation ratio of each seed's samples against real training images.",
 )
 def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    validate_run_config(context)
-    dataset, model = dataset_and_model(context)
-    layout = storage.layout
-    classifier_key = read_record(layout.classifier_record(dataset), f"feature_classifier for {dataset}")["key"]
+    """FD, KID, improved precision/recall, density/coverage, class coverage and KL, inception score and the
+    memorisation ratio of each seed's samples against real training images."""
+    dataset, model, layout = begin(context, storage)
+    classifier_key = layout.classifier(dataset)["key"]
     n_train = read_dataset_info(layout.dataset_file(dataset)).split_sizes["train"]
     reference = None
 
@@ -155,7 +148,7 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
 
     runs = compute_or_load_each(
         context,
-        layout.read_partition_index("samples", dataset, model)["runs"],
+        layout.sample_sets(dataset, model),
         lambda entry, key: layout.evaluation_record("metrics", dataset, model, key),
         lambda entry: {"samples": entry["content_hash"], "classifier": classifier_key, "code": METRICS_CODE_VERSION},
         score,
@@ -178,20 +171,19 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
     )
 
 
-@dg.asset(
-    partitions_def=dataset_model_partitions,
+@partition_asset(
     deps=[generated_samples],
     code_version=METRICS_CODE_VERSION,
     group_name="metrics",
-    automation_condition=dg.AutomationCondition.eager(),
-    description="The paper's Figure 2 (samples beside their nearest training image) and Figure 3 (linear "
-    "interpolations in latent space), as PNGs.",
+    pool=None,
 )
 def paper_figures(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """The paper's Figure 2 (samples beside their nearest training image) and Figure 3 (linear interpolations in latent
+    space), as PNGs."""
     dataset, model = dataset_and_model(context)
     layout = storage.layout
-    entry = layout.read_partition_index("samples", dataset, model)["runs"][0]
-    checkpoint = layout.read_partition_index("models", dataset, model)["runs"][0]["checkpoint"]
+    entry = layout.sample_sets(dataset, model)[0]
+    checkpoint = layout.trained_runs(dataset, model)[0]["checkpoint"]
     samples = read_samples_h5(entry["path"])[0][:30]
     train = load_split(layout.dataset_file(dataset), "train").numpy()
     nearest = train[metrics.nearest_training_images(samples, train)]
@@ -233,7 +225,7 @@ def reference_metrics(layout: ArtifactLayout, dataset: str) -> list[dict]:
         return []
     info = read_dataset_info(layout.dataset_file(dataset))
     n = min(MAX_REFERENCE, info.split_sizes["train"])
-    classifier_key = read_record(layout.classifier_record(dataset), f"feature_classifier for {dataset}")["key"]
+    classifier_key = layout.classifier(dataset)["key"]
 
     def score_references() -> dict:
         reference = reference_set(layout, dataset, n)

@@ -10,36 +10,32 @@ import time
 
 import dagster as dg
 
-from assets.common import compute_or_load_each, dataset_and_model
-from assets.configs import GanTrainingConfig, SamplingConfig, validate_run_config
+from assets.common import begin, compute_or_load_each, partition_asset
+from assets.configs import GanTrainingConfig, SamplingConfig
 from assets.data_assets import preprocessed_dataset
 from gan_core.data import load_split, read_dataset_info
 from gan_core.plots import grid_png, line_png, png_markdown
 from gan_core.sample import generate, load_generator, read_samples_h5, write_samples_h5
 from gan_core.storage import hash_json
 from gan_core.train import RuntimeOptions, TrainConfig, checkpoint_weights_hash, load_checkpoint, train_gan
-from pipelines.partitions import dataset_model_partitions
 from pipelines.resources import StorageResource
 
 TRAIN_CODE_VERSION = "2"  # 2: output-bias clip 1e-7 as pylearn2; bf16 autocast also on the CPU
 SAMPLE_CODE_VERSION = "1"
 
 
-@dg.asset(
-    partitions_def=dataset_model_partitions,
+@partition_asset(
     deps=[preprocessed_dataset],
     code_version=TRAIN_CODE_VERSION,
-    pool="gpu",
     group_name="model",
     kinds={"pytorch"},
-    description="Trained GAN checkpoints (one per seed) for a dataset x model partition.",
+    automated=False,
 )
 def gan_model(
     context: dg.AssetExecutionContext, config: GanTrainingConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
-    validate_run_config(context)
-    dataset, model = dataset_and_model(context)
-    layout = storage.layout
+    """Trained GAN checkpoints (one per seed) for a dataset x model partition."""
+    dataset, model, layout = begin(context, storage)
     info = read_dataset_info(layout.dataset_file(dataset))
     train_images = load_split(info.path, "train")
     options = RuntimeOptions(
@@ -113,22 +109,17 @@ def gan_model(
     )
 
 
-@dg.asset(
-    partitions_def=dataset_model_partitions,
+@partition_asset(
     deps=[gan_model],
     code_version=SAMPLE_CODE_VERSION,
-    automation_condition=dg.AutomationCondition.eager(),
-    pool="gpu",
     group_name="model",
     kinds={"hdf5"},
-    description="Samples from each trained seed's generator (10,000 by default), in HDF5 with the noise seed.",
 )
 def generated_samples(
     context: dg.AssetExecutionContext, config: SamplingConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
-    validate_run_config(context)
-    dataset, model = dataset_and_model(context)
-    layout = storage.layout
+    """Samples from each trained seed's generator (10,000 by default), in HDF5 with the noise seed."""
+    dataset, model, layout = begin(context, storage)
     started = time.perf_counter()
 
     def draw(run: dict) -> dict:
@@ -143,7 +134,7 @@ def generated_samples(
 
     entries = compute_or_load_each(
         context,
-        layout.read_partition_index("models", dataset, model)["runs"],
+        layout.trained_runs(dataset, model),
         lambda run, key: layout.samples_record(dataset, model, run["identity"], config.count, config.sample_seed),
         lambda run: {
             "weights": run["weights_hash"],

@@ -18,7 +18,7 @@ from pipelines.resources import StorageResource
 def training_did_not_diverge(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset, model = dataset_and_model(context)
     problems, finals = [], {}
-    for run in storage.layout.read_partition_index("models", dataset, model)["runs"]:
+    for run in storage.layout.trained_runs(dataset, model):
         state = load_checkpoint(run["checkpoint"])
         history = state["history"]
         last = history[-1] if history else {}
@@ -40,7 +40,7 @@ def samples_finite_in_unit_range(
     dataset, model = dataset_and_model(context)
     outcomes = [
         checks.check_samples_range(read_samples_h5(entry["path"])[0])
-        for entry in storage.layout.read_partition_index("samples", dataset, model)["runs"]
+        for entry in storage.layout.sample_sets(dataset, model)
     ]
     failed = [o for o in outcomes if not o.passed]
     return check_result(failed[0] if failed else outcomes[0])
@@ -52,7 +52,7 @@ def samples_not_collapsed(context: dg.AssetCheckExecutionContext, storage: Stora
     real = load_split_arrays(storage.layout.dataset_file(dataset), "valid").images.astype("float32") / 255.0
     outcomes = [
         checks.check_sample_spread(read_samples_h5(entry["path"])[0], real)
-        for entry in storage.layout.read_partition_index("samples", dataset, model)["runs"]
+        for entry in storage.layout.sample_sets(dataset, model)
     ]
     worst = min(outcomes, key=lambda o: o.metadata["ratio"])
     return check_result(worst, severity=dg.AssetCheckSeverity.WARN)

@@ -18,6 +18,7 @@ import numpy as np
 
 from gan_core.classifier import load_classifier
 from gan_core.data import load_split
+from gan_core.layout import ArtifactLayout
 from gan_core.metrics import build_reference_set, score_against
 from gan_core.parzen import PAPER_SIGMAS, evaluate_parzen
 from gan_core.sample import generate, load_generator
@@ -44,7 +45,7 @@ def main() -> None:
             parser.error(f"--sigma-grid expects START,STOP,NUM (e.g. 0.12,0.22,21), got {args.sigma_grid!r}")
 
     data = Path(args.data_dir)
-    h5 = data / "datasets" / f"{args.dataset}.h5"
+    h5 = ArtifactLayout(data).dataset_file(args.dataset)
     state = load_checkpoint(args.checkpoint)
     started = time.perf_counter()
     samples = generate(load_generator(args.checkpoint, "auto"), args.count, seed=args.seed)

@@ -31,8 +31,7 @@ has() { [[ ",$steps," == *",$1,"* ]]; }
     $py -c 'import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name())'
     echo "cpus: $(nproc)"
 } 2>&1 | tee "$out/machine.txt"
-$py -c "import sys; sys.path.insert(0, 'bench'); from pathlib import Path; from reproduce_mnist import ensure_mnist; \
-print(ensure_mnist('$src', Path('data')))" || exit 1
+$py bench/common.py --dataset mnist --source "$src" --data-dir data || exit 1
 
 graph_flag=""
 has cudagraph && graph_flag="--cuda-graph"

@@ -10,13 +10,13 @@ no cancellation; scipy logsumexp) gives each method's largest per-point and mean
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import ensure_mnist, write_json
 from scipy.spatial.distance import cdist
 from scipy.special import logsumexp
 
@@ -60,8 +60,6 @@ def main() -> None:
     )
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     args = parser.parse_args()
-
-    from reproduce_mnist import ensure_mnist
 
     h5 = ensure_mnist(args.mnist_source, Path(args.data_dir))
     if args.samples_from:
@@ -156,17 +154,15 @@ def main() -> None:
         )
     print(f"(float64 cdist reference took {time.perf_counter() - started:.1f} s)")
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "devices": devices,
-                    "gpu": gpu,
-                    "test_points": len(test),
-                    "reference_points": checked,
-                    "methods": summary,
-                },
-                indent=2,
-            )
+        write_json(
+            args.json,
+            {
+                "devices": devices,
+                "gpu": gpu,
+                "test_points": len(test),
+                "reference_points": checked,
+                "methods": summary,
+            },
         )
 
 

@@ -14,27 +14,12 @@ import time
 from pathlib import Path
 
 import torch
+from common import ensure_mnist
 
-from gan_core.data import load_split, read_dataset_info, write_dataset_h5
+from gan_core.data import load_split
 from gan_core.parzen import evaluate_parzen
 from gan_core.sample import LoadedGenerator, generate
-from gan_core.sources import DATASETS, build_splits, fetch_raw
 from gan_core.train import RuntimeOptions, TrainConfig, train_gan
-
-
-def ensure_mnist(source: str, data_dir: Path) -> Path:
-    path = data_dir / "datasets" / "mnist.h5"
-    if not path.exists():
-        manifest = fetch_raw("mnist", data_dir / "raw" / "mnist", source)
-        write_dataset_h5(
-            path,
-            "mnist",
-            build_splits("mnist", data_dir / "raw" / "mnist"),
-            manifest["files"],
-            DATASETS["mnist"].split_definition,
-        )
-    read_dataset_info(path)
-    return path
 
 
 def main() -> None:

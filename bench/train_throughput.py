@@ -13,18 +13,19 @@ the second one's rate, so compilation and capture are left out).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from common import ensure_mnist, write_json
 from torch.utils.data import DataLoader, Subset
 
 from gan_core.data import load_split
+from gan_core.devices import resolve_device
 from gan_core.losses import discriminator_loss, generator_loss
 from gan_core.models import build_models, init_output_bias_from_marginals, sample_noise
-from gan_core.train import RuntimeOptions, TrainConfig, resolve_device, train_gan
+from gan_core.train import RuntimeOptions, TrainConfig, train_gan
 
 
 def gan_core_images_per_second(
@@ -100,8 +101,6 @@ def main() -> None:
     parser.add_argument("--json", default="")
     args = parser.parse_args()
 
-    from reproduce_mnist import ensure_mnist
-
     h5 = ensure_mnist(args.mnist_source, Path(args.data_dir))
     train = load_split(h5, "train", limit=args.images)
     device = str(resolve_device(args.device))
@@ -141,19 +140,18 @@ def main() -> None:
         best_compiled = max(ours_compiled)
         print(f"gan_core torch.compile: {best_compiled:10.0f} images/s ({best_compiled / best_ours:.2f}x eager)")
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "device": device,
-                    "device_name": name,
-                    "gan_core": best_ours,
-                    "dataloader": best_baseline,
-                    "ratio": best_ours / best_baseline,
-                    "gan_core_bf16": max(ours_bf16) if ours_bf16 else None,
-                    "gan_core_compiled": max(ours_compiled) if ours_compiled else None,
-                    "gan_core_cuda_graph": max(ours_graphed) if ours_graphed else None,
-                }
-            )
+        write_json(
+            args.json,
+            {
+                "device": device,
+                "device_name": name,
+                "gan_core": best_ours,
+                "dataloader": best_baseline,
+                "ratio": best_ours / best_baseline,
+                "gan_core_bf16": max(ours_bf16) if ours_bf16 else None,
+                "gan_core_compiled": max(ours_compiled) if ours_compiled else None,
+                "gan_core_cuda_graph": max(ours_graphed) if ours_graphed else None,
+            },
         )
 
 

@@ -25,7 +25,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, cast
 
 from gan_core.storage import hash_json, write_json_atomic
 
@@ -46,6 +46,73 @@ _WRITTEN_BY = {
     "metrics": "evaluation_metrics",
 }
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+class StoredRecord(TypedDict):
+    """What every cached record holds besides its own fields: the key it was computed under, the files it owns
+    (checked to exist before the record is reused), and, once returned by an asset, whether it came from the store."""
+
+    key: str
+    files: list[str]
+    cached: bool
+
+
+class TrainedRun(StoredRecord):
+    """One trained seed: `models/<dataset>/<model>/<identity>/run.json`."""
+
+    seed: int
+    identity: str  # hash of (train config, dataset content hash, code version): the run directory's name
+    checkpoint: str
+    weights_hash: str
+    config: dict[str, Any]
+    epochs: int
+    steps: int
+    wall_seconds: float
+    images_per_second: float
+    device: str
+
+
+class SampleSet(StoredRecord):
+    """One seed's samples: `samples/<dataset>/<model>/<identity>_n<count>_s<seed>.{h5,json}`."""
+
+    seed: int
+    path: str
+    content_hash: str
+
+
+class SigmaSearch(StoredRecord):
+    """One seed's Parzen bandwidth search on validation images."""
+
+    seed: int
+    samples_path: str
+    samples_hash: str
+    sigma: float
+    valid_mean_by_sigma: list[list[float]]
+    n_valid: int
+    seconds: float
+
+
+class ParzenScore(StoredRecord):
+    """One seed's Parzen log-likelihood of the test images (a row of Table 1)."""
+
+    dataset: str
+    model: str
+    seed: int
+    sigma: float
+    mean_log_likelihood: float
+    standard_error: float
+    std: float
+    n_samples: int
+    n_test: int
+    seconds: float
+
+
+class ClassifierRecord(StoredRecord):
+    """The feature classifier of a dataset: `models/<dataset>/feature_classifier.json` beside its weights."""
+
+    test_accuracy: float
+    epochs: int
+    seconds: float
 
 
 def checkpoint_file(run_dir: str | os.PathLike[str]) -> Path:
@@ -111,6 +178,25 @@ class ArtifactLayout:
     def read_partition_index(self, kind: PartitionKind, dataset: str, model: str) -> dict[str, Any]:
         """A partition's current results of one kind; a missing one names the asset that writes it."""
         return read_record(self.partition_index(kind, dataset, model), f"{_WRITTEN_BY[kind]} for {dataset}|{model}")
+
+    def trained_runs(self, dataset: str, model: str) -> list[TrainedRun]:
+        return cast(list[TrainedRun], self.read_partition_index("models", dataset, model)["runs"])
+
+    def sample_sets(self, dataset: str, model: str) -> list[SampleSet]:
+        return cast(list[SampleSet], self.read_partition_index("samples", dataset, model)["runs"])
+
+    def sigma_searches(self, dataset: str, model: str) -> list[SigmaSearch]:
+        return cast(list[SigmaSearch], self.read_partition_index("bandwidth", dataset, model)["runs"])
+
+    def parzen_scores(self, dataset: str, model: str) -> list[ParzenScore]:
+        return cast(list[ParzenScore], self.read_partition_index("parzen", dataset, model)["runs"])
+
+    def metric_scores(self, dataset: str, model: str) -> list[dict[str, Any]]:
+        """One row per seed: gan_core.metrics.SampleMetrics fields with dataset, model, seed and the record's key."""
+        return self.read_partition_index("metrics", dataset, model)["runs"]
+
+    def classifier(self, dataset: str) -> ClassifierRecord:
+        return cast(ClassifierRecord, read_record(self.classifier_record(dataset), f"feature_classifier for {dataset}"))
 
     def write_partition_index(self, kind: PartitionKind, dataset: str, model: str, record: dict[str, Any]) -> None:
         write_record(self.partition_index(kind, dataset, model), record)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gan_core.registry import lookup
+
 
 @dataclass(frozen=True)
 class DiscriminatorTerms:
@@ -96,10 +98,7 @@ LOSSES: Mapping[str, Loss] = MappingProxyType(
 
 def get_loss(name: str) -> Loss:
     """The registered loss called `name`; an unknown name lists the known ones."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; known losses: {list(LOSSES)}") from None
+    return lookup(LOSSES, name, "loss")
 
 
 def check_loss_name(name: str) -> str:

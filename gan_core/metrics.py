@@ -20,6 +20,7 @@ from torch import nn
 
 from gan_core.classifier import embed, predict
 from gan_core.data import load_split, load_split_arrays
+from gan_core.devices import resolve_device
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
@@ -63,10 +64,10 @@ def _blocked_distances(x: torch.Tensor, y: torch.Tensor, block: int):  # noqa: A
         yield start, torch.cdist(x[start : start + block], y)
 
 
-def kth_neighbour_radii(features: np.ndarray, k: int, block: int = 1024, device: str = "cpu") -> np.ndarray:
+def kth_neighbour_radii(features: np.ndarray, k: int, block: int = 1024, device: str = "auto") -> np.ndarray:
     """Distance from each row to its k-th nearest other row (blocked)."""
-    x = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=device)
-    radii = torch.empty(len(x), device=device)
+    x = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=resolve_device(device))
+    radii = torch.empty(len(x), device=resolve_device(device))
     for start, dist in _blocked_distances(x, x, block):
         radii[start : start + len(dist)] = dist.topk(k + 1, dim=1, largest=False).values[:, k]  # 0th is itself
     return radii.cpu().numpy()
@@ -74,27 +75,27 @@ def kth_neighbour_radii(features: np.ndarray, k: int, block: int = 1024, device:
 
 def _ball_hits(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, block: int, device: str) -> np.ndarray:
     """hits[i, j-block] -> per point: how many centre balls contain it (counts) -- returned as counts per point."""
-    p = torch.as_tensor(np.asarray(points), dtype=torch.float32, device=device)
-    c = torch.as_tensor(np.asarray(centres), dtype=torch.float32, device=device)
-    r = torch.as_tensor(radii, dtype=torch.float32, device=device)
-    counts = torch.empty(len(p), device=device)
+    p = torch.as_tensor(np.asarray(points), dtype=torch.float32, device=resolve_device(device))
+    c = torch.as_tensor(np.asarray(centres), dtype=torch.float32, device=resolve_device(device))
+    r = torch.as_tensor(radii, dtype=torch.float32, device=resolve_device(device))
+    counts = torch.empty(len(p), device=resolve_device(device))
     for start, dist in _blocked_distances(p, c, block):
         counts[start : start + len(dist)] = (dist <= r[None, :]).sum(1).float()
     return counts.cpu().numpy()
 
 
 def _nearest(points: np.ndarray, centres: np.ndarray, block: int, device: str) -> tuple[np.ndarray, np.ndarray]:
-    p = torch.as_tensor(np.asarray(points), dtype=torch.float32, device=device)
-    c = torch.as_tensor(np.asarray(centres), dtype=torch.float32, device=device)
-    best = torch.empty(len(p), device=device)
-    index = torch.empty(len(p), dtype=torch.long, device=device)
+    p = torch.as_tensor(np.asarray(points), dtype=torch.float32, device=resolve_device(device))
+    c = torch.as_tensor(np.asarray(centres), dtype=torch.float32, device=resolve_device(device))
+    best = torch.empty(len(p), device=resolve_device(device))
+    index = torch.empty(len(p), dtype=torch.long, device=resolve_device(device))
     for start, dist in _blocked_distances(p, c, block):
         values, idx = dist.min(1)
         best[start : start + len(dist)], index[start : start + len(dist)] = values, idx
     return best.cpu().numpy(), index.cpu().numpy()
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, block: int = 1024, device: str = "cpu"):  # noqa: ANN201
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, block: int = 1024, device: str = "auto"):  # noqa: ANN201
     """Improved precision (fake inside the real manifold) and recall (real inside the fake manifold)."""
     real_radii = kth_neighbour_radii(real, k, block, device)
     fake_radii = kth_neighbour_radii(fake, k, block, device)
@@ -103,7 +104,7 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, block: int 
     return precision, recall
 
 
-def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5, block: int = 1024, device: str = "cpu"):  # noqa: ANN201
+def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5, block: int = 1024, device: str = "auto"):  # noqa: ANN201
     """Density: mean number of real k-NN balls holding each fake, over k. Coverage: real balls holding any fake."""
     real_radii = kth_neighbour_radii(real, k, block, device)
     density = float(_ball_hits(fake, real, real_radii, block, device).sum() / (k * len(fake)))
@@ -138,7 +139,7 @@ def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
 
 
 def memorisation_ratio(
-    samples: np.ndarray, train: np.ndarray, held_out: np.ndarray, block: int = 1024, device: str = "cpu"
+    samples: np.ndarray, train: np.ndarray, held_out: np.ndarray, block: int = 1024, device: str = "auto"
 ) -> float:
     """Median distance from samples to their nearest training image over that of held-out real images (pixels).
 
@@ -151,7 +152,7 @@ def memorisation_ratio(
 
 
 def nearest_training_images(
-    samples: np.ndarray, train: np.ndarray, block: int = 1024, device: str = "cpu"
+    samples: np.ndarray, train: np.ndarray, block: int = 1024, device: str = "auto"
 ) -> np.ndarray:
     """Index of each sample's nearest training image (Euclidean, pixels)."""
     flat_s = np.asarray(samples, np.float32).reshape(len(samples), -1)
@@ -204,11 +205,11 @@ def evaluate_samples(
     reference_images: np.ndarray,
     held_out_images: np.ndarray,
     num_classes: int,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> SampleMetrics:
     """Every metric for one set of samples against one reference set of real (training) images."""
-    precision, recall = precision_recall(reference_features, sample_features, 3, device=device)
-    density, coverage = density_coverage(reference_features, sample_features, 5, device=device)
+    precision, recall = precision_recall(reference_features, sample_features, 3, device=resolve_device(device))
+    density, coverage = density_coverage(reference_features, sample_features, 5, device=resolve_device(device))
     kid, kid_std = kernel_distance(sample_features, reference_features)
     covered, kl, _ = class_statistics(sample_probs, reference_labels, num_classes)
     score, score_std = inception_score(sample_probs)
@@ -257,7 +258,7 @@ def build_reference_set(
     )
 
 
-def score_against(images: np.ndarray, reference: ReferenceSet, device: str = "cpu") -> SampleMetrics:
+def score_against(images: np.ndarray, reference: ReferenceSet, device: str = "auto") -> SampleMetrics:
     """Every metric for `images` (N x C x H x W in [0, 1]) against `reference`."""
     tensor = torch.from_numpy(np.asarray(images, np.float32))
     return evaluate_samples(

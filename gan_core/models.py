@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from gan_core.registry import lookup
+
 ImageShape = tuple[int, int, int]
 
 
@@ -217,10 +219,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
 
 def get_model_spec(name: str) -> ModelSpec:
     """The registered model called `name`; an unknown name lists the known ones."""
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}") from None
+    return lookup(MODELS, name, "model")
 
 
 def build_models(name: str, image_shape: ImageShape) -> ModelPair:

@@ -23,6 +23,7 @@ import numpy as np
 
 from gan_core.data import SplitArrays
 from gan_core.layout import RAW_MANIFEST_NAME
+from gan_core.registry import lookup
 from gan_core.storage import atomic_directory, sha256_file
 
 TFD_HELP = (
@@ -68,10 +69,7 @@ class DatasetSpec:
 
 def get_dataset_spec(name: str) -> DatasetSpec:
     """Look a dataset up by name; an unknown name lists the known ones."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise DatasetSourceError(f"unknown dataset {name!r}; known datasets: {sorted(DATASETS)}") from None
+    return lookup(DATASETS, name, "dataset", DatasetSourceError)
 
 
 def _torchvision_dataset_class(name: str, mirror: str | None, md5_overrides: dict[str, str] | None) -> type:
