@@ -22,13 +22,14 @@ def partition_asset(
     deps: list[Any],
     code_version: str,
     group_name: str,
-    description: str,
+    description: str | None = None,
     kinds: set[str] | None = None,
     pool: str | None = "gpu",
     automated: bool = True,
 ) -> Callable[[Callable[..., dg.MaterializeResult]], dg.AssetsDefinition]:
     """`@dg.asset` for a dataset x model asset: partitioned, in the `gpu` pool unless told otherwise, and (when
-    `automated`) materialised by declarative automation once its dependencies are updated."""
+    `automated`) materialised by declarative automation once its dependencies are updated. The description is the
+    decorated function's docstring unless given."""
     return dg.asset(
         partitions_def=dataset_model_partitions,
         deps=deps,
