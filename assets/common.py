@@ -15,6 +15,9 @@ from pipelines.partitions import dataset_model_partitions
 from pipelines.resources import StorageResource
 
 Item = TypeVar("Item")
+# Materialise once dependencies update, but never from data that failed a blocking check: eager() alone does not wait
+# for upstream blocking checks (a model that diverged, samples outside [0, 1] would flow on to Parzen and the report).
+AFTER_PASSING_UPSTREAM = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
 def partition_asset(
@@ -34,7 +37,7 @@ def partition_asset(
         partitions_def=dataset_model_partitions,
         deps=deps,
         code_version=code_version,
-        automation_condition=dg.AutomationCondition.eager() if automated else None,
+        automation_condition=AFTER_PASSING_UPSTREAM if automated else None,
         pool=pool,
         group_name=group_name,
         kinds=kinds,
@@ -46,6 +49,12 @@ def begin(context: dg.AssetExecutionContext, storage: StorageResource) -> tuple[
     """Check the whole run's config, then (dataset, model, layout) of this dataset x model partition."""
     validate_run_config(context)
     return (*dataset_and_model(context), storage.layout)
+
+
+def run_holder(context: dg.AssetExecutionContext) -> str:
+    """How a waiting process names this run when it finds a result locked."""
+    partition = f" ({context.partition_key})" if context.has_partition_key else ""
+    return f"Dagster run {context.run_id}{partition}"
 
 
 def dataset_and_model(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[str, str]:
@@ -67,7 +76,11 @@ def compute_or_load_each(
     records = []
     for item in items:
         record, cached = compute_or_load(
-            lambda key, item=item: record_path(item, key), key_parts(item), lambda item=item: compute(item)
+            lambda key, item=item: record_path(item, key),
+            key_parts(item),
+            lambda item=item: compute(item),
+            log=context.log.info,
+            holder=run_holder(context),
         )
         records.append({**record, "cached": cached})
         context.log.info(f"seed {record['seed']}: {describe(record)} ({'cached' if cached else 'computed'})")

@@ -86,7 +86,8 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
     # On CUDA, replay the simultaneous paper-SGD step as a CUDA graph (8x the eager loop at batch 100 on an H100).
     # Unset: wherever it applies (gan_core.train.RuntimeOptions.use_cuda_graph); true: required; false: never.
     cuda_graph: Optional[bool] = None  # noqa: UP045
-    checkpoint_every: int = Field(default=5, gt=0)
+    checkpoint_every: int = Field(default=5, gt=0)  # epochs
+    checkpoint_minutes: float = Field(default=5.0, gt=0)  # also inside an epoch, once this long since the last one
 
     def train_settings(self) -> dict[str, Any]:
         """The TrainConfig overrides set in this config (enum members as their values)."""

@@ -14,7 +14,7 @@ from assets.common import begin, compute_or_load_each, partition_asset
 from assets.configs import ParzenBandwidthConfig, ParzenConfig
 from assets.metrics_assets import evaluation_metrics, paper_figures, reference_metrics
 from assets.model_assets import generated_samples
-from gan_core import parzen
+from gan_core import checks, parzen
 from gan_core.data import load_split, read_dataset_info
 from gan_core.layout import ArtifactLayout, EvaluationKind, compute_or_load, read_record
 from gan_core.parzen import evaluate_parzen, select_sigma, standard_error
@@ -22,6 +22,7 @@ from gan_core.plots import line_png, png_markdown
 from gan_core.report import metrics_table, parzen_table, table_markdown, write_report
 from gan_core.sample import read_samples_h5
 from gan_core.storage import hash_json
+from gan_core.train import load_checkpoint
 from pipelines.resources import StorageResource
 
 PARZEN_CODE_VERSION = "1"
@@ -167,6 +168,33 @@ def reference_result(layout: ArtifactLayout, dataset: str, n_samples: int = 10_0
     )[0]
 
 
+def partition_problems(layout: ArtifactLayout, dataset: str, model: str) -> list[str]:
+    """Why a partition's numbers must not be reported: its training, samples or Parzen results fail a blocking check,
+    or its Parzen results score other samples than its current ones (new samples failed, so Parzen never ran)."""
+    problems = []
+    histories = {}
+    for run in layout.trained_runs(dataset, model):
+        histories[run["seed"]] = (load_checkpoint(run["checkpoint"])["history"], run["config"]["epochs"])
+    sample_sets = layout.sample_sets(dataset, model)
+    outcomes = {
+        "training_did_not_diverge": checks.check_training_histories(histories),
+        "samples_finite_in_unit_range": next(
+            (
+                o
+                for o in (checks.check_samples_range(read_samples_h5(s["path"])[0]) for s in sample_sets)
+                if not o.passed
+            ),
+            checks.CheckOutcome(True, ""),
+        ),
+        "log_likelihood_finite": checks.check_log_likelihoods(layout.parzen_scores(dataset, model)),
+    }
+    problems += [f"{name} failed ({outcome.description})" for name, outcome in outcomes.items() if not outcome.passed]
+    scored = {search["samples_hash"] for search in layout.sigma_searches(dataset, model)}
+    if scored != {samples["content_hash"] for samples in sample_sets}:
+        problems.append("its Parzen results score earlier samples than its current ones")
+    return problems
+
+
 def collect_project_results(layout: ArtifactLayout, kind: EvaluationKind = "parzen") -> list[dict]:
     """Every (dataset, model) result of a kind ("parzen" or "metrics") currently stored, one row per seed."""
     return [row for path in layout.partition_indexes(kind) for row in read_record(path, kind)["runs"]]
@@ -190,15 +218,26 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
             f"no Parzen results under {layout.path('evaluation')}: materialise "
             "parzen_log_likelihood for at least one partition first"
         )
+    stored = sorted({(row["dataset"], row["model"]) for row in project})
+    left_out = {f"{d}|{m}": "; ".join(problems) for d, m in stored if (problems := partition_problems(layout, d, m))}
+    for key, reason in left_out.items():
+        context.log.warning(f"report leaves out {key}: {reason}")
+    project = [row for row in project if f"{row['dataset']}|{row['model']}" not in left_out]
     datasets = sorted({row["dataset"] for row in project})
     references = [reference_result(layout, dataset) for dataset in datasets]
     table = parzen_table(project, references)
-    metric_rows = collect_project_results(layout, "metrics")
+    metric_rows = [
+        row for row in collect_project_results(layout, "metrics") if f"{row['dataset']}|{row['model']}" not in left_out
+    ]
     metric_references = [row for dataset in datasets for row in reference_metrics(layout, dataset)]
     metrics = metrics_table(project, metric_rows, metric_references, references)
-    figures = {name: str(path) for name, path in layout.figures().items()}
+    figures = {name: str(path) for name, path in layout.figures().items() if name.split(":")[0] not in left_out}
     paths = write_report(
-        {"parzen_table1": table, "metrics": metrics}, layout.report_dir(), "gan-pipeline evaluation report", figures
+        {"parzen_table1": table, "metrics": metrics},
+        layout.report_dir(),
+        "gan-pipeline evaluation report",
+        figures,
+        left_out,
     )
     context.log.info(f"report written to {paths['html']}")
     covered = sorted({f"{row['dataset']}|{row['model']}" for row in project})
@@ -208,6 +247,7 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
             "report_markdown": dg.MetadataValue.path(str(paths["md"])),
             "report_csv": dg.MetadataValue.path(str(paths["parzen_table1_csv"])),
             "partitions": dg.MetadataValue.json(covered),
+            "left_out": dg.MetadataValue.json(left_out),
             "table": dg.MetadataValue.md(table_markdown(table.drop(columns=["mean", "error"]))),
             "metrics": dg.MetadataValue.md(table_markdown(metrics)),
             "figures": dg.MetadataValue.json(figures),

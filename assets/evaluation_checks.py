@@ -1,16 +1,14 @@
 """Asset checks on the Parzen evaluation and the report."""
 
-import math
-
 import dagster as dg
 
-from assets.common import dataset_and_model
+from assets.common import check_result, dataset_and_model
 from assets.evaluation_assets import (
-    collect_project_results,
     evaluation_report,
     parzen_bandwidth,
     parzen_log_likelihood,
 )
+from gan_core import checks
 from pipelines.partitions import dataset_model_partitions
 from pipelines.resources import StorageResource
 
@@ -41,24 +39,23 @@ def sigma_inside_grid(context: dg.AssetCheckExecutionContext, storage: StorageRe
 @dg.asset_check(asset=parzen_log_likelihood, blocking=True, description="The test log-likelihood is finite.")
 def log_likelihood_finite(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset, model = dataset_and_model(context)
-    runs = storage.layout.parzen_scores(dataset, model)
-    values = [run["mean_log_likelihood"] for run in runs]
-    ok = all(math.isfinite(v) and math.isfinite(run["standard_error"]) for v, run in zip(values, runs, strict=True))
-    return dg.AssetCheckResult(
-        passed=ok, description=f"mean test log-likelihoods {values}", metadata={"values": dg.MetadataValue.json(values)}
-    )
+    return check_result(checks.check_log_likelihoods(storage.layout.parzen_scores(dataset, model)))
 
 
-@dg.asset_check(asset=evaluation_report, description="The report has a row for every materialised partition.")
+@dg.asset_check(
+    asset=evaluation_report,
+    description="The report has a row for every materialised partition, or lists it as left out with the reason.",
+)
 def report_covers_partitions(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     materialized = context.instance.get_materialized_partitions(parzen_log_likelihood.key)
     expected = sorted(str(key) for key in materialized if key in dataset_model_partitions.get_partition_keys())
-    reported = {f"{row['dataset']}|{row['model']}" for row in collect_project_results(storage.layout)}
-    missing = [key for key in expected if key not in reported]
+    metadata = context.instance.get_latest_materialization_event(evaluation_report.key).asset_materialization.metadata
+    reported, left_out = set(metadata["partitions"].value), metadata["left_out"].value
+    missing = [key for key in expected if key not in reported and key not in left_out]
     return dg.AssetCheckResult(
         passed=not missing,
         description=f"missing partitions: {missing}"
         if missing
-        else f"all {len(expected)} materialised partitions reported",
+        else f"all {len(expected)} materialised partitions reported ({len(left_out)} left out: {sorted(left_out)})",
         metadata={"materialised": dg.MetadataValue.json(expected), "reported": dg.MetadataValue.json(sorted(reported))},
     )

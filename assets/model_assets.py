@@ -7,17 +7,27 @@ settings. Several seeds are trained by listing them in `seeds`.
 """
 
 import time
+from dataclasses import replace
 
 import dagster as dg
 
-from assets.common import begin, compute_or_load_each, partition_asset
+from assets.common import begin, compute_or_load_each, partition_asset, run_holder
 from assets.configs import GanTrainingConfig, SamplingConfig
 from assets.data_assets import preprocessed_dataset
 from gan_core.data import load_split, read_dataset_info
 from gan_core.plots import grid_png, line_png, png_markdown
 from gan_core.sample import generate, load_generator, read_samples_h5, write_samples_h5
+from gan_core.signals import stop_on_signals
 from gan_core.storage import hash_json
-from gan_core.train import RuntimeOptions, TrainConfig, checkpoint_weights_hash, load_checkpoint, train_gan
+from gan_core.train import (
+    RuntimeOptions,
+    TrainConfig,
+    TrainingDiverged,
+    TrainingInterrupted,
+    checkpoint_weights_hash,
+    load_checkpoint,
+    train_gan,
+)
 from pipelines.resources import StorageResource
 
 TRAIN_CODE_VERSION = "2"  # 2: output-bias clip 1e-7 as pylearn2; bf16 autocast also on the CPU
@@ -43,6 +53,8 @@ def gan_model(
         compile=config.compile,
         cuda_graph=config.cuda_graph,
         checkpoint_every=config.checkpoint_every,
+        checkpoint_seconds=config.checkpoint_minutes * 60,
+        holder=run_holder(context),
     )
 
     def identity_parts(train_config: TrainConfig) -> dict:
@@ -51,7 +63,21 @@ def gan_model(
     def train(train_config: TrainConfig) -> dict:
         run_dir = layout.run_dir(dataset, model, hash_json(identity_parts(train_config)))
         context.log.info(f"seed {train_config.seed}: training into {run_dir}")
-        result = train_gan(train_config, train_images, run_dir, options, log=context.log.info)
+        # a termination (UI, SIGTERM to the CLI) finishes the step, writes a checkpoint and cancels the run
+        with stop_on_signals() as stop_requested:
+            try:
+                result = train_gan(
+                    train_config,
+                    train_images,
+                    run_dir,
+                    replace(options, stop_requested=stop_requested),
+                    log=context.log.info,
+                )
+            except TrainingInterrupted as stopped:
+                context.log.warning(str(stopped))
+                raise dg.DagsterExecutionInterruptedError(str(stopped)) from None
+            except TrainingDiverged as diverged:
+                raise dg.Failure(str(diverged), allow_retries=False) from diverged
         return {
             "seed": train_config.seed,
             "identity": run_dir.name,

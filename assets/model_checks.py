@@ -1,13 +1,10 @@
 """Asset checks on trained models and their samples."""
 
-import math
-
 import dagster as dg
 
 from assets.common import check_result, dataset_and_model
 from assets.model_assets import gan_model, generated_samples
 from gan_core import checks
-from gan_core.checks import CheckOutcome
 from gan_core.data import load_split_arrays
 from gan_core.sample import read_samples_h5
 from gan_core.train import load_checkpoint
@@ -17,19 +14,11 @@ from pipelines.resources import StorageResource
 @dg.asset_check(asset=gan_model, blocking=True, description="Training ran every epoch and ended with finite losses.")
 def training_did_not_diverge(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset, model = dataset_and_model(context)
-    problems, finals = [], {}
+    histories = {}
     for run in storage.layout.trained_runs(dataset, model):
         state = load_checkpoint(run["checkpoint"])
-        history = state["history"]
-        last = history[-1] if history else {}
-        finals[f"seed_{run['seed']}_final_d_loss"] = last.get("d_loss", float("nan"))
-        if len(history) != state["config"]["epochs"]:
-            problems.append(f"seed {run['seed']}: {len(history)} of {state['config']['epochs']} epochs")
-        if not all(math.isfinite(last.get(key, float("nan"))) for key in ("d_loss", "g_loss")):
-            problems.append(f"seed {run['seed']}: non-finite final loss")
-    outcome = CheckOutcome(
-        not problems, "; ".join(problems) or "all seeds trained to the end with finite losses", finals
-    )
+        histories[run["seed"]] = (state["history"], state["config"]["epochs"])
+    outcome = checks.check_training_histories(histories)
     return check_result(outcome)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,3 +105,23 @@ def check_sample_spread(samples: np.ndarray, real: np.ndarray, min_ratio: float 
         f"sample spread / data spread = {ratio:.3f} (warn below {min_ratio})",
         {"sample_std": sample_std, "real_std": real_std, "ratio": ratio},
     )
+
+
+def check_training_histories(histories: dict[int, tuple[list[dict[str, float]], int]]) -> CheckOutcome:
+    """Every seed ({seed: (per-epoch history, epochs asked for)}) trained every epoch and ended with finite losses."""
+    problems, finals = [], {}
+    for seed, (history, epochs) in histories.items():
+        last = history[-1] if history else {}
+        finals[f"seed_{seed}_final_d_loss"] = last.get("d_loss", float("nan"))
+        if len(history) != epochs:
+            problems.append(f"seed {seed}: {len(history)} of {epochs} epochs")
+        if not all(math.isfinite(last.get(key, float("nan"))) for key in ("d_loss", "g_loss")):
+            problems.append(f"seed {seed}: non-finite final loss")
+    return CheckOutcome(not problems, "; ".join(problems) or "all seeds trained to the end with finite losses", finals)
+
+
+def check_log_likelihoods(scores: list[dict[str, float]]) -> CheckOutcome:
+    """Every seed's mean test log-likelihood and its standard error are finite."""
+    values = [score["mean_log_likelihood"] for score in scores]
+    ok = all(math.isfinite(score["mean_log_likelihood"]) and math.isfinite(score["standard_error"]) for score in scores)
+    return CheckOutcome(ok, f"mean test log-likelihoods {values}", {"values": values})

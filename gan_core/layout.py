@@ -20,16 +20,24 @@ module writes a file name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypedDict, cast
 
+from filelock import FileLock, Timeout
+
 from gan_core.storage import hash_json, write_json_atomic
 
 CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_CHECKPOINT_NAME = "checkpoint.prev.pt"  # the last good checkpoint before the current one
+LOCK_SUFFIX = ".lock"
+OWNER_SUFFIX = ".lock.owner"
 RUN_RECORD_NAME = "run.json"
 RAW_MANIFEST_NAME = "manifest.json"
 PARTITION_INDEX_NAME = "latest.json"
@@ -118,6 +126,42 @@ class ClassifierRecord(StoredRecord):
 def checkpoint_file(run_dir: str | os.PathLike[str]) -> Path:
     """The training checkpoint inside a run directory."""
     return Path(run_dir) / CHECKPOINT_NAME
+
+
+def previous_checkpoint_file(run_dir: str | os.PathLike[str]) -> Path:
+    """The checkpoint before the current one, kept so that a damaged current one loses one interval at most."""
+    return Path(run_dir) / PREVIOUS_CHECKPOINT_NAME
+
+
+@contextlib.contextmanager
+def exclusive(
+    path: str | os.PathLike[str], holder: str = "", log: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold the inter-process lock of `path` (`<path>.lock`, the `filelock` package; the operating system releases it
+    when the holding process dies). While another process holds it, log who (`holder`, its pid and host, from
+    `<path>.lock.owner`) and wait."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + LOCK_SUFFIX)
+    owner = Path(str(path) + OWNER_SUFFIX)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            held_by = owner.read_text().strip()
+        except OSError:
+            held_by = "another process"
+        if log:
+            log(f"waiting for {path}: {held_by} holds it")
+        lock.acquire()
+    try:
+        owner.write_text(
+            f"{holder or 'a process'} (pid {os.getpid()} on {socket.gethostname()}, since {time.ctime()})\n"
+        )
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
 
 
 class ArtifactLayout:
@@ -237,28 +281,48 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
 
 
 def compute_or_load(
-    path: Path | Callable[[str], Path], key_parts: dict[str, Any], compute: Callable[[], dict[str, Any]]
+    path: Path | Callable[[str], Path],
+    key_parts: dict[str, Any],
+    compute: Callable[[], dict[str, Any]],
+    log: Callable[[str], None] | None = None,
+    holder: str = "",
 ) -> tuple[dict[str, Any], bool]:
     """The record at `path` if it was stored under the same key (the hash of `key_parts`) and every file it lists
     under "files" still exists; else `compute()`, stored there atomically with its key. Returns (record, cached).
     `path` may be a function of the key, for records whose file name carries it.
 
     `key_parts` holds everything the record depends on: input content hashes, settings and the code version. An
-    unreadable record, or one stored under another key, is recomputed and replaced.
+    unreadable record (named in the log), or one stored under another key, is recomputed and replaced. One process
+    computes a record at a time (`exclusive`): a second one asking for the same record waits, logging the holder,
+    then finds it stored and returns it as cached.
     """
     key = hash_json(key_parts)
     path = path(key) if callable(path) else path
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            stored = {}
-        if (
-            isinstance(stored, dict)
-            and stored.get("key") == key
-            and all(Path(file).is_file() for file in stored.get("files", []))
-        ):
+    stored = _stored_record(path, key, log)
+    if stored is not None:
+        return stored, True
+    with exclusive(path, holder, log):
+        stored = _stored_record(path, key, log)
+        if stored is not None:
             return stored, True
-    record = {"key": key, **compute()}
-    write_json_atomic(path, record)
+        record = {"key": key, **compute()}
+        write_json_atomic(path, record)
     return record, False
+
+
+def _stored_record(path: Path, key: str, log: Callable[[str], None] | None) -> dict[str, Any] | None:
+    """The record at `path` if it holds `key` and every file it owns exists."""
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        if log:
+            log(f"stored record {path} is unreadable ({error}); computing it again")
+        return None
+    if not isinstance(stored, dict) or stored.get("key") != key:
+        return None
+    missing = [file for file in stored.get("files", []) if not Path(file).is_file()]
+    if missing and log:
+        log(f"stored record {path} lists missing file(s) {missing}; computing it again")
+    return None if missing else stored

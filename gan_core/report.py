@@ -138,11 +138,19 @@ def table_markdown(table: pd.DataFrame) -> str:
 
 
 def write_report(
-    tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike[str], title: str, figures: dict[str, str] | None = None
+    tables: dict[str, pd.DataFrame],
+    out_dir: str | os.PathLike[str],
+    title: str,
+    figures: dict[str, str] | None = None,
+    left_out: dict[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write every table as CSV, one Markdown file and one HTML file (atomically), linking `figures` ({caption:
-    path}); return the paths."""
-    figures = figures or {}
+    path}) and listing the partitions `left_out` ({partition: reason}); return the paths."""
+    figures, left_out = figures or {}, left_out or {}
+    left_out_md = "\n".join(f"- {key}: {reason}" for key, reason in left_out.items())
+    left_out_html = "".join(
+        f"<li>{html_lib.escape(key)}: {html_lib.escape(reason)}</li>" for key, reason in left_out.items()
+    )
     out_dir = Path(out_dir)
     paths: dict[str, Path] = {}
     for name, table in tables.items():
@@ -150,10 +158,15 @@ def write_report(
         with atomic_output(csv_path) as tmp:
             table.to_csv(tmp, index=False)
         paths[f"{name}_csv"] = csv_path
-    markdown = "\n\n".join([f"# {title}"] + [f"## {name}\n\n{table_markdown(t)}" for name, t in tables.items()])
+    markdown = "\n\n".join(
+        [f"# {title}"]
+        + [f"## {name}\n\n{table_markdown(t)}" for name, t in tables.items()]
+        + ([f"## partitions left out\n\n{left_out_md}"] if left_out else [])
+    )
     html = "\n".join(
         [f"<html><head><meta charset='utf-8'><title>{title}</title></head><body><h1>{title}</h1>"]
         + [f"<h2>{name}</h2>{t.to_html(index=False, na_rep='', classes='report')}" for name, t in tables.items()]
+        + ([f"<h2>partitions left out</h2><ul>{left_out_html}</ul>"] if left_out else [])
         + (
             ["<h2>figures</h2>"]
             + [

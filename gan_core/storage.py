@@ -1,7 +1,9 @@
 """Atomic file output and content hashing.
 
 Every file this project writes goes to a temporary name beside its final path and is renamed into place only when it
-is complete, so a failed or killed run never leaves a half-written file and never damages the previous good one.
+is complete, so a failed or killed run never leaves a half-written file and never damages the previous good one. The
+file is flushed to disk (fsync) before the rename and its directory after it, so a power loss cannot leave a
+zero-length "complete" file either.
 """
 
 from __future__ import annotations
@@ -17,9 +19,28 @@ from pathlib import Path
 from typing import Any
 
 
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush a file's or a directory's contents to disk."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """`os.replace` after flushing `source`, then flush the directory so the rename itself survives a power loss."""
+    fsync_path(source)
+    os.replace(source, target)
+    fsync_path(Path(target).parent)
+
+
 @contextlib.contextmanager
-def atomic_output(final_path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `final_path`; rename it into place only if the block succeeds."""
+def atomic_output(
+    final_path: str | os.PathLike[str], keep_previous: str | os.PathLike[str] | None = None
+) -> Iterator[Path]:
+    """Yield a temporary path beside `final_path`; flush it and rename it into place only if the block succeeds.
+    With `keep_previous`, the file being replaced is kept under that name (the last good version)."""
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent)
@@ -27,7 +48,9 @@ def atomic_output(final_path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp_name)
     try:
         yield tmp_path
-        os.replace(tmp_path, final_path)
+        if keep_previous is not None and final_path.exists():
+            os.replace(final_path, keep_previous)
+        durable_replace(tmp_path, final_path)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -40,13 +63,15 @@ def atomic_directory(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=".tmp", dir=final_dir.parent))
     try:
         yield tmp_dir
+        for written in [*tmp_dir.rglob("*"), tmp_dir]:
+            fsync_path(written)
         if final_dir.exists():
             old_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=".old", dir=final_dir.parent))
             os.replace(final_dir, old_dir / "previous")
-            os.replace(tmp_dir, final_dir)
+            durable_replace(tmp_dir, final_dir)
             shutil.rmtree(old_dir, ignore_errors=True)
         else:
-            os.replace(tmp_dir, final_dir)
+            durable_replace(tmp_dir, final_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 

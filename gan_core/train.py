@@ -23,7 +23,7 @@ from pydantic import Field
 from torch import nn
 
 from gan_core.devices import resolve_device
-from gan_core.layout import checkpoint_file
+from gan_core.layout import checkpoint_file, exclusive, previous_checkpoint_file
 from gan_core.losses import get_loss
 from gan_core.models import get_model_spec
 from gan_core.storage import atomic_output
@@ -44,6 +44,10 @@ Positive = Field(gt=0)
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped because `RuntimeOptions.stop_requested` said so; a checkpoint was written first."""
 
 
 @dataclass(frozen=True)
@@ -117,11 +121,15 @@ class RuntimeOptions:
     # Replay the simultaneous paper-SGD step as a CUDA graph: None = wherever it applies (CUDA, that update and
     # optimiser, no compile); True = required (an error names what stands in the way); False = never.
     cuda_graph: bool | None = None
-    checkpoint_every: int = 5
+    checkpoint_every: int = 5  # epochs between checkpoints
+    checkpoint_seconds: float = 300.0  # also checkpoint inside an epoch once this long has passed since the last one
     progress: bool = True
     stop_after_epoch: int | None = None  # stop early (as if killed) after this epoch's checkpoint; for testing resume
     stop_after_time: float | None = None  # time.time() deadline: the first epoch ending past it checkpoints and stops
     on_epoch_end: Callable[[int, nn.Module], None] | None = None  # called with (epoch, generator), e.g. to evaluate
+    # polled after every step: when it returns True, training writes a checkpoint and raises TrainingInterrupted
+    stop_requested: Callable[[], bool] | None = None
+    holder: str = ""  # who trains, named to a second trainer that waits for this run directory (e.g. a Dagster run)
 
     def use_cuda_graph(self, config: TrainConfig, device: torch.device) -> bool:
         """The one CUDA-graph policy: where it applies unless switched off; an explicit request it cannot honour on
@@ -140,6 +148,9 @@ class RuntimeOptions:
         return (self.stop_after_epoch is not None and epoch >= self.stop_after_epoch) or (
             self.stop_after_time is not None and time.time() >= self.stop_after_time
         )
+
+    def interrupted(self) -> bool:
+        return self.stop_requested is not None and self.stop_requested()
 
 
 @dataclass
@@ -182,10 +193,25 @@ def train_gan(
             "no full step fits"
         )
 
+    with exclusive(checkpoint_file(out_dir), options.holder, log):  # one trainer per run directory
+        return _train(config, images, steps_per_epoch, Path(out_dir), options, device, use_graph, log)
+
+
+def _train(
+    config: TrainConfig,
+    images: torch.Tensor,
+    steps_per_epoch: int,
+    out_dir: Path,
+    options: RuntimeOptions,
+    device: torch.device,
+    use_graph: bool,
+    log: Callable[[str], None] | None,
+) -> TrainResult:
+    per_step = config.batch_size * config.d_steps
     torch.manual_seed(config.seed)
     players = Players.build(config, images, compile=options.compile)
-    checkpoint = Checkpoint(checkpoint_file(out_dir), config, device)
-    state = checkpoint.restore(players, log)
+    checkpoint = Checkpoint(out_dir, config, device, options.checkpoint_seconds, log)
+    state = checkpoint.restore(players)
     tracker = EpochTracker(config, state, steps_per_epoch * per_step, device, options.progress, log)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16, cache_enabled=not use_graph)
     update = make_update(config, players, images, use_graph, autocast)
@@ -197,18 +223,28 @@ def train_gan(
     for epoch in range(state.epoch, config.epochs):
         tracker.start_epoch()
         momentum = paper_momentum(config, epoch + 1) if config.optimizer == "paper" else None
-        permutation = torch.randperm(images.shape[0], device=device)
-        stats = torch.zeros(steps_per_epoch, 4, device=device)  # d_loss, g_loss, D(x), D(G(z))
-        for local_step in range(steps_per_epoch):
+        permutation, stats, first = state.take_epoch_progress() or (
+            torch.randperm(images.shape[0], device=device),
+            torch.zeros(steps_per_epoch, 4, device=device),  # d_loss, g_loss, D(x), D(G(z))
+            0,
+        )
+        stop_now = False
+        for local_step in range(first, steps_per_epoch):
             lr = paper_learning_rate(config, state.step) if config.optimizer == "paper" else config.learning_rate
             stats[local_step] = update(permutation[local_step * per_step : (local_step + 1) * per_step], lr, momentum)
             state.step += 1
             if local_step % 100 == 99 or local_step == steps_per_epoch - 1:
                 _raise_if_diverged(stats[: local_step + 1], state.step - local_step - 1, epoch, checkpoint.path)
+            stop_now = options.interrupted()  # polled once per step
+            if local_step + 1 < steps_per_epoch and (stop_now or checkpoint.due()):
+                _raise_if_diverged(stats[: local_step + 1], state.step - local_step - 1, epoch, checkpoint.path)
+                checkpoint.save(players, state, images.shape[1:], epoch_progress=(permutation, stats, local_step + 1))
+                checkpoint.raise_if(stop_now, state)
         tracker.end_epoch(epoch + 1, state, stats, lr, momentum)
-        last, stop = epoch + 1 == config.epochs, options.should_stop(epoch + 1)
-        if last or stop or (epoch + 1) % options.checkpoint_every == 0:
+        last, stop = epoch + 1 == config.epochs, options.should_stop(epoch + 1) or stop_now
+        if last or stop or (epoch + 1) % options.checkpoint_every == 0 or checkpoint.due():
             checkpoint.save(players, state, images.shape[1:])
+        checkpoint.raise_if(stop_now, state)
         if options.on_epoch_end is not None:
             players.generator.eval()
             options.on_epoch_end(epoch + 1, players.generator)
@@ -227,31 +263,82 @@ class TrainingState:
     history: list[dict[str, float]] = field(default_factory=list)
     elapsed: float = 0.0
     resumed_from: int = 0
+    # inside an epoch: (permutation, statistics so far, next step of the epoch), from a mid-epoch checkpoint
+    epoch_progress: tuple[torch.Tensor, torch.Tensor, int] | None = None
+
+    def take_epoch_progress(self) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        progress, self.epoch_progress = self.epoch_progress, None
+        return progress
 
 
 class Checkpoint:
-    """Save and restore a run: weights, optimiser states, random states, statistics and the config itself."""
+    """Save and restore a run: weights, optimiser states, random states, statistics, the config itself and, for a
+    checkpoint written inside an epoch, the epoch's permutation and statistics so far. The checkpoint it replaces is
+    kept as the previous one, which is used (and the damaged one named) when the current one is unreadable."""
 
-    def __init__(self, path: Path, config: TrainConfig, device: torch.device) -> None:
-        self.path, self.config, self.device = path, config, device
+    def __init__(
+        self,
+        run_dir: Path,
+        config: TrainConfig,
+        device: torch.device,
+        every_seconds: float,
+        log: Callable[[str], None] | None,
+    ) -> None:
+        self.path, self.previous = checkpoint_file(run_dir), previous_checkpoint_file(run_dir)
+        self.config, self.device, self.every_seconds, self.log = config, device, every_seconds, log
+        self.last_saved = time.monotonic()
 
-    def restore(self, players: Players, log: Callable[[str], None] | None) -> TrainingState:
-        """Load the checkpoint into `players` if there is one (same settings; `epochs` may be raised)."""
-        if not self.path.exists():
+    def due(self) -> bool:
+        """Whether the time-based cadence asks for a checkpoint now."""
+        return time.monotonic() - self.last_saved >= self.every_seconds
+
+    def restore(self, players: Players) -> TrainingState:
+        """Load the newest readable checkpoint into `players` (same settings; `epochs` may be raised)."""
+        saved = self._newest_readable()
+        if saved is None:
             return TrainingState()
-        saved = load_checkpoint(self.path, self.device)
         _check_resumable(self.path, saved, self.config)
         players.load_state(saved)
         torch.set_rng_state(saved["rng_cpu"].cpu())
         if self.device.type == "cuda" and saved.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(saved["rng_cuda"].cpu(), self.device)
-        epoch = int(saved["epoch"])
-        if log:
-            log(f"resuming from {self.path} at epoch {epoch}/{self.config.epochs}, step {saved['step']}")
-        return TrainingState(epoch, int(saved["step"]), list(saved["history"]), float(saved["elapsed_seconds"]), epoch)
+        epoch, progress = int(saved["epoch"]), saved.get("epoch_progress")
+        state = TrainingState(epoch, int(saved["step"]), list(saved["history"]), float(saved["elapsed_seconds"]), epoch)
+        where = f"epoch {epoch}/{self.config.epochs}"
+        if progress is not None:
+            state.epoch_progress = (progress["permutation"], progress["stats"], int(progress["next_step"]))
+            where = f"epoch {epoch}/{self.config.epochs} + {progress['next_step']} steps of epoch {epoch + 1}"
+        if self.log:
+            self.log(f"resuming from {self.path} at {where}, step {state.step}")
+        return state
 
-    def save(self, players: Players, state: TrainingState, image_shape: torch.Size) -> None:
-        """Write the checkpoint atomically (a temporary file renamed into place)."""
+    def _newest_readable(self) -> dict[str, Any] | None:
+        problems = []
+        for path in (self.path, self.previous):
+            if not path.exists():
+                continue
+            try:
+                saved = load_checkpoint(path, self.device)
+            except ValueError as error:
+                problems.append(str(error))
+                if self.log:
+                    self.log(f"{error}; trying the previous checkpoint")
+                continue
+            if problems and self.log:
+                self.log(f"using the previous checkpoint {path}")
+            return saved
+        if problems:
+            raise ValueError(f"no readable checkpoint in {self.path.parent}: {'; '.join(problems)}")
+        return None
+
+    def save(
+        self,
+        players: Players,
+        state: TrainingState,
+        image_shape: torch.Size,
+        epoch_progress: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+    ) -> None:
+        """Write the checkpoint atomically and durably, keeping the one it replaces as the previous one."""
         payload = {
             "format_version": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
@@ -266,8 +353,20 @@ class Checkpoint:
             "elapsed_seconds": state.elapsed,
             "device": str(self.device),
         }
-        with atomic_output(self.path) as tmp:
+        if epoch_progress is not None:
+            permutation, stats, next_step = epoch_progress
+            payload["epoch_progress"] = {"permutation": permutation, "stats": stats, "next_step": next_step}
+        with atomic_output(self.path, keep_previous=self.previous) as tmp:
             torch.save(payload, tmp)
+        self.last_saved = time.monotonic()
+
+    def raise_if(self, stop_requested: bool, state: TrainingState) -> None:
+        """Raise TrainingInterrupted (after a save) when a stop was requested."""
+        if stop_requested:
+            raise TrainingInterrupted(
+                f"training stopped on request at step {state.step} (epoch {state.epoch + 1}); "
+                f"checkpoint {self.path} written, the next run resumes from it"
+            )
 
 
 class EpochTracker:

@@ -9,9 +9,13 @@ afterwards. Every asset check's result is printed; the command exits non-zero if
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from pipelines.resources import REPO_ROOT
@@ -41,6 +45,46 @@ def _print_checks(result: Any) -> list[str]:
     return failed
 
 
+@contextlib.contextmanager
+def sigterm_cancels_runs(instance: Any) -> Iterator[dict[str, str]]:
+    """While inside, SIGTERM marks the run in progress (`current["run_id"]`) canceling and interrupts it, so training
+    writes a checkpoint and Dagster records the run as canceled and frees its slots; with no run in progress it
+    exits at once."""
+    current: dict[str, str] = {}
+
+    def handle(signum: int, frame: Any) -> None:
+        run = instance.get_run_by_id(current["run_id"]) if current.get("run_id") else None
+        if run is None or run.is_finished:
+            raise SystemExit(128 + signum)
+        print(f"SIGTERM: canceling run {run.run_id} (training stops after its current step and writes a checkpoint)")
+        instance.report_run_canceling(run, "SIGTERM received by gan-pipeline")
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield current
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _execute(job_name: str, defs: Any, instance: Any, current: dict[str, str], **kwargs: Any) -> Any:
+    """Run one job in this process after the `gpu` pool has a free slot, tagged with this process's identity (so a
+    later CLI can tell if it died); a canceled run ends the command with the cancellation's exit status."""
+    import dagster as dg
+
+    from pipelines.recovery import process_tags, wait_for_pool
+
+    wait_for_pool(instance, "gpu")
+    current["run_id"] = str(uuid.uuid4())
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, raise_on_error=False, run_id=current["run_id"], tags=process_tags(), **kwargs
+    )
+    run = instance.get_run_by_id(current.pop("run_id"))
+    if run is not None and run.status == dg.DagsterRunStatus.CANCELED:
+        raise SystemExit(f"run {run.run_id} ({job_name}) was canceled; the next `gan-pipeline run` resumes it")
+    return result
+
+
 def run_pipeline(
     dataset: str,
     model: str,
@@ -53,15 +97,29 @@ def run_pipeline(
     import dagster as dg
 
     from pipelines.definitions import defs as default_defs
-    from pipelines.partitions import dataset_model_key
+    from pipelines.recovery import recover_dead_runs
 
     defs = defs or default_defs
     instance = instance or dg.DagsterInstance.get()
+    with sigterm_cancels_runs(instance) as current:
+        recover_dead_runs(instance)
+        return _run_jobs(dataset, model, train_config, sample_config, defs, instance, current)
+
+
+def _run_jobs(
+    dataset: str,
+    model: str,
+    train_config: dict[str, Any] | None,
+    sample_config: dict[str, Any] | None,
+    defs: Any,
+    instance: Any,
+    current: dict[str, str],
+) -> dict[str, Any]:
+    from pipelines.partitions import dataset_model_key
+
     failed: list[str] = []
     print(f"[1/3] dataset {dataset}")
-    result = defs.resolve_job_def("dataset_job").execute_in_process(
-        partition_key=dataset, instance=instance, raise_on_error=False
-    )
+    result = _execute("dataset_job", defs, instance, current, partition_key=dataset)
     failed += _print_checks(result)
     if not result.success or failed:
         raise SystemExit(f"dataset step failed for {dataset}: see the errors above (failed checks: {failed})")
@@ -71,14 +129,14 @@ def run_pipeline(
         run_config["ops"]["gan_model"] = {"config": train_config}
     if sample_config:
         run_config["ops"]["generated_samples"] = {"config": sample_config}
-    result = defs.resolve_job_def("training_job").execute_in_process(
-        partition_key=dataset_model_key(dataset, model), instance=instance, run_config=run_config, raise_on_error=False
+    result = _execute(
+        "training_job", defs, instance, current, partition_key=dataset_model_key(dataset, model), run_config=run_config
     )
     failed += _print_checks(result)
     if not result.success or failed:
         raise SystemExit(f"training step failed for {dataset}|{model} (failed checks: {failed})")
     print("[3/3] evaluation report")
-    result = defs.resolve_job_def("report_job").execute_in_process(instance=instance, raise_on_error=False)
+    result = _execute("report_job", defs, instance, current)
     failed += _print_checks(result)
     if not result.success or failed:
         raise SystemExit(f"report step failed (failed checks: {failed})")
@@ -122,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--epochs", type=int, default=None, help="training epochs (default: the asset config's)")
     run.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: 0)")
     run.add_argument("--train-config", default=None, help="JSON object of further gan_model config fields")
+    run.add_argument("--samples", type=int, default=None, help="samples per seed (default: the asset config's 10,000)")
     check = sub.add_parser(
         "check",
         help="CI: the whole graph with a fresh instance and data directory; "
@@ -141,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return run_check(args.dataset, args.model, train_config or None, args.data_dir)
     home = ensure_dagster_home()
-    outcome = run_pipeline(args.dataset, args.model, train_config or None)
+    sample_config = {"count": args.samples} if args.samples else None
+    outcome = run_pipeline(args.dataset, args.model, train_config or None, sample_config=sample_config)
     print(f"DAGSTER_HOME: {home}")
     for key, path in outcome["report"].items():
         print(f"{key}: {path}")

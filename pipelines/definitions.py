@@ -12,6 +12,7 @@ from assets import (
     model_checks,
 )
 from pipelines.jobs import dataset_job, report_job, retrain_job, training_job
+from pipelines.recovery import recover_dead_runs_sensor
 from pipelines.resources import DatasetSourcesResource, StorageResource
 from pipelines.schedules import retrain_schedule
 from pipelines.sensors import evaluation_follows_training, retrain_on_data_change
@@ -29,7 +30,7 @@ def build_definitions(
         asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
         jobs=[dataset_job, training_job, retrain_job, report_job],
         schedules=[retrain_schedule],
-        sensors=[evaluation_follows_training, retrain_on_data_change],
+        sensors=[evaluation_follows_training, retrain_on_data_change, recover_dead_runs_sensor],
         resources={
             "storage": storage or StorageResource(),
             "sources": sources or DatasetSourcesResource(),

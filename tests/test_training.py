@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from gan_core.train import (
     RuntimeOptions,
     TrainConfig,
     TrainingDiverged,
+    TrainingInterrupted,
     default_train_config,
     load_checkpoint,
     train_gan,
@@ -222,3 +225,74 @@ def test_cuda_graph_replay_trains_like_the_eager_loop(digits_train, tmp_path) ->
         assert graph_epoch["d_loss"] == pytest.approx(eager_epoch["d_loss"], rel=1e-4)
     # the checkpoint stores plain float hyper-parameters, so an eager run can resume it
     assert isinstance(states[1]["g_optimizer"]["param_groups"][0]["lr"], float)
+
+
+def test_stop_request_mid_epoch_checkpoints_and_resumes_bit_identically(digits_train, tmp_path) -> None:
+    config = TrainConfig(epochs=3, max_train_images=600)  # 6 steps per epoch
+    whole = train_gan(config, digits_train, tmp_path / "whole", QUIET)
+    polls = iter(range(1000))
+    stop_after_nine_steps = dataclasses.replace(QUIET, stop_requested=lambda: next(polls) >= 8)
+    with pytest.raises(TrainingInterrupted, match="checkpoint .* written"):
+        train_gan(config, digits_train, tmp_path / "split", stop_after_nine_steps)
+    saved = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert saved["epoch"] == 1 and saved["step"] == 9 and saved["epoch_progress"]["next_step"] == 3
+    logs: list[str] = []
+    resumed = train_gan(config, digits_train, tmp_path / "split", QUIET, log=logs.append)
+    assert any("+ 3 steps of epoch 2, step 9" in line for line in logs)
+    a, b = load_checkpoint(whole.checkpoint_path), load_checkpoint(resumed.checkpoint_path)
+    assert state_equal(a["generator"], b["generator"]) and state_equal(a["discriminator"], b["discriminator"])
+
+
+def test_time_cadence_checkpoints_inside_an_epoch(digits_train, tmp_path) -> None:
+    every_step = dataclasses.replace(QUIET, checkpoint_every=100, checkpoint_seconds=0.0, stop_after_epoch=None)
+    config = TrainConfig(epochs=2, max_train_images=600)
+    polls = iter(range(1000))
+    with pytest.raises(TrainingInterrupted):
+        train_gan(
+            config,
+            digits_train,
+            tmp_path / "run",
+            dataclasses.replace(every_step, stop_requested=lambda: next(polls) >= 4),
+        )
+    # the time cadence (0 s) wrote a checkpoint after every step, so the stop lost nothing
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 5
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.prev.pt")["step"] == 4
+
+
+def test_a_truncated_checkpoint_is_named_and_the_previous_one_used(digits_train, tmp_path) -> None:
+    config = TrainConfig(epochs=3, max_train_images=400)
+    whole = train_gan(dataclasses.replace(config, epochs=4), digits_train, tmp_path / "whole", QUIET)
+    train_gan(config, digits_train, tmp_path / "run", QUIET)  # checkpoints after epochs 1, 2, 3
+    current = tmp_path / "run" / "checkpoint.pt"
+    current.write_bytes(current.read_bytes()[: current.stat().st_size // 2])  # a crash mid-write on a bad disk
+    logs: list[str] = []
+    resumed = train_gan(dataclasses.replace(config, epochs=4), digits_train, tmp_path / "run", QUIET, log=logs.append)
+    assert any(f"checkpoint {current} is unreadable" in line for line in logs)
+    assert any("resuming from" in line and "epoch 2/4" in line for line in logs)
+    a, b = load_checkpoint(whole.checkpoint_path), load_checkpoint(resumed.checkpoint_path)
+    assert state_equal(a["generator"], b["generator"])  # epochs 3 and 4 were trained again, to the same weights
+
+
+def test_a_second_trainer_of_one_run_directory_waits_and_finds_it_finished(digits_train, tmp_path) -> None:
+    from gan_core.layout import exclusive
+
+    config = TrainConfig(epochs=1, max_train_images=200)
+    logs: list[str] = []
+    holder_done = threading.Event()
+
+    def hold_then_train() -> None:
+        with exclusive(tmp_path / "run" / "checkpoint.pt", holder="the first trainer"):
+            holder_done.wait(10)
+            train_gan(config, digits_train, tmp_path / "elsewhere", QUIET)
+
+    thread = threading.Thread(target=hold_then_train)
+    thread.start()
+    time.sleep(0.5)
+    waiter = threading.Thread(target=lambda: train_gan(config, digits_train, tmp_path / "run", QUIET, log=logs.append))
+    waiter.start()
+    time.sleep(1.0)
+    assert any("waiting for" in line and "the first trainer" in line for line in logs)
+    holder_done.set()
+    thread.join()
+    waiter.join()
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1

@@ -1,0 +1,220 @@
+"""Unattended operation with real processes and real signals: a killed CLI run does not wedge the instance and its
+training resumes; SIGTERM cancels cleanly; two processes never train into one directory; failed blocking checks stop
+automation and keep a partition out of the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import torch
+
+from pipelines.definitions import build_definitions
+from pipelines.partitions import dataset_model_key
+from tests.helpers import REPO_ROOT, materialize_dataset
+
+EPOCHS = 150
+TRAIN = {"epochs": EPOCHS, "checkpoint_every": 1}
+
+
+def cli(home: Path, data: Path, *args: str, **popen) -> subprocess.Popen:  # noqa: ANN003
+    env = {**os.environ, "DAGSTER_HOME": str(home), "GAN_PIPELINE_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "pipelines.cli", "run", "--dataset", "digits", "--samples", "2000"]
+    command += ["--train-config", json.dumps(TRAIN), *args]
+    return subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+    )
+
+
+def read_until(process: subprocess.Popen, marker: str, timeout: float = 300) -> str:
+    """Read the process's output line by line until a line contains `marker`."""
+    seen, deadline = [], time.monotonic() + timeout
+    for line in process.stdout:  # type: ignore[union-attr]
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+        assert time.monotonic() < deadline, f"no {marker!r} within {timeout} s:\n{''.join(seen[-40:])}"
+    raise AssertionError(f"process ended before {marker!r}:\n{''.join(seen[-40:])}")
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> str:
+    out, _ = process.communicate(timeout=timeout)
+    return out
+
+
+def instance_at(home: Path) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def uninterrupted_samples_hash(data: Path) -> str:
+    """The samples of an uninterrupted run of the same settings (train_gan and generate: the asset's own code)."""
+    from gan_core.data import load_split
+    from gan_core.sample import generate, load_generator, samples_hash
+    from gan_core.train import RuntimeOptions, default_train_config, train_gan
+
+    train = load_split(data / "datasets" / "digits.h5", "train")
+    config = default_train_config("paper_mlp", epochs=EPOCHS)
+    result = train_gan(config, train, data.parent / "uninterrupted", RuntimeOptions(device="cpu", progress=False))
+    return samples_hash(generate(load_generator(result.checkpoint_path, "cpu"), 2000, seed=0))
+
+
+def gpu_slots_held(home: Path) -> list:
+    with instance_at(home) as instance:
+        return instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_rerun_recovers_the_instance_and_resumes(tmp_path) -> None:
+    home, data = tmp_path / "home", tmp_path / "data"
+    first = cli(home, data)
+    read_until(first, f"epoch 40/{EPOCHS}")
+    first.kill()  # SIGKILL: no handler runs, the run stays STARTED and keeps its gpu slot
+    first.wait()
+    assert gpu_slots_held(home), "the killed run should still hold its pool slot"
+
+    started = time.monotonic()
+    second = cli(home, data)
+    output = finish(second)
+    seconds = time.monotonic() - started
+    assert second.returncode == 0, output[-4000:]
+    assert "its process is gone" in output and "marked failed and its pool slots freed" in output
+    resumed = [line for line in output.splitlines() if "resuming from" in line]
+    assert resumed and f"/{EPOCHS}" in resumed[0], output[-4000:]
+    assert not gpu_slots_held(home)
+    with instance_at(home) as instance:
+        statuses = [run.status for run in instance.get_runs()]
+    assert dg.DagsterRunStatus.FAILURE in statuses and dg.DagsterRunStatus.STARTED not in statuses
+    index = json.loads(next((data / "samples" / "digits" / "paper_mlp").glob("latest.json")).read_text())
+    assert index["runs"][0]["content_hash"] == uninterrupted_samples_hash(data)
+    print(f"re-run after SIGKILL finished in {seconds:.1f} s: {resumed[0].strip()}")
+
+
+@pytest.mark.slow
+def test_sigterm_mid_training_checkpoints_cancels_and_the_next_run_resumes(tmp_path) -> None:
+    home, data = tmp_path / "home", tmp_path / "data"
+    first = cli(home, data)
+    read_until(first, f"epoch 30/{EPOCHS}")
+    first.send_signal(signal.SIGTERM)
+    output = finish(first, timeout=120)
+    assert first.returncode != 0 and "was canceled" in output, output[-3000:]
+    assert "training stopped on request" in output
+    checkpoint = next(data.glob("models/digits/paper_mlp/*/checkpoint.pt"))
+    assert torch.load(checkpoint, weights_only=True)["epoch"] >= 30
+    with instance_at(home) as instance:
+        training = [run for run in instance.get_runs() if run.job_name == "training_job"]
+        assert [run.status for run in training] == [dg.DagsterRunStatus.CANCELED]
+    assert not gpu_slots_held(home)
+
+    second = cli(home, data)
+    output = finish(second)
+    assert second.returncode == 0, output[-3000:]
+    assert "resuming from" in output and "its process is gone" not in output
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_partition_train_once(tmp_path) -> None:
+    """Two instances (as on two machines) share one data directory: one trains, the other waits and finds it cached."""
+    data = tmp_path / "data"
+    script = (
+        "import json, sys, dagster as dg\n"
+        "from pipelines.definitions import build_definitions\n"
+        "from pipelines.resources import StorageResource\n"
+        "defs = build_definitions(storage=StorageResource(root_dir=sys.argv[1]))\n"
+        "with dg.instance_for_test() as instance:\n"
+        "    if sys.argv[2] == 'dataset':\n"
+        "        defs.resolve_job_def('dataset_job').execute_in_process(partition_key='digits', instance=instance,"
+        " asset_selection=[dg.AssetKey('raw_dataset'), dg.AssetKey('preprocessed_dataset')])\n"
+        "        sys.exit(0)\n"
+        "    result = defs.resolve_job_def('retrain_job').execute_in_process(partition_key='digits|paper_mlp',"
+        " instance=instance, run_config={'ops': {'gan_model': {'config': {'epochs': 60}}}})\n"
+        "    meta = result.asset_materializations_for_node('gan_model')[0].metadata\n"
+        "    found = {'cached': meta['cached'].value, 'checkpoint': meta['checkpoints'].value[0]}\n"
+        "    print('RESULT', json.dumps(found))\n"
+    )
+
+    def start(*args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", script, str(data), *args],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    assert finish(start("dataset"), 300) is not None
+    processes = [start("train"), start("train")]
+    outputs = [finish(process) for process in processes]
+    assert all(process.returncode == 0 for process in processes), outputs[0][-2000:] + outputs[1][-2000:]
+    results = [json.loads(out.split("RESULT ", 1)[1]) for out in outputs]
+    assert sorted(result["cached"] for result in results) == [False, True]
+    waiter = outputs[[result["cached"] for result in results].index(True)]
+    assert "waiting for" in waiter and "holds it" in waiter and "Dagster run" in waiter
+    assert results[0]["checkpoint"] == results[1]["checkpoint"]
+
+    from gan_core.data import load_split
+    from gan_core.train import RuntimeOptions, checkpoint_weights_hash, default_train_config, train_gan
+
+    single = train_gan(
+        default_train_config("paper_mlp", epochs=60),
+        load_split(data / "datasets" / "digits.h5", "train"),
+        tmp_path / "single",
+        RuntimeOptions(device="cpu", progress=False),
+    )
+    assert checkpoint_weights_hash(results[0]["checkpoint"]) == checkpoint_weights_hash(single.checkpoint_path)
+
+
+FAST = {
+    "ops": {
+        "gan_model": {"config": {"epochs": 3}},
+        "generated_samples": {"config": {"count": 1000}},
+        "parzen_bandwidth": {"config": {"n_valid": 300}},
+    }
+}
+
+
+def test_failed_blocking_check_stops_automation_and_the_report_leaves_the_partition_out(storage, instance) -> None:
+    defs = build_definitions(storage=storage)
+    materialize_dataset(defs, instance, with_classifier=True)
+    key = dataset_model_key("digits", "paper_mlp")
+    assert (
+        defs.resolve_job_def("training_job")
+        .execute_in_process(partition_key=key, instance=instance, run_config=FAST)
+        .success
+    )
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+
+    # inject a failure upstream: the generator now outputs NaN, so new samples fail the blocking range check
+    checkpoint = Path(storage.layout.trained_runs("digits", "paper_mlp")[0]["checkpoint"])
+    state = torch.load(checkpoint, weights_only=True)
+    state["generator"]["output.bias"].fill_(float("nan"))
+    torch.save(state, checkpoint)
+    sampling = {"ops": {"generated_samples": {"config": {"count": 1000, "sample_seed": 7}}}}
+    result = defs.resolve_job_def("training_job").execute_in_process(
+        partition_key=key,
+        instance=instance,
+        run_config=sampling,
+        asset_selection=[dg.AssetKey("generated_samples")],
+        raise_on_error=False,
+    )
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["samples_finite_in_unit_range"] is False
+
+    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    for name in ("parzen_bandwidth", "evaluation_metrics", "paper_figures"):
+        assert evaluation.get_num_requested(dg.AssetKey(name)) == 0, name
+
+    report = defs.resolve_job_def("report_job").execute_in_process(instance=instance)
+    metadata = report.asset_materializations_for_node("evaluation_report")[0].metadata
+    assert metadata["partitions"].value == []
+    reason = metadata["left_out"].value["digits|paper_mlp"]
+    assert "samples_finite_in_unit_range failed" in reason and "earlier samples" in reason
+    markdown = (storage.layout.report_dir() / "report.md").read_text()
+    assert "partitions left out" in markdown and "digits|paper_mlp: samples_finite_in_unit_range failed" in markdown
+    assert {e.check_name: e.passed for e in report.get_asset_check_evaluations()}["report_covers_partitions"]
