@@ -54,7 +54,7 @@ def begin(context: dg.AssetExecutionContext, storage: StorageResource) -> tuple[
 def run_holder(context: dg.AssetExecutionContext) -> str:
     """How a waiting process names this run when it finds a result locked."""
     partition = f" ({context.partition_key})" if context.has_partition_key else ""
-    return f"Dagster run {context.run_id}{partition}"
+    return f"Dagster run {context.run.run_id}{partition}"
 
 
 def dataset_and_model(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[str, str]:

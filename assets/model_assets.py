@@ -75,6 +75,9 @@ def gan_model(
                 )
             except TrainingInterrupted as stopped:
                 context.log.warning(str(stopped))
+                run = context.instance.get_run_by_id(context.run.run_id)
+                if run is not None and run.status != dg.DagsterRunStatus.CANCELING:  # a signal, not the UI
+                    context.instance.report_run_canceling(run, "stopped by a signal during training")
                 raise dg.DagsterExecutionInterruptedError(str(stopped)) from None
             except TrainingDiverged as diverged:
                 raise dg.Failure(str(diverged), allow_retries=False) from diverged

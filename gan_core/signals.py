@@ -1,6 +1,6 @@
 """Turning an interrupt into a clean stop: inside `stop_on_signals`, SIGINT (Ctrl-C, or Dagster's termination of a
-run, which delivers SIGINT to the run's process) only sets a flag that the training loop polls after each step, so it
-can finish the step, write a checkpoint and stop. A second signal interrupts at once."""
+run, which delivers SIGINT to the run's process) and SIGTERM only set a flag that the training loop polls after each
+step, so it can finish the step, write a checkpoint and stop. A second signal interrupts at once."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from types import FrameType
 
 
 @contextlib.contextmanager
-def stop_on_signals(signals: tuple[signal.Signals, ...] = (signal.SIGINT,)) -> Iterator[Callable[[], bool]]:
+def stop_on_signals(
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> Iterator[Callable[[], bool]]:
     """Yield a function telling whether one of `signals` arrived; restore the previous handlers on exit.
     Off the main thread (where Python cannot handle signals) the flag simply never rises."""
     received = threading.Event()

@@ -9,13 +9,10 @@ afterwards. Every asset check's result is printed; the command exits non-zero if
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import sys
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from pipelines.resources import REPO_ROOT
@@ -45,41 +42,20 @@ def _print_checks(result: Any) -> list[str]:
     return failed
 
 
-@contextlib.contextmanager
-def sigterm_cancels_runs(instance: Any) -> Iterator[dict[str, str]]:
-    """While inside, SIGTERM marks the run in progress (`current["run_id"]`) canceling and interrupts it, so training
-    writes a checkpoint and Dagster records the run as canceled and frees its slots; with no run in progress it
-    exits at once."""
-    current: dict[str, str] = {}
-
-    def handle(signum: int, frame: Any) -> None:
-        run = instance.get_run_by_id(current["run_id"]) if current.get("run_id") else None
-        if run is None or run.is_finished:
-            raise SystemExit(128 + signum)
-        print(f"SIGTERM: canceling run {run.run_id} (training stops after its current step and writes a checkpoint)")
-        instance.report_run_canceling(run, "SIGTERM received by gan-pipeline")
-        signal.raise_signal(signal.SIGINT)
-
-    previous = signal.signal(signal.SIGTERM, handle)
-    try:
-        yield current
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _execute(job_name: str, defs: Any, instance: Any, current: dict[str, str], **kwargs: Any) -> Any:
+def _execute(job_name: str, defs: Any, instance: Any, **kwargs: Any) -> Any:
     """Run one job in this process after the `gpu` pool has a free slot, tagged with this process's identity (so a
-    later CLI can tell if it died); a canceled run ends the command with the cancellation's exit status."""
+    later CLI can tell if it died). SIGTERM or Ctrl-C during training stops it after the current step with a
+    checkpoint and cancels the run (`gan_model`); a canceled run ends the command."""
     import dagster as dg
 
     from pipelines.recovery import process_tags, wait_for_pool
 
     wait_for_pool(instance, "gpu")
-    current["run_id"] = str(uuid.uuid4())
+    run_id = str(uuid.uuid4())
     result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, raise_on_error=False, run_id=current["run_id"], tags=process_tags(), **kwargs
+        instance=instance, raise_on_error=False, run_id=run_id, tags=process_tags(), **kwargs
     )
-    run = instance.get_run_by_id(current.pop("run_id"))
+    run = instance.get_run_by_id(run_id)
     if run is not None and run.status == dg.DagsterRunStatus.CANCELED:
         raise SystemExit(f"run {run.run_id} ({job_name}) was canceled; the next `gan-pipeline run` resumes it")
     return result
@@ -101,9 +77,8 @@ def run_pipeline(
 
     defs = defs or default_defs
     instance = instance or dg.DagsterInstance.get()
-    with sigterm_cancels_runs(instance) as current:
-        recover_dead_runs(instance)
-        return _run_jobs(dataset, model, train_config, sample_config, defs, instance, current)
+    recover_dead_runs(instance)
+    return _run_jobs(dataset, model, train_config, sample_config, defs, instance)
 
 
 def _run_jobs(
@@ -113,13 +88,12 @@ def _run_jobs(
     sample_config: dict[str, Any] | None,
     defs: Any,
     instance: Any,
-    current: dict[str, str],
 ) -> dict[str, Any]:
     from pipelines.partitions import dataset_model_key
 
     failed: list[str] = []
     print(f"[1/3] dataset {dataset}")
-    result = _execute("dataset_job", defs, instance, current, partition_key=dataset)
+    result = _execute("dataset_job", defs, instance, partition_key=dataset)
     failed += _print_checks(result)
     if not result.success or failed:
         raise SystemExit(f"dataset step failed for {dataset}: see the errors above (failed checks: {failed})")
@@ -130,13 +104,13 @@ def _run_jobs(
     if sample_config:
         run_config["ops"]["generated_samples"] = {"config": sample_config}
     result = _execute(
-        "training_job", defs, instance, current, partition_key=dataset_model_key(dataset, model), run_config=run_config
+        "training_job", defs, instance, partition_key=dataset_model_key(dataset, model), run_config=run_config
     )
     failed += _print_checks(result)
     if not result.success or failed:
         raise SystemExit(f"training step failed for {dataset}|{model} (failed checks: {failed})")
     print("[3/3] evaluation report")
-    result = _execute("report_job", defs, instance, current)
+    result = _execute("report_job", defs, instance)
     failed += _print_checks(result)
     if not result.success or failed:
         raise SystemExit(f"report step failed (failed checks: {failed})")
