@@ -17,6 +17,15 @@ from pipelines.resources import StorageResource
 Item = TypeVar("Item")
 # Materialise once dependencies update, but never from data that failed a blocking check: eager() alone does not wait
 # for upstream blocking checks (a model that diverged, samples outside [0, 1] would flow on to Parzen and the report).
+# On Kubernetes (dagster-k8s's k8s_job_executor or K8sRunLauncher) each step of the `gpu` pool asks for one GPU.
+GPU_STEP_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {
+            "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"cpu": "4", "memory": "16Gi"}}
+        },
+        "pod_spec_config": {"node_selector": {"nvidia.com/gpu.present": "true"}},
+    }
+}
 AFTER_PASSING_UPSTREAM = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
@@ -39,6 +48,7 @@ def partition_asset(
         code_version=code_version,
         automation_condition=AFTER_PASSING_UPSTREAM if automated else None,
         pool=pool,
+        op_tags=GPU_STEP_TAGS if pool == "gpu" else None,
         group_name=group_name,
         kinds=kinds,
         description=description,

@@ -66,6 +66,7 @@ def _training_settings() -> type[AssetConfig]:
 
 
 TrainingSettings = _training_settings()
+Launcher = _choices("Launcher", ["in_process", "torchrun"])
 
 
 class RawDatasetConfig(AssetConfig):
@@ -88,6 +89,10 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
     cuda_graph: Optional[bool] = None  # noqa: UP045
     checkpoint_every: int = Field(default=5, gt=0)  # epochs
     checkpoint_minutes: float = Field(default=5.0, gt=0)  # also inside an epoch, once this long since the last one
+    # in_process (default), or torchrun: a DDP run of `nproc_per_node` ranks (NCCL on GPUs, gloo on the CPU) started
+    # as an external process through Dagster Pipes; the batch is split across the ranks
+    launcher: Launcher = Launcher.in_process
+    nproc_per_node: int = Field(default=2, ge=1)
 
     def train_settings(self) -> dict[str, Any]:
         """The TrainConfig overrides set in this config (enum members as their values)."""

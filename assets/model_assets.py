@@ -7,26 +7,22 @@ settings. Several seeds are trained by listing them in `seeds`.
 """
 
 import time
-from dataclasses import replace
 
 import dagster as dg
 
 from assets.common import begin, compute_or_load_each, partition_asset, run_holder
 from assets.configs import GanTrainingConfig, SamplingConfig
 from assets.data_assets import preprocessed_dataset
+from assets.training import train_in_process, train_with_torchrun
 from gan_core.data import load_split, read_dataset_info
 from gan_core.plots import grid_png, line_png, png_markdown
 from gan_core.sample import generate, load_generator, read_samples_h5, write_samples_h5
-from gan_core.signals import stop_on_signals
 from gan_core.storage import hash_json
 from gan_core.train import (
     RuntimeOptions,
     TrainConfig,
-    TrainingDiverged,
-    TrainingInterrupted,
     checkpoint_weights_hash,
     load_checkpoint,
-    train_gan,
 )
 from pipelines.resources import StorageResource
 
@@ -58,41 +54,25 @@ def gan_model(
     )
 
     def identity_parts(train_config: TrainConfig) -> dict:
-        return {"train": train_config.to_dict(), "data": info.content_hash, "code": TRAIN_CODE_VERSION}
+        parts = {"train": train_config.to_dict(), "data": info.content_hash, "code": TRAIN_CODE_VERSION}
+        if config.launcher.value == "torchrun":  # per-rank noise: N ranks train other weights than one process
+            parts["ranks"] = config.nproc_per_node
+        return parts
 
     def train(train_config: TrainConfig) -> dict:
         run_dir = layout.run_dir(dataset, model, hash_json(identity_parts(train_config)))
         context.log.info(f"seed {train_config.seed}: training into {run_dir}")
-        # a termination (UI, SIGTERM to the CLI) finishes the step, writes a checkpoint and cancels the run
-        with stop_on_signals() as stop_requested:
-            try:
-                result = train_gan(
-                    train_config,
-                    train_images,
-                    run_dir,
-                    replace(options, stop_requested=stop_requested),
-                    log=context.log.info,
-                )
-            except TrainingInterrupted as stopped:
-                context.log.warning(str(stopped))
-                run = context.instance.get_run_by_id(context.run.run_id)
-                if run is not None and run.status != dg.DagsterRunStatus.CANCELING:  # a signal, not the UI
-                    context.instance.report_run_canceling(run, "stopped by a signal during training")
-                raise dg.DagsterExecutionInterruptedError(str(stopped)) from None
-            except TrainingDiverged as diverged:
-                raise dg.Failure(str(diverged), allow_retries=False) from diverged
+        if config.launcher.value == "torchrun":
+            trained = train_with_torchrun(context, train_config, info.path, run_dir, options, config.nproc_per_node)
+        else:
+            trained = train_in_process(context, train_config, train_images, run_dir, options)
         return {
             "seed": train_config.seed,
             "identity": run_dir.name,
-            "checkpoint": str(result.checkpoint_path),
-            "weights_hash": checkpoint_weights_hash(result.checkpoint_path),
+            **trained,
+            "weights_hash": checkpoint_weights_hash(trained["checkpoint"]),
             "config": train_config.to_dict(),
-            "epochs": result.epochs,
-            "steps": result.steps,
-            "wall_seconds": result.wall_seconds,
-            "images_per_second": result.images_per_second,
-            "device": result.device,
-            "files": [str(result.checkpoint_path)],
+            "files": [trained["checkpoint"]],
         }
 
     runs = compute_or_load_each(

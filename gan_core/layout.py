@@ -21,6 +21,7 @@ module writes a file name.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -131,6 +132,20 @@ def checkpoint_file(run_dir: str | os.PathLike[str]) -> Path:
 def previous_checkpoint_file(run_dir: str | os.PathLike[str]) -> Path:
     """The checkpoint before the current one, kept so that a damaged current one loses one interval at most."""
     return Path(run_dir) / PREVIOUS_CHECKPOINT_NAME
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchrunFiles:
+    """What a torchrun training run leaves in its run directory besides the checkpoint."""
+
+    settings: Path  # what every rank trains (written by the asset)
+    failures: Path  # each failed rank's exit code, signal and error (written by the launcher)
+    logs: Path  # torchrun's per-rank stdout/stderr
+
+
+def torchrun_files(run_dir: str | os.PathLike[str]) -> TorchrunFiles:
+    run_dir = Path(run_dir)
+    return TorchrunFiles(run_dir / "torchrun.json", run_dir / "torchrun_failures.json", run_dir / "torchrun_logs")
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from pydantic import Field
 from torch import nn
 
 from gan_core.devices import resolve_device
+from gan_core.distributed import DistributedContext, Ranks
 from gan_core.layout import checkpoint_file, exclusive, previous_checkpoint_file
 from gan_core.losses import get_loss
 from gan_core.models import get_model_spec
@@ -130,6 +131,7 @@ class RuntimeOptions:
     # polled after every step: when it returns True, training writes a checkpoint and raises TrainingInterrupted
     stop_requested: Callable[[], bool] | None = None
     holder: str = ""  # who trains, named to a second trainer that waits for this run directory (e.g. a Dagster run)
+    distributed: DistributedContext | None = None  # this process's rank under torchrun (gan_core.distributed)
 
     def use_cuda_graph(self, config: TrainConfig, device: torch.device) -> bool:
         """The one CUDA-graph policy: where it applies unless switched off; an explicit request it cannot honour on
@@ -193,6 +195,8 @@ def train_gan(
             "no full step fits"
         )
 
+    if options.distributed is not None and not options.distributed.is_main:  # rank 0 holds the lock for all
+        return _train(config, images, steps_per_epoch, Path(out_dir), options, device, use_graph, None)
     with exclusive(checkpoint_file(out_dir), options.holder, log):  # one trainer per run directory
         return _train(config, images, steps_per_epoch, Path(out_dir), options, device, use_graph, log)
 
@@ -208,13 +212,18 @@ def _train(
     log: Callable[[str], None] | None,
 ) -> TrainResult:
     per_step = config.batch_size * config.d_steps
+    ranks = Ranks(options.distributed, config)  # no-ops in one process
     torch.manual_seed(config.seed)
-    players = Players.build(config, images, compile=options.compile)
-    checkpoint = Checkpoint(out_dir, config, device, options.checkpoint_seconds, log)
+    players = Players.build(ranks.local_config, images, compile=options.compile)
+    if options.distributed is not None:
+        players.sync = options.distributed.average
+    checkpoint = Checkpoint(out_dir, config, device, options.checkpoint_seconds, log, writes=ranks.is_main)
     state = checkpoint.restore(players)
-    tracker = EpochTracker(config, state, steps_per_epoch * per_step, device, options.progress, log)
+    ranks.seed_rank(config.seed, state.step)
+    progress = options.progress and ranks.is_main
+    tracker = EpochTracker(config, state, steps_per_epoch * per_step, device, progress, log)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16, cache_enabled=not use_graph)
-    update = make_update(config, players, images, use_graph, autocast)
+    update = make_update(ranks.local_config, players, images, use_graph, autocast)
     if use_graph and log:
         log("replaying each training step as a CUDA graph (RuntimeOptions.cuda_graph)")
     players.generator.train()
@@ -224,14 +233,15 @@ def _train(
         tracker.start_epoch()
         momentum = paper_momentum(config, epoch + 1) if config.optimizer == "paper" else None
         permutation, stats, first = state.take_epoch_progress() or (
-            torch.randperm(images.shape[0], device=device),
+            ranks.permutation(images.shape[0], device),
             torch.zeros(steps_per_epoch, 4, device=device),  # d_loss, g_loss, D(x), D(G(z))
             0,
         )
         stop_now = False
         for local_step in range(first, steps_per_epoch):
             lr = paper_learning_rate(config, state.step) if config.optimizer == "paper" else config.learning_rate
-            stats[local_step] = update(permutation[local_step * per_step : (local_step + 1) * per_step], lr, momentum)
+            indices = ranks.share(permutation[local_step * per_step : (local_step + 1) * per_step])
+            stats[local_step] = update(indices, lr, momentum)
             state.step += 1
             if local_step % 100 == 99 or local_step == steps_per_epoch - 1:
                 _raise_if_diverged(stats[: local_step + 1], state.step - local_step - 1, epoch, checkpoint.path)
@@ -240,7 +250,9 @@ def _train(
                 _raise_if_diverged(stats[: local_step + 1], state.step - local_step - 1, epoch, checkpoint.path)
                 checkpoint.save(players, state, images.shape[1:], epoch_progress=(permutation, stats, local_step + 1))
                 checkpoint.raise_if(stop_now, state)
-        tracker.end_epoch(epoch + 1, state, stats, lr, momentum)
+        tracker.end_epoch(epoch + 1, state, ranks.mean(stats), lr, momentum)
+        if options.distributed is not None:
+            state.history[-1]["rank_weights"] = ranks.weights_in_sync(players.generator, players.discriminator)
         last, stop = epoch + 1 == config.epochs, options.should_stop(epoch + 1) or stop_now
         if last or stop or (epoch + 1) % options.checkpoint_every == 0 or checkpoint.due():
             checkpoint.save(players, state, images.shape[1:])
@@ -283,7 +295,9 @@ class Checkpoint:
         device: torch.device,
         every_seconds: float,
         log: Callable[[str], None] | None,
+        writes: bool = True,
     ) -> None:
+        self.writes = writes  # under torchrun only rank 0 writes; every rank reads
         self.path, self.previous = checkpoint_file(run_dir), previous_checkpoint_file(run_dir)
         self.config, self.device, self.every_seconds, self.log = config, device, every_seconds, log
         self.last_saved = time.monotonic()
@@ -339,6 +353,8 @@ class Checkpoint:
         epoch_progress: tuple[torch.Tensor, torch.Tensor, int] | None = None,
     ) -> None:
         """Write the checkpoint atomically and durably, keeping the one it replaces as the previous one."""
+        if not self.writes:
+            return
         payload = {
             "format_version": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),

@@ -95,6 +95,8 @@ class Players:
     d_opt: torch.optim.Optimizer
     g_run: Callable[[torch.Tensor], torch.Tensor]
     d_run: Callable[[torch.Tensor], torch.Tensor]
+    # gradients -> the gradients to apply: the identity in one process, their mean over ranks under torchrun
+    sync: Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]] = lambda grads: grads
 
     @classmethod
     def build(cls, config: Any, images: torch.Tensor, compile: bool = False) -> Players:
@@ -142,6 +144,7 @@ def _make_optimizer(config: Any, params: Any) -> torch.optim.Optimizer:
 
 
 def _apply(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], grads: tuple[torch.Tensor, ...]) -> None:
+    """Step `optimizer` with `grads` as the parameters' gradients (already synchronised across ranks)."""
     for param, grad in zip(params, grads, strict=True):
         param.grad = grad
     optimizer.step()
@@ -187,8 +190,8 @@ class SimultaneousUpdate:
         g_loss = objective.loss.generator_loss(fake_logits)
         d_grads = torch.autograd.grad(terms.loss, objective.d_params, retain_graph=True)
         g_grads = torch.autograd.grad(g_loss, objective.g_params)
-        _apply(self.players.d_opt, objective.d_params, d_grads)
-        _apply(self.players.g_opt, objective.g_params, g_grads)
+        _apply(self.players.d_opt, objective.d_params, self.players.sync(d_grads))
+        _apply(self.players.g_opt, objective.g_params, self.players.sync(g_grads))
         return torch.stack([terms.loss.detach(), g_loss.detach(), terms.d_real, terms.d_fake])
 
     def __call__(self, indices: torch.Tensor, lr: float, momentum: float | None) -> torch.Tensor:
@@ -209,12 +212,14 @@ class AlternatingUpdate:
         for k in range(self.d_steps):
             real = self.images[indices[k * batch : (k + 1) * batch]]
             terms, _ = objective.discriminator(real, objective.fake(batch).detach())
-            _apply(self.players.d_opt, objective.d_params, torch.autograd.grad(terms.loss, objective.d_params))
+            d_grads = torch.autograd.grad(terms.loss, objective.d_params)
+            _apply(self.players.d_opt, objective.d_params, self.players.sync(d_grads))
         fake = objective.fake(batch)
         with objective.autocast:
             fake_logits = self.players.d_run(fake).float()
         g_loss = objective.loss.generator_loss(fake_logits)
-        _apply(self.players.g_opt, objective.g_params, torch.autograd.grad(g_loss, objective.g_params))
+        g_grads = torch.autograd.grad(g_loss, objective.g_params)
+        _apply(self.players.g_opt, objective.g_params, self.players.sync(g_grads))
         return torch.stack([terms.loss.detach(), g_loss.detach(), terms.d_real, terms.d_fake])
 
 

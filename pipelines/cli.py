@@ -42,6 +42,22 @@ def _print_checks(result: Any) -> list[str]:
     return failed
 
 
+def _execute_on_celery(instance: Any, partition_key: Any, run_config: dict[str, Any]) -> Any:
+    """The training job's run with its steps sent to Celery workers; this process orchestrates it."""
+    import dagster as dg
+
+    from pipelines.celery_workers import reconstructable_celery_training_job
+    from pipelines.recovery import process_tags
+
+    tags = {**process_tags(), "dagster/partition": str(partition_key)}
+    tags.update({f"dagster/partition/{name}": key for name, key in partition_key.keys_by_dimension.items()})
+    with dg.execute_job(
+        reconstructable_celery_training_job(), instance=instance, run_config=run_config, tags=tags, raise_on_error=False
+    ) as result:
+        result.get_asset_check_evaluations()  # read while the result is open
+        return result
+
+
 def _execute(job_name: str, defs: Any, instance: Any, **kwargs: Any) -> Any:
     """Run one job in this process after the `gpu` pool has a free slot, tagged with this process's identity (so a
     later CLI can tell if it died). SIGTERM or Ctrl-C during training stops it after the current step with a
@@ -51,10 +67,14 @@ def _execute(job_name: str, defs: Any, instance: Any, **kwargs: Any) -> Any:
     from pipelines.recovery import process_tags, wait_for_pool
 
     wait_for_pool(instance, "gpu")
-    run_id = str(uuid.uuid4())
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, raise_on_error=False, run_id=run_id, tags=process_tags(), **kwargs
-    )
+    if kwargs.pop("executor", "in_process") == "celery":
+        result = _execute_on_celery(instance, kwargs["partition_key"], kwargs["run_config"])
+        run_id = result.run_id
+    else:
+        run_id = str(uuid.uuid4())
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, raise_on_error=False, run_id=run_id, tags=process_tags(), **kwargs
+        )
     run = instance.get_run_by_id(run_id)
     if run is not None and run.status == dg.DagsterRunStatus.CANCELED:
         raise SystemExit(f"run {run.run_id} ({job_name}) was canceled; the next `gan-pipeline run` resumes it")
@@ -68,8 +88,10 @@ def run_pipeline(
     instance: Any = None,
     defs: Any = None,
     sample_config: dict[str, Any] | None = None,
+    executor: str = "in_process",
 ) -> dict[str, Any]:
-    """Materialise dataset -> model -> samples -> Parzen -> report; return the report paths and failed checks."""
+    """Materialise dataset -> model -> samples -> Parzen -> report; return the report paths and failed checks.
+    `executor="celery"` sends the training job's steps to Celery workers (pipelines/celery_workers.py)."""
     import dagster as dg
 
     from pipelines.definitions import defs as default_defs
@@ -78,7 +100,7 @@ def run_pipeline(
     defs = defs or default_defs
     instance = instance or dg.DagsterInstance.get()
     recover_dead_runs(instance)
-    return _run_jobs(dataset, model, train_config, sample_config, defs, instance)
+    return _run_jobs(dataset, model, train_config, sample_config, defs, instance, executor)
 
 
 def _run_jobs(
@@ -88,6 +110,7 @@ def _run_jobs(
     sample_config: dict[str, Any] | None,
     defs: Any,
     instance: Any,
+    executor: str,
 ) -> dict[str, Any]:
     from pipelines.partitions import dataset_model_key
 
@@ -104,7 +127,12 @@ def _run_jobs(
     if sample_config:
         run_config["ops"]["generated_samples"] = {"config": sample_config}
     result = _execute(
-        "training_job", defs, instance, partition_key=dataset_model_key(dataset, model), run_config=run_config
+        "training_job",
+        defs,
+        instance,
+        partition_key=dataset_model_key(dataset, model),
+        run_config=run_config,
+        executor=executor,
     )
     failed += _print_checks(result)
     if not result.success or failed:
@@ -155,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: 0)")
     run.add_argument("--train-config", default=None, help="JSON object of further gan_model config fields")
     run.add_argument("--samples", type=int, default=None, help="samples per seed (default: the asset config's 10,000)")
+    run.add_argument(
+        "--executor",
+        choices=["in_process", "celery"],
+        default="in_process",
+        help="celery: send the training job's steps to Celery workers (see `Running on several machines` in README)",
+    )
     check = sub.add_parser(
         "check",
         help="CI: the whole graph with a fresh instance and data directory; "
@@ -175,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_check(args.dataset, args.model, train_config or None, args.data_dir)
     home = ensure_dagster_home()
     sample_config = {"count": args.samples} if args.samples else None
-    outcome = run_pipeline(args.dataset, args.model, train_config or None, sample_config=sample_config)
+    outcome = run_pipeline(
+        args.dataset, args.model, train_config or None, sample_config=sample_config, executor=args.executor
+    )
     print(f"DAGSTER_HOME: {home}")
     for key, path in outcome["report"].items():
         print(f"{key}: {path}")

@@ -11,7 +11,7 @@ from assets import (
     model_assets,
     model_checks,
 )
-from pipelines.jobs import dataset_job, report_job, retrain_job, training_job
+from pipelines.jobs import celery_training_job, dataset_job, report_job, retrain_job, training_job
 from pipelines.recovery import recover_dead_runs_sensor
 from pipelines.resources import DatasetSourcesResource, StorageResource
 from pipelines.schedules import retrain_schedule
@@ -28,7 +28,7 @@ def build_definitions(
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
         asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
-        jobs=[dataset_job, training_job, retrain_job, report_job],
+        jobs=[dataset_job, training_job, retrain_job, report_job, celery_training_job],
         schedules=[retrain_schedule],
         sensors=[evaluation_follows_training, retrain_on_data_change, recover_dead_runs_sensor],
         resources={

@@ -6,6 +6,7 @@ from assets.data_assets import preprocessed_dataset, raw_dataset
 from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
 from assets.metrics_assets import evaluation_metrics, feature_classifier, paper_figures
 from assets.model_assets import gan_model, generated_samples
+from pipelines.celery_workers import celery_redis_executor
 
 dataset_job = dg.define_asset_job(
     "dataset_job",
@@ -13,12 +14,21 @@ dataset_job = dg.define_asset_job(
     description="Download and preprocess one dataset partition and train its feature classifier (with checks).",
 )
 
+TRAINING_SELECTION = dg.AssetSelection.assets(
+    gan_model, generated_samples, parzen_bandwidth, parzen_log_likelihood, evaluation_metrics, paper_figures
+)
+
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.assets(
-        gan_model, generated_samples, parzen_bandwidth, parzen_log_likelihood, evaluation_metrics, paper_figures
-    ),
+    selection=TRAINING_SELECTION,
     description="Train, sample, Parzen-evaluate, score and draw figures for one dataset x model partition.",
+)
+
+celery_training_job = dg.define_asset_job(
+    "celery_training_job",
+    selection=TRAINING_SELECTION,
+    executor_def=celery_redis_executor,
+    description="training_job with each step a Celery task on any worker (pipelines/celery_workers.py).",
 )
 
 retrain_job = dg.define_asset_job(

@@ -7,6 +7,7 @@ import pytest
 from pipelines.cli import run_pipeline
 from pipelines.definitions import build_definitions
 from pipelines.partitions import dataset_model_key
+from pipelines.resources import StorageResource
 
 FAST_TRAINING = {"epochs": 3, "seeds": [0, 1]}
 FAST_SAMPLING = {"count": 2000}
@@ -17,13 +18,32 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str) -> dict:
     return {key: value.value for key, value in event.asset_materialization.metadata.items()}
 
 
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """The whole graph on digits once for this module: (definitions, outcome, storage, instance). The tests run in
+    file order: the second re-runs the first's partition."""
+    storage = StorageResource(root_dir=str(tmp_path_factory.mktemp("pipeline") / "data"))
+    with dg.instance_for_test() as instance:
+        defs = build_definitions(storage=storage)
+        outcome = run_pipeline(
+            "digits", "paper_mlp", FAST_TRAINING, instance=instance, defs=defs, sample_config=FAST_SAMPLING
+        )
+        yield defs, outcome, storage, instance
+
+
 @pytest.fixture
-def digits_run(storage, instance):  # noqa: ANN201
-    defs = build_definitions(storage=storage)
-    outcome = run_pipeline(
-        "digits", "paper_mlp", FAST_TRAINING, instance=instance, defs=defs, sample_config=FAST_SAMPLING
-    )
-    return defs, outcome
+def digits_run(pipeline_run):  # noqa: ANN001, ANN201
+    return pipeline_run[:2]
+
+
+@pytest.fixture
+def storage(pipeline_run):  # noqa: ANN001, ANN201
+    return pipeline_run[2]
+
+
+@pytest.fixture
+def instance(pipeline_run):  # noqa: ANN001, ANN201
+    return pipeline_run[3]
 
 
 def test_whole_graph_on_digits(digits_run, storage, instance) -> None:

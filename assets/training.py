@@ -1,0 +1,102 @@
+"""How `gan_model` runs one seed's training: in this process, or as a torchrun job of N ranks through Dagster Pipes.
+Both return the same fields (checkpoint, epochs, steps, wall seconds, images/s, device)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import torch
+
+from gan_core.layout import torchrun_files
+from gan_core.signals import stop_on_signals
+from gan_core.storage import write_json_atomic
+from gan_core.train import RuntimeOptions, TrainConfig, TrainingDiverged, TrainingInterrupted, train_gan
+
+
+def train_in_process(
+    context: dg.AssetExecutionContext,
+    config: TrainConfig,
+    images: torch.Tensor,
+    run_dir: Path,
+    options: RuntimeOptions,
+) -> dict[str, Any]:
+    """train_gan here. A termination (the UI, SIGTERM or Ctrl-C to the CLI) finishes the step, writes a checkpoint and
+    cancels the run; a divergence fails the step without retries (it would diverge again)."""
+    with stop_on_signals() as stop_requested:
+        try:
+            result = train_gan(
+                config, images, run_dir, replace(options, stop_requested=stop_requested), context.log.info
+            )
+        except TrainingInterrupted as stopped:
+            context.log.warning(str(stopped))
+            run = context.instance.get_run_by_id(context.run.run_id)
+            if run is not None and run.status != dg.DagsterRunStatus.CANCELING:  # a signal, not the UI
+                context.instance.report_run_canceling(run, "stopped by a signal during training")
+            raise dg.DagsterExecutionInterruptedError(str(stopped)) from None
+        except TrainingDiverged as diverged:
+            raise dg.Failure(str(diverged), allow_retries=False) from diverged
+    return {
+        "checkpoint": str(result.checkpoint_path),
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "wall_seconds": result.wall_seconds,
+        "images_per_second": result.images_per_second,
+        "device": result.device,
+    }
+
+
+def train_with_torchrun(
+    context: dg.AssetExecutionContext,
+    config: TrainConfig,
+    dataset_file: Path,
+    run_dir: Path,
+    options: RuntimeOptions,
+    nproc: int,
+) -> dict[str, Any]:
+    """A DDP run of `nproc` ranks (pipelines/ddp_worker.py) as an external process through Dagster Pipes: rank 0's
+    log lines arrive in the Dagster log and its closing message carries the result. A failed rank fails the step
+    with that rank's exit code, signal and error in the log; torchrun stops the other ranks."""
+    files = torchrun_files(run_dir)
+    files.failures.unlink(missing_ok=True)
+    write_json_atomic(
+        files.settings,
+        {
+            "config": config.to_dict(),
+            "dataset_file": str(dataset_file),
+            "run_dir": str(run_dir),
+            "checkpoint_every": options.checkpoint_every,
+            "checkpoint_seconds": options.checkpoint_seconds,
+            "holder": options.holder,
+        },
+    )
+    command = [sys.executable, "-m", "pipelines.ddp_worker", "launch", str(nproc), str(files.settings)]
+    command += [str(files.failures), str(files.logs)]
+    context.log.info(f"torchrun with {nproc} ranks: {' '.join(command)}")
+    try:
+        invocation = dg.PipesSubprocessClient(env={"OMP_NUM_THREADS": "1"}).run(command=command, context=context)
+    except dg.DagsterPipesExecutionError as error:
+        described = describe_rank_failures(files.failures)
+        for line in described:
+            context.log.error(line)
+        raise dg.Failure(f"torchrun training failed: {'; '.join(described) or error}", allow_retries=False) from error
+    (message,) = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "checkpoint" in m][-1:]
+    return {
+        key: message[key] for key in ("checkpoint", "epochs", "steps", "wall_seconds", "images_per_second", "device")
+    }
+
+
+def describe_rank_failures(failures_file: Path) -> list[str]:
+    """One line per failed rank from the launcher's record: exit code, signal, and the error it raised."""
+    if not failures_file.is_file():
+        return []
+    lines = []
+    for failure in json.loads(failures_file.read_text()):
+        how = f"killed by {failure['signal']}" if failure["signal"] else f"exit code {failure['exitcode']}"
+        error = failure["error"] if failure["error"] and failure["error"] != "<NONE>" else ""
+        lines.append(f"rank {failure['rank']} failed ({how}){': ' + error if error else ''}")
+    return lines

@@ -1,0 +1,97 @@
+"""Data-parallel training under torchrun, started by the `gan_model` asset through Dagster Pipes.
+
+    python -m pipelines.ddp_worker launch N SETTINGS.json FAILURES.json LOG_DIR   # what PipesSubprocessClient runs
+      -> torchrun --standalone --nproc-per-node N -m pipelines.ddp_worker rank SETTINGS.json   # N ranks
+
+SETTINGS.json (written by the asset) holds the TrainConfig, the dataset file, the run directory and the runtime
+options. `launch` is torchrun itself (torch.distributed.run), in this process: if a rank fails, torchrun stops the
+others, and `launch` writes each failed rank's exit code, signal and error (from the error file torchrun's `@record`
+leaves) to FAILURES.json for the asset to put in the Dagster log. Every rank trains (gan_core.distributed); rank 0
+alone opens the Pipes channel, sends its log lines and, at the end, a message with the checkpoint, the per-epoch
+history (losses and every rank's weights hash) and the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch.distributed.elastic.multiprocessing.errors import record
+
+
+def launch(nproc: int, settings_path: str, failures_path: str, log_dir: str) -> int:
+    """Run torchrun with `nproc` ranks of this module; on a rank's failure record it in `failures_path`."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    args = parse_args(
+        ["--standalone", f"--nproc-per-node={nproc}", f"--log-dir={log_dir}", "--redirects=3", "--tee=3"]
+        + ["-m", "pipelines.ddp_worker", "rank", settings_path]
+    )
+    try:
+        run(args)
+    except ChildFailedError as failed:
+        failures = [
+            {
+                "rank": rank,
+                "exitcode": failure.exitcode,
+                "signal": failure.signal_name() if failure.exitcode < 0 else None,
+                "error": failure.message if isinstance(failure.message, str) else json.dumps(failure.message),
+            }
+            for rank, failure in sorted(failed.failures.items())
+        ]
+        Path(failures_path).write_text(json.dumps(failures, indent=2))
+        print(failed.format_msg(), file=sys.stderr)
+        return 1
+    return 0
+
+
+@record
+def train_rank(settings_path: str) -> None:
+    import torch.distributed as dist
+    from dagster_pipes import open_dagster_pipes
+
+    from gan_core.data import load_split
+    from gan_core.distributed import init_from_environment
+    from gan_core.train import RuntimeOptions, TrainConfig, train_gan
+
+    settings: dict[str, Any] = json.loads(Path(settings_path).read_text())
+    context = init_from_environment()
+    pipes = open_dagster_pipes() if context.is_main else contextlib.nullcontext(None)
+    try:
+        with pipes as channel:
+            log = channel.log.info if channel is not None else None
+            options = RuntimeOptions(
+                device=str(context.device),
+                cuda_graph=False,
+                checkpoint_every=settings["checkpoint_every"],
+                checkpoint_seconds=settings["checkpoint_seconds"],
+                progress=False,
+                holder=settings.get("holder", ""),
+                distributed=context,
+            )
+            images = load_split(settings["dataset_file"], "train")
+            result = train_gan(TrainConfig(**settings["config"]), images, settings["run_dir"], options, log=log)
+            if channel is not None:
+                channel.report_custom_message(
+                    {
+                        "checkpoint": str(result.checkpoint_path),
+                        "epochs": result.epochs,
+                        "steps": result.steps,
+                        "wall_seconds": result.wall_seconds,
+                        "images_per_second": result.images_per_second,
+                        "device": f"{result.device} x {context.world_size} ranks",
+                        "history": result.history,
+                    }
+                )
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "launch":
+        sys.exit(launch(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]))
+    train_rank(sys.argv[2])
