@@ -23,7 +23,7 @@ from pydantic import Field
 
 from gan_core.losses import LOSSES
 from gan_core.parzen import PAPER_SIGMAS, PAPER_VALID_POINTS
-from gan_core.train import TrainConfig, default_train_config
+from gan_core.train import Bounds, TrainConfig, default_train_config
 
 _CONFIG_CLASSES: dict[str, type[AssetConfig]] = {}
 
@@ -59,6 +59,10 @@ def _training_settings() -> type[AssetConfig]:
             hint = _choices("Loss", LOSSES)
         elif typing.get_origin(hint) is Literal:
             hint = _choices(field.name.title(), typing.get_args(hint))
+        elif typing.get_origin(hint) is Annotated:
+            base, *extras = typing.get_args(hint)
+            bounds = [dataclasses.asdict(extra) for extra in extras if isinstance(extra, Bounds)]
+            hint = Annotated[base, Field(**{k: v for b in bounds for k, v in b.items() if v is not None})]
         annotations[field.name] = Optional[hint]  # noqa: UP045 (pydantic needs the typing form here)
     namespace = {"__annotations__": annotations, "__module__": __name__, **dict.fromkeys(annotations)}
     namespace["__doc__"] = "Every training setting of gan_core.train.TrainConfig; unset = the recommended value."

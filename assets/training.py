@@ -3,6 +3,7 @@ Both return the same fields (checkpoint, epochs, steps, wall seconds, images/s, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import replace
@@ -11,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 import torch
+from dagster._core.errors import DagsterPipesExecutionError  # raised by PipesSubprocessClient; not exported
 
 from gan_core.layout import torchrun_files
 from gan_core.signals import stop_on_signals
@@ -79,7 +81,7 @@ def train_with_torchrun(
     context.log.info(f"torchrun with {nproc} ranks: {' '.join(command)}")
     try:
         invocation = dg.PipesSubprocessClient(env={"OMP_NUM_THREADS": "1"}).run(command=command, context=context)
-    except dg.DagsterPipesExecutionError as error:
+    except DagsterPipesExecutionError as error:  # torchrun exited non-zero
         described = describe_rank_failures(files.failures)
         for line in described:
             context.log.error(line)
@@ -91,12 +93,17 @@ def train_with_torchrun(
 
 
 def describe_rank_failures(failures_file: Path) -> list[str]:
-    """One line per failed rank from the launcher's record: exit code, signal, and the error it raised."""
+    """One line per failed rank from the launcher's record, the first failure first: exit code or signal, and the
+    error it raised (the message torchrun's `@record` captured, without the call stack)."""
     if not failures_file.is_file():
         return []
     lines = []
     for failure in json.loads(failures_file.read_text()):
         how = f"killed by {failure['signal']}" if failure["signal"] else f"exit code {failure['exitcode']}"
         error = failure["error"] if failure["error"] and failure["error"] != "<NONE>" else ""
-        lines.append(f"rank {failure['rank']} failed ({how}){': ' + error if error else ''}")
+        with contextlib.suppress(json.JSONDecodeError, TypeError, KeyError):
+            error = json.loads(error)["message"]
+        error = error.encode("utf-8", "replace").decode("utf-8")  # torch's messages can hold lone surrogates
+        cause = " (the first failure)" if failure.get("first") else ""
+        lines.append(f"rank {failure['rank']} failed{cause} ({how}){': ' + error if error else ''}")
     return lines

@@ -6,7 +6,8 @@
 #
 # STEPS: comma-separated from benches (throughput incl. bf16/compile/DataLoader workers 0 and 4, Parzen on cuda and
 #        cpu), tests (gan_core's tests on CUDA), graph (CUDA-graph tests and throughput; the runs use --cuda-graph only
-#        if those tests pass), cudagraph (the runs use --cuda-graph without those checks), or none.
+#        if those tests pass), cudagraph (the runs use --cuda-graph without those checks), ddp (torchrun with one
+#        NCCL rank per GPU on 20,000 MNIST images, 3 epochs, through pipelines/ddp_worker.py), or none.
 # RUN:   NOISE:SEED:DIR, e.g. uniform:0:runs/mnist_paper. A run resumes from DIR/checkpoint.pt when it is there.
 #
 # Everything worth keeping (gpu_session/: machine.txt, bench logs and JSON, pytest logs; each run's log, parzen.jsonl
@@ -52,6 +53,24 @@ if has benches; then
         --json "$out/throughput_workers4.json" 2>&1 | tee -a "$out/throughput.log"
     $py bench/parzen.py --mnist-source "$src" --devices cuda,cpu --reference-points 1000 --skip-sklearn \
         --json "$out/parzen_bench.json" 2>&1 | tee "$out/parzen_bench.log"
+fi
+
+if has ddp; then
+    gpus=$($py -c 'import torch; print(torch.cuda.device_count())')
+    $py - <<PY
+import json, pathlib
+from gan_core.train import TrainConfig
+settings = {"config": TrainConfig(epochs=3, max_train_images=20000).to_dict(), "dataset_file": "data/datasets/mnist.h5",
+            "run_dir": "runs/ddp_check", "checkpoint_every": 1, "checkpoint_seconds": 300.0, "holder": "gpu_session"}
+pathlib.Path("runs").mkdir(exist_ok=True)
+pathlib.Path("runs/ddp_check.json").write_text(json.dumps(settings))
+PY
+    rm -rf runs/ddp_check
+    timeout 300 $py -m pipelines.ddp_worker launch "$gpus" runs/ddp_check.json runs/ddp_failures.json runs/ddp_logs \
+        >"$out/ddp.log" 2>&1
+    echo "ddp exit $?"; grep -h "epoch\|resuming" "$out/ddp.log" | tail -4
+    $py -c 'import torch; h = torch.load("runs/ddp_check/checkpoint.pt", weights_only=True)["history"]; \
+print([e["rank_weights"] for e in h][-1], h[-1]["d_loss"], h[-1]["images_per_second"])' 2>&1 | tee -a "$out/ddp.log"
 fi
 
 left=$((end - SECONDS - 45))

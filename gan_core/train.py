@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from gan_core.devices import resolve_device
@@ -40,7 +39,19 @@ CHECKPOINT_FORMAT = 1
 OPTIMIZERS = ("paper", "adam")
 UPDATES = ("simultaneous", "alternating")
 NOISES = ("uniform", "gaussian")
-Positive = Field(gt=0)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Allowed range of a numeric TrainConfig setting, read from its `Annotated` type (the Dagster config turns it
+    into a pydantic constraint, so a bad value is refused before a run starts)."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+
+
+Positive = Bounds(gt=0)
 
 
 class TrainingDiverged(RuntimeError):
@@ -67,17 +78,17 @@ class TrainConfig:
     batch_size: Annotated[int, Positive] = 100
     learning_rate: Annotated[float, Positive] = 0.1
     d_steps: Annotated[int, Positive] = 1
-    momentum_start: Annotated[float, Field(ge=0, lt=1)] = 0.5
-    momentum_end: Annotated[float, Field(ge=0, lt=1)] = 0.7
+    momentum_start: Annotated[float, Bounds(ge=0, lt=1)] = 0.5
+    momentum_end: Annotated[float, Bounds(ge=0, lt=1)] = 0.7
     momentum_saturate_epoch: Annotated[int, Positive] = 250
-    lr_decay: Annotated[float, Field(ge=1)] = 1.000004
-    min_learning_rate: Annotated[float, Field(ge=0)] = 1e-6
-    adam_beta1: Annotated[float, Field(ge=0, lt=1)] = 0.5
-    adam_beta2: Annotated[float, Field(ge=0, lt=1)] = 0.999
-    gp_weight: Annotated[float, Field(ge=0)] = 10.0
+    lr_decay: Annotated[float, Bounds(ge=1)] = 1.000004
+    min_learning_rate: Annotated[float, Bounds(ge=0)] = 1e-6
+    adam_beta1: Annotated[float, Bounds(ge=0, lt=1)] = 0.5
+    adam_beta2: Annotated[float, Bounds(ge=0, lt=1)] = 0.999
+    gp_weight: Annotated[float, Bounds(ge=0)] = 10.0
     noise: Literal["uniform", "gaussian"] = "uniform"
     seed: int = 0
-    max_train_images: Annotated[int, Field(ge=0)] = 0
+    max_train_images: Annotated[int, Bounds(ge=0)] = 0
     bf16: bool = False
 
     def validate(self) -> None:

@@ -34,14 +34,16 @@ def launch(nproc: int, settings_path: str, failures_path: str, log_dir: str) -> 
     try:
         run(args)
     except ChildFailedError as failed:
+        first_rank, _ = failed.get_first_failure()
         failures = [
             {
                 "rank": rank,
+                "first": rank == first_rank,
                 "exitcode": failure.exitcode,
                 "signal": failure.signal_name() if failure.exitcode < 0 else None,
                 "error": failure.message if isinstance(failure.message, str) else json.dumps(failure.message),
             }
-            for rank, failure in sorted(failed.failures.items())
+            for rank, failure in sorted(failed.failures.items(), key=lambda item: item[0] != first_rank)
         ]
         Path(failures_path).write_text(json.dumps(failures, indent=2))
         print(failed.format_msg(), file=sys.stderr)
@@ -51,8 +53,9 @@ def launch(nproc: int, settings_path: str, failures_path: str, log_dir: str) -> 
 
 @record
 def train_rank(settings_path: str) -> None:
+    import os
+
     import torch.distributed as dist
-    from dagster_pipes import open_dagster_pipes
 
     from gan_core.data import load_split
     from gan_core.distributed import init_from_environment
@@ -60,10 +63,14 @@ def train_rank(settings_path: str) -> None:
 
     settings: dict[str, Any] = json.loads(Path(settings_path).read_text())
     context = init_from_environment()
-    pipes = open_dagster_pipes() if context.is_main else contextlib.nullcontext(None)
+    pipes = contextlib.nullcontext(None)
+    if context.is_main and "DAGSTER_PIPES_CONTEXT" in os.environ:  # started by the asset (PipesSubprocessClient)
+        from dagster_pipes import open_dagster_pipes
+
+        pipes = open_dagster_pipes()
     try:
         with pipes as channel:
-            log = channel.log.info if channel is not None else None
+            log = channel.log.info if channel is not None else (print if context.is_main else None)
             options = RuntimeOptions(
                 device=str(context.device),
                 cuda_graph=False,

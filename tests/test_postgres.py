@@ -9,8 +9,10 @@ import time
 
 import dagster as dg
 
+from assets.model_assets import gan_model
 from pipelines.cli import run_pipeline
 from pipelines.definitions import build_definitions
+from pipelines.jobs import retrain_job
 from pipelines.schedules import build_retrain_schedule
 from tests.helpers import REPO_ROOT
 
@@ -46,7 +48,10 @@ def test_digits_graph_schedule_tick_and_pool_limit_on_postgres(tmp_path, postgre
         # a schedule tick against the PostgreSQL instance, and the retrain run it asks for
         schedule = build_retrain_schedule("0 3 * * 1", ["digits|paper_mlp"])
         tick = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+        repository = dg.Definitions(
+            jobs=[retrain_job], schedules=[schedule], assets=[gan_model], resources={"storage": storage}
+        ).get_repository_def()
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick, repository_def=repository)
         (request,) = schedule.evaluate_tick(context).run_requests
         result = defs.resolve_job_def("retrain_job").execute_in_process(
             instance=instance,
@@ -60,7 +65,6 @@ def test_digits_graph_schedule_tick_and_pool_limit_on_postgres(tmp_path, postgre
         # the gpu pool: one slot, shared by every process of the instance
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
         storage_ = instance.event_log_storage
-        storage_.initialize_concurrency_limit_to_default("gpu")
         first = storage_.claim_concurrency_slot("gpu", "run-a", "gan_model")
         second = storage_.claim_concurrency_slot("gpu", "run-b", "gan_model")
         assert first.is_claimed and not second.is_claimed
