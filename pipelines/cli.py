@@ -18,6 +18,16 @@ from typing import Any
 from pipelines.resources import REPO_ROOT
 
 
+def _open_instance() -> Any:
+    """The instance at $DAGSTER_HOME. Opening a new SQLite instance creates its schema; two commands doing that at
+    once would corrupt it (two alembic heads), so the first opening holds a lock in $DAGSTER_HOME."""
+    import dagster as dg
+    from filelock import FileLock
+
+    with FileLock(os.path.join(os.environ["DAGSTER_HOME"], ".gan-pipeline-open.lock")):
+        return dg.DagsterInstance.get()
+
+
 def ensure_dagster_home() -> str:
     """Use $DAGSTER_HOME, else a persistent ./.dagster_home beside the code (created with dagster.yaml if absent)."""
     home = os.environ.get("DAGSTER_HOME") or str(REPO_ROOT / ".dagster_home")
@@ -92,13 +102,12 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Materialise dataset -> model -> samples -> Parzen -> report; return the report paths and failed checks.
     `executor="celery"` sends the training job's steps to Celery workers (pipelines/celery_workers.py)."""
-    import dagster as dg
 
     from pipelines.definitions import defs as default_defs
     from pipelines.recovery import recover_dead_runs
 
     defs = defs or default_defs
-    instance = instance or dg.DagsterInstance.get()
+    instance = instance or _open_instance()
     recover_dead_runs(instance)
     return _run_jobs(dataset, model, train_config, sample_config, defs, instance, executor)
 

@@ -79,8 +79,24 @@ def describe_run(run: dg.DagsterRun) -> str:
     return f"run {run.run_id} ({run.job_name}{f', partition {partition}' if partition else ''})"
 
 
+def free_slots_of_finished_runs(instance: dg.DagsterInstance, log: Callable[[str], None] = print) -> list[str]:
+    """Free pool slots still held by runs that have ended (an executor that lost a step's process, such as a Celery
+    worker killed mid-step, may end its run without releasing the step's slot); return those runs' ids."""
+    freed = []
+    for run_id in instance.event_log_storage.get_concurrency_run_ids():
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+            what = describe_run(run) if run else f"run {run_id} (deleted)"
+            log(f"freed the pool slots still held by {what}, which ended {run.status.value if run else ''}".strip())
+            freed.append(run_id)
+    return freed
+
+
 def recover_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None] = print) -> list[str]:
-    """Mark every dead run failed, free its pool slots, and log one line per run; return their ids."""
+    """Mark every dead run failed, free its pool slots (and those of ended runs), and log one line per run; return
+    the dead runs' ids."""
+    free_slots_of_finished_runs(instance, log)
     recovered = []
     for run in dead_runs(instance):
         message = (

@@ -132,7 +132,7 @@ def test_a_worker_killed_mid_step_fails_its_run_clearly_and_the_rerun_resumes(tm
     home, data = tmp_path / "home", tmp_path / "data"
     env = environment(home, data, redis)
     with workers(env, ["solo"], tmp_path) as (worker,):
-        run = cli_run(env, "paper_mlp", 60)
+        run = cli_run(env, "paper_mlp", 25)
         deadline = time.monotonic() + 300
         while not list(data.glob("models/digits/paper_mlp/*/checkpoint.pt")):
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-3000:]
@@ -142,12 +142,14 @@ def test_a_worker_killed_mid_step_fails_its_run_clearly_and_the_rerun_resumes(tm
         assert run.returncode != 0, output[-3000:]
         assert "gan_model" in output and "Worker exited prematurely: signal 9 (SIGKILL)" in output, output[-3000:]
 
-        rerun = cli_run(env, "paper_mlp", 60)
+        rerun = cli_run(env, "paper_mlp", 25)
         output = rerun.communicate(timeout=600)[0]
     assert rerun.returncode == 0, output[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:
+        training = [run for run in instance.get_runs() if run.job_name == "celery_training_job"]  # newest first
+        assert [run.status.value for run in training] == ["SUCCESS", "FAILURE"]
         logs = [
             record.event_log_entry.user_message
-            for record in instance.get_records_for_run(instance.get_runs(limit=1)[0].run_id, limit=10_000).records
+            for record in instance.get_records_for_run(training[0].run_id, limit=10_000).records
         ]
     assert any("resuming from" in message for message in logs)
