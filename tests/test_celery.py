@@ -92,31 +92,6 @@ def celery_hosts(instance: dg.DagsterInstance, run_id: str) -> set[str]:
     return hosts
 
 
-@pytest.mark.slow
-def test_two_celery_workers_share_two_partitions_under_one_gpu_slot(tmp_path, redis) -> None:
-    home, data = tmp_path / "home", tmp_path / "data"
-    env = environment(home, data, redis)
-    with workers(env, ["worker1", "worker2"], tmp_path):
-        runs = [cli_run(env, "paper_mlp", 3), cli_run(env, "dcgan", 1)]
-        outputs = [run.communicate(timeout=900)[0] for run in runs]
-    assert all(run.returncode == 0 for run in runs), outputs[0][-3000:] + outputs[1][-3000:]
-
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        celery_runs = [run for run in instance.get_runs() if run.job_name == "celery_training_job"]
-        assert len(celery_runs) == 2 and all(run.status == dg.DagsterRunStatus.SUCCESS for run in celery_runs)
-        hosts = set().union(*(celery_hosts(instance, run.run_id) for run in celery_runs))
-        assert {host.split("@")[0] for host in hosts} == {"worker1", "worker2"}, hosts
-        intervals = sorted(i for run in celery_runs for i in step_intervals(instance, run.run_id).values())
-        assert len(intervals) == 2 * len(POOL_STEPS)
-        # the gpu pool (limit 1) held across workers and runs: no two pool steps overlapped
-        assert all(end <= start for (_, end), (start, _) in zip(intervals[:-1], intervals[1:], strict=True))
-    for model in ("paper_mlp", "dcgan"):
-        assert list(data.glob(f"models/digits/{model}/*/checkpoint.pt"))
-        assert list(data.glob(f"samples/digits/{model}/*.h5"))
-        assert (data / "evaluation" / "digits" / model / "parzen.json").is_file()
-        assert (data / "evaluation" / "digits" / model / "metrics.json").is_file()
-
-
 def pool_child(worker_pid: int) -> int:
     """The prefork pool process of a Celery worker (the one executing its task)."""
     for entry in Path("/proc").iterdir():
@@ -128,28 +103,46 @@ def pool_child(worker_pid: int) -> int:
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_step_fails_its_run_clearly_and_the_rerun_resumes(tmp_path, redis) -> None:
+def test_two_celery_workers_share_partitions_under_one_gpu_slot_and_survive_a_killed_worker(tmp_path, redis) -> None:
     home, data = tmp_path / "home", tmp_path / "data"
     env = environment(home, data, redis)
-    with workers(env, ["solo"], tmp_path) as (worker,):
+    with workers(env, ["worker1", "worker2"], tmp_path) as processes:
+        # 1. two partitions at once on two workers
+        runs = [cli_run(env, "paper_mlp", 3), cli_run(env, "dcgan", 1)]
+        outputs = [run.communicate(timeout=900)[0] for run in runs]
+        assert all(run.returncode == 0 for run in runs), outputs[0][-3000:] + outputs[1][-3000:]
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            celery_runs = [run for run in instance.get_runs() if run.job_name == "celery_training_job"]
+            assert len(celery_runs) == 2 and all(run.status == dg.DagsterRunStatus.SUCCESS for run in celery_runs)
+            hosts = set().union(*(celery_hosts(instance, run.run_id) for run in celery_runs))
+            assert {host.split("@")[0] for host in hosts} == {"worker1", "worker2"}, hosts
+            intervals = sorted(i for run in celery_runs for i in step_intervals(instance, run.run_id).values())
+            assert len(intervals) == 2 * len(POOL_STEPS)
+            # the gpu pool (limit 1) held across workers and runs: no two pool steps overlapped
+            assert all(end <= start for (_, end), (start, _) in zip(intervals[:-1], intervals[1:], strict=True))
+        for model in ("paper_mlp", "dcgan"):
+            assert list(data.glob(f"models/digits/{model}/*/checkpoint.pt"))
+            assert list(data.glob(f"samples/digits/{model}/*.h5"))
+            assert (data / "evaluation" / "digits" / model / "parzen.json").is_file()
+            assert (data / "evaluation" / "digits" / model / "metrics.json").is_file()
+
+        # 2. the process executing gan_model dies mid-training: the run fails clearly, the re-run resumes
+        before = set(data.glob("models/digits/paper_mlp/*/checkpoint.pt"))
         run = cli_run(env, "paper_mlp", 25)
         deadline = time.monotonic() + 300
-        while not list(data.glob("models/digits/paper_mlp/*/checkpoint.pt")):
+        while not set(data.glob("models/digits/paper_mlp/*/checkpoint.pt")) - before:
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-3000:]
             time.sleep(0.5)
-        os.kill(pool_child(worker.pid), signal.SIGKILL)  # the process executing gan_model dies mid-training
+        for worker in processes:  # the idle worker's pool process is killed too; it holds no task
+            os.kill(pool_child(worker.pid), signal.SIGKILL)
         output = run.communicate(timeout=300)[0]
         assert run.returncode != 0, output[-3000:]
         assert "gan_model" in output and "Worker exited prematurely: signal 9 (SIGKILL)" in output, output[-3000:]
-
         rerun = cli_run(env, "paper_mlp", 25)
         output = rerun.communicate(timeout=600)[0]
     assert rerun.returncode == 0, output[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         training = [run for run in instance.get_runs() if run.job_name == "celery_training_job"]  # newest first
-        assert [run.status.value for run in training] == ["SUCCESS", "FAILURE"]
-        logs = [
-            record.event_log_entry.user_message
-            for record in instance.get_records_for_run(training[0].run_id, limit=10_000).records
-        ]
-    assert any("resuming from" in message for message in logs)
+        assert [run.status.value for run in training[:2]] == ["SUCCESS", "FAILURE"]
+        records = instance.get_records_for_run(training[0].run_id, limit=10_000).records
+    assert any("resuming from" in record.event_log_entry.user_message for record in records)

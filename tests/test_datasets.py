@@ -221,7 +221,9 @@ def test_compute_or_load_recomputes_only_for_a_new_key_a_missing_file_or_an_unre
     assert compute_or_load(path, {"input": "a"}, compute) == ({"key": key_a, "value": 1}, True) and len(calls) == 1
     assert compute_or_load(path, {"input": "b"}, compute) == ({"key": key_b, "value": 2}, False)  # other inputs
     path.write_text("{ truncated")
-    assert compute_or_load(path, {"input": "b"}, compute) == ({"key": key_b, "value": 3}, False)
+    logs: list[str] = []
+    assert compute_or_load(path, {"input": "b"}, compute, log=logs.append) == ({"key": key_b, "value": 3}, False)
+    assert logs and f"stored record {path} is unreadable" in logs[0]  # named, then computed again
     with pytest.raises(RuntimeError):  # a failing computation leaves the stored record as it was
         compute_or_load(path, {"input": "c"}, lambda: (_ for _ in ()).throw(RuntimeError("boom")))
     assert compute_or_load(path, {"input": "b"}, compute) == ({"key": key_b, "value": 3}, True)

@@ -116,14 +116,6 @@ def test_a_killed_rank_fails_the_run_clearly_leaves_no_orphans_and_the_next_run_
     failures = json.loads(next(data.glob("models/digits/paper_mlp/*/torchrun_failures.json")).read_text())
     assert [(failure["rank"], failure["first"]) for failure in failures][0] == (1, True)
 
-    second = subprocess.run(
-        [sys.executable, "-c", script, str(data)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-    )
-    assert "SUCCESS True" in second.stdout and "resuming from" in second.stdout, second.stdout[-3000:]
+    output, _ = start().communicate(timeout=600)
+    assert "SUCCESS True" in output and "resuming from" in output, output[-3000:]
     assert ddp_processes() == []

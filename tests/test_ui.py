@@ -235,7 +235,7 @@ def test_browser_shows_asset_graph_and_report(materialized: DagsterDev, tmp_path
             skip.click()
         page.get_by_text("Global asset lineage").first.wait_for(timeout=60_000)
         for group in ("data", "model", "evaluation", "metrics"):  # expand each group in the asset tree
-            page.get_by_text(group, exact=True).first.dblclick()
+            page.get_by_text(group, exact=True).first.dblclick(timeout=90_000)
         for name in ASSET_NAMES:
             page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
         page.screenshot(path=str(tmp_path / "graph.png"))
