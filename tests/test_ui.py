@@ -243,7 +243,7 @@ def test_browser_shows_asset_graph_and_report(materialized: DagsterDev, tmp_path
         page.goto(f"{materialized.url}/assets/evaluation_report", wait_until="networkidle")
         page.get_by_text("report_html", exact=True).first.wait_for(timeout=60_000)
         page.keyboard.press("Escape")  # close any dialog or toast that would take the click
-        page.get_by_text("[Show Markdown]").first.click(force=True)  # the report table (markdown metadata) opens in a dialog
+        page.get_by_text("[Show Markdown]").first.click(force=True)  # the report table opens in a dialog
         dialog = page.get_by_role("dialog")
         for text in ("Adversarial nets", "paper_mlp", "reference: estimator ceiling", "225.0 ± 2.0"):
             dialog.get_by_text(text).first.wait_for(timeout=30_000)
