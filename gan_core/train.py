@@ -365,6 +365,7 @@ class Checkpoint:
     ) -> None:
         """Write the checkpoint atomically and durably, keeping the one it replaces as the previous one."""
         if not self.writes:
+            self.last_saved = time.monotonic()  # keep the cadence on ranks that do not write
             return
         payload = {
             "format_version": CHECKPOINT_FORMAT,
@@ -526,14 +527,3 @@ def checkpoint_weights_hash(path: str | os.PathLike[str]) -> str:
             digest.update(f"{part}.{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def is_finished(checkpoint_path: str | os.PathLike[str], config: TrainConfig) -> bool:
-    """True when `checkpoint_path` holds a completed run of exactly `config`."""
-    if not Path(checkpoint_path).is_file():
-        return False
-    try:
-        state = load_checkpoint(checkpoint_path)
-    except ValueError:
-        return False
-    return state["config"] == config.to_dict() and int(state["epoch"]) >= config.epochs
