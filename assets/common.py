@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import dagster as dg
+import pandas as pd
 
 from assets.configs import validate_run_config
 from gan_core.checks import CheckOutcome
-from gan_core.layout import ArtifactLayout, compute_or_load
+from gan_core.layout import ArtifactLayout, FigureName, compute_or_load
+from gan_core.report import COLUMN_GUIDE, DECIMALS
+from gan_core.storage import atomic_output
 from pipelines.partitions import dataset_model_partitions
 from pipelines.resources import StorageResource
 
@@ -110,3 +113,43 @@ def check_result(
             for key, value in outcome.metadata.items()
         },
     )
+
+
+def table_metadata(table: pd.DataFrame) -> dg.TableMetadataValue:
+    """A DataFrame as a Dagster table with a schema (sortable in the UI): numbers stay numbers (rounded as the report
+    shows them), missing values are blank, and each known column carries its one-line explanation."""
+    table = table.drop(columns=[c for c in ("mean", "error") if c in table.columns])
+    columns, kinds = [], {}
+    for name, dtype in table.dtypes.items():
+        kinds[name] = (
+            "bool"
+            if pd.api.types.is_bool_dtype(dtype)
+            else "int"
+            if pd.api.types.is_integer_dtype(dtype)
+            else "float"
+            if pd.api.types.is_float_dtype(dtype)
+            else "string"
+        )
+        columns.append(dg.TableColumn(str(name), kinds[name], description=COLUMN_GUIDE.get(str(name))))
+
+    def cell(name: str, value: Any) -> Any:
+        if pd.isna(value):
+            return None
+        if kinds[name] == "bool":
+            return bool(value)
+        if kinds[name] == "int":
+            return int(value)
+        if kinds[name] == "float":
+            return round(float(value), DECIMALS.get(name, 4))
+        return str(value)
+
+    records = [dg.TableRecord({n: cell(n, v) for n, v in row.items()}) for row in table.to_dict("records")]
+    return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=columns))
+
+
+def store_figure(layout: ArtifactLayout, dataset: str, model: str, name: FigureName, png: bytes) -> str:
+    """Write one of a partition's figures (the report embeds it); return its path."""
+    path = layout.figure(dataset, model, name)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(png)
+    return str(path)

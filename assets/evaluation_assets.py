@@ -9,8 +9,9 @@ import time
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 
-from assets.common import begin, compute_or_load_each, partition_asset
+from assets.common import begin, compute_or_load_each, partition_asset, store_figure, table_metadata
 from assets.configs import ParzenBandwidthConfig, ParzenConfig
 from assets.metrics_assets import evaluation_metrics, paper_figures, reference_metrics
 from assets.model_assets import generated_samples
@@ -19,7 +20,7 @@ from gan_core.data import load_split, read_dataset_info
 from gan_core.layout import ArtifactLayout, EvaluationKind, compute_or_load, read_record
 from gan_core.parzen import evaluate_parzen, select_sigma, standard_error
 from gan_core.plots import line_png, png_markdown
-from gan_core.report import metrics_table, parzen_table, table_markdown, write_report
+from gan_core.report import metrics_table, parzen_table, summary_table, write_report
 from gan_core.sample import read_samples_h5
 from gan_core.storage import hash_json
 from gan_core.train import load_checkpoint
@@ -72,8 +73,12 @@ def parzen_bandwidth(
     layout.write_partition_index("bandwidth", dataset, model, {"runs": entries})
     first = entries[0]
     grid = [s for s, _ in first["valid_mean_by_sigma"]]
-    table = "| sigma | mean valid log-likelihood |\n|---|---|\n" + "\n".join(
-        f"| {s:.4f} | {v:.2f} |" for s, v in first["valid_mean_by_sigma"]
+    table = pd.DataFrame(
+        [
+            {"seed": e["seed"], "sigma": s, "mean_valid_log_likelihood": v, "chosen": s == e["sigma"]}
+            for e in entries
+            for s, v in e["valid_mean_by_sigma"]
+        ]
     )
     plot = line_png(
         grid,
@@ -82,6 +87,7 @@ def parzen_bandwidth(
         "mean validation log-likelihood (nats)",
         logx=True,
     )
+    store_figure(layout, dataset, model, "sigma_search", plot)
     return dg.MaterializeResult(
         metadata={
             "sigma": first["sigma"],
@@ -90,7 +96,7 @@ def parzen_bandwidth(
             "sigma_grid_max": max(grid),
             "n_valid": first["n_valid"],
             "cached": all(e["cached"] for e in entries),
-            "table": dg.MetadataValue.md(table),
+            "table": table_metadata(table),
             "plot": dg.MetadataValue.md(png_markdown(plot, "sigma search")),
         },
         data_version=dg.DataVersion(hash_json([[e["samples_hash"], e["sigma"]] for e in entries])),
@@ -231,26 +237,31 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
     ]
     metric_references = [row for dataset in datasets for row in reference_metrics(layout, dataset)]
     metrics = metrics_table(project, metric_rows, metric_references, references)
-    figures = {name: str(path) for name, path in layout.figures().items() if name.split(":")[0] not in left_out}
+    covered = sorted({f"{row['dataset']}|{row['model']}" for row in project})
+    figures = {partition: files for partition, files in layout.figures().items() if partition in covered}
     paths = write_report(
         {"parzen_table1": table, "metrics": metrics},
-        layout.report_dir(),
+        layout.report_file,
         "gan-pipeline evaluation report",
         figures,
         left_out,
     )
     context.log.info(f"report written to {paths['html']}")
-    covered = sorted({f"{row['dataset']}|{row['model']}" for row in project})
     return dg.MaterializeResult(
         metadata={
             "report_html": dg.MetadataValue.path(str(paths["html"])),
             "report_markdown": dg.MetadataValue.path(str(paths["md"])),
             "report_csv": dg.MetadataValue.path(str(paths["parzen_table1_csv"])),
+            "summary_csv": dg.MetadataValue.path(str(paths["summary_csv"])),
+            "figures_dir": dg.MetadataValue.path(str(layout.path("figures"))),
             "partitions": dg.MetadataValue.json(covered),
             "left_out": dg.MetadataValue.json(left_out),
-            "table": dg.MetadataValue.md(table_markdown(table.drop(columns=["mean", "error"]))),
-            "metrics": dg.MetadataValue.md(table_markdown(metrics)),
-            "figures": dg.MetadataValue.json(figures),
+            "summary": table_metadata(summary_table(table, metrics)),
+            "table": table_metadata(table),
+            "metrics": table_metadata(metrics),
+            "figures": dg.MetadataValue.json(
+                {p: {n: str(f) for n, f in files.items()} for p, files in figures.items()}
+            ),
         },
         data_version=dg.DataVersion(hash_json(table.to_csv(index=False))),
     )

@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import torch
 
-from assets.common import begin, compute_or_load_each, dataset_and_model, partition_asset
+from assets.common import begin, compute_or_load_each, dataset_and_model, partition_asset, store_figure
 from assets.configs import ClassifierConfig
 from assets.data_assets import preprocessed_dataset
 from assets.model_assets import generated_samples
@@ -22,7 +22,7 @@ from gan_core.models import sample_noise
 from gan_core.plots import grid_png, png_markdown
 from gan_core.sample import generate_from_noise, load_generator, read_samples_h5
 from gan_core.sources import get_dataset_spec
-from gan_core.storage import atomic_output, hash_json
+from gan_core.storage import hash_json
 from pipelines.partitions import dataset_partitions
 from pipelines.resources import StorageResource
 
@@ -197,12 +197,10 @@ def paper_figures(context: dg.AssetExecutionContext, storage: StorageResource) -
     steps = torch.linspace(0, 1, 10)[None, :, None]
     latents = (ends[:, :1] * (1 - steps) + ends[:, 1:] * steps).reshape(80, -1)
     figure3 = grid_png(generate_from_noise(loaded, latents), columns=10)
-    paths = {}
-    for name, png in (("figure2_nearest_neighbours", figure2), ("figure3_interpolations", figure3)):
-        path = layout.figure(dataset, model, name)
-        with atomic_output(path) as tmp:
-            tmp.write_bytes(png)
-        paths[name] = str(path)
+    paths = {
+        "figure2_nearest_neighbours": store_figure(layout, dataset, model, "figure2_nearest_neighbours", figure2),
+        "figure3_interpolations": store_figure(layout, dataset, model, "figure3_interpolations", figure3),
+    }
     return dg.MaterializeResult(
         metadata={
             "figure2": dg.MetadataValue.md(

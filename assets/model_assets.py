@@ -10,7 +10,7 @@ import time
 
 import dagster as dg
 
-from assets.common import begin, compute_or_load_each, partition_asset, run_holder
+from assets.common import begin, compute_or_load_each, partition_asset, run_holder, store_figure
 from assets.configs import GanTrainingConfig, SamplingConfig
 from assets.data_assets import preprocessed_dataset
 from assets.training import train_in_process, train_with_torchrun
@@ -87,14 +87,14 @@ def gan_model(
         "models", dataset, model, {"dataset": dataset, "model": model, "dataset_hash": info.content_hash, "runs": runs}
     )
     first = runs[0]
-    history = load_checkpoint(first["checkpoint"])["history"]
-    loss_png = line_png(
-        [r["epoch"] for r in history],
-        {"D loss": [r["d_loss"] for r in history], "G loss": [r["g_loss"] for r in history]},
-        "epoch",
-        "loss",
-        title=f"{dataset} / {model}",
-    )
+    histories = {run["seed"]: load_checkpoint(run["checkpoint"])["history"] for run in runs}
+    history = histories[first["seed"]]
+    curves = {}
+    for seed, seed_history in histories.items():
+        curves[f"D loss, seed {seed}"] = [r["d_loss"] for r in seed_history]
+        curves[f"G loss, seed {seed}"] = [r["g_loss"] for r in seed_history]
+    loss_png = line_png([r["epoch"] for r in history], curves, "epoch", "loss", title=f"{dataset} / {model}")
+    store_figure(layout, dataset, model, "loss_curves", loss_png)
     preview = generate(load_generator(first["checkpoint"], "cpu"), 100, seed=0)
     return dg.MaterializeResult(
         metadata={
@@ -160,7 +160,8 @@ def generated_samples(
         model,
         {"dataset": dataset, "model": model, "count": config.count, "sample_seed": config.sample_seed, "runs": entries},
     )
-    first_samples = read_samples_h5(entries[0]["path"])[0]
+    grid = grid_png(read_samples_h5(entries[0]["path"])[0][:100])
+    store_figure(layout, dataset, model, "samples", grid)
     return dg.MaterializeResult(
         metadata={
             "paths": dg.MetadataValue.json([entry["path"] for entry in entries]),
@@ -168,7 +169,7 @@ def generated_samples(
             "sample_seed": config.sample_seed,
             "cached": all(entry["cached"] for entry in entries),
             "seconds": round(time.perf_counter() - started, 2),
-            "sample_grid": dg.MetadataValue.md(png_markdown(grid_png(first_samples[:100]), "samples")),
+            "sample_grid": dg.MetadataValue.md(png_markdown(grid, "samples")),
         },
         data_version=dg.DataVersion(hash_json([entry["content_hash"] for entry in entries])),
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from gan_core.devices import resolve_device
 from gan_core.storage import atomic_output
@@ -82,7 +83,7 @@ def train_classifier(
     steps = epochs * math.ceil(len(images) / 128)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     started = time.perf_counter()
-    for epoch in range(epochs):
+    for epoch in tqdm(range(epochs), desc="feature classifier", unit="epoch", disable=None, leave=False):
         model.train()
         order = torch.randperm(len(images), device=dev)
         for start in range(0, len(images), 128):

@@ -10,7 +10,7 @@
     evaluation/<dataset>/<model>/<kind>_<key>.json                        one seed's bandwidth / parzen / metrics
     evaluation/<dataset>/<model>/<kind>.json                              the partition's current results of a kind
     evaluation/<dataset>/<kind>_<key>.json                                per-dataset reference results
-    figures/<dataset>/<model>/<figure>.png
+    figures/<dataset>/<model>/<figure>.png              samples, loss_curves, sigma_search, figure2_*, figure3_*
     reports/report.{html,md}, reports/*.csv
 
 Results are keyed by a content hash of everything they depend on, never "the latest file": `compute_or_load` returns
@@ -46,6 +46,9 @@ PARTITION_INDEX_NAME = "latest.json"
 PartitionKind = Literal["models", "samples", "bandwidth", "parzen", "metrics"]
 EvaluationKind = Literal["bandwidth", "parzen", "metrics"]
 ReferenceKind = Literal["reference_real_train", "reference_metrics"]
+# Each figure is written by one asset: samples (generated_samples), loss_curves (gan_model), sigma_search
+# (parzen_bandwidth), figure2/figure3 (paper_figures); the report embeds them.
+FigureName = Literal["samples", "loss_curves", "sigma_search", "figure2_nearest_neighbours", "figure3_interpolations"]
 _EVALUATION_KINDS = ("bandwidth", "parzen", "metrics")
 _WRITTEN_BY = {
     "models": "gan_model",
@@ -265,19 +268,22 @@ class ArtifactLayout:
         yield from sorted(self.path("evaluation").glob(f"*/*/{kind}.json"))
 
     # figures and reports
-    def figure(self, dataset: str, model: str, name: str) -> Path:
+    def figure(self, dataset: str, model: str, name: FigureName) -> Path:
         return self.path("figures", dataset, model, f"{name}.png")
 
-    def figures(self) -> dict[str, Path]:
-        """Every stored figure, keyed "<dataset>|<model>: <figure name>"."""
-        root = self.path("figures")
-        return {
-            f"{path.parent.parent.name}|{path.parent.name}: {path.stem.replace('_', ' ')}": path
-            for path in sorted(root.glob("*/*/*.png"))
-        }
+    def figures(self) -> dict[str, dict[str, Path]]:
+        """Every stored figure: {"<dataset>|<model>": {figure name: path}}, sorted by partition."""
+        found: dict[str, dict[str, Path]] = {}
+        for path in sorted(self.path("figures").glob("*/*/*.png")):
+            found.setdefault(f"{path.parent.parent.name}|{path.parent.name}", {})[path.stem] = path
+        return found
 
     def report_dir(self) -> Path:
         return self.path("reports")
+
+    def report_file(self, name: str) -> Path:
+        """A report file: report.html, report.md, <table>.csv."""
+        return self.path("reports", name)
 
 
 def read_record(path: Path, what: str) -> dict[str, Any]:

@@ -1,10 +1,15 @@
-"""Evaluation report tables: a replica of the paper's Table 1 beside this project's results, as CSV/Markdown/HTML."""
+"""The evaluation report: the paper's Table 1 beside this project's results, the sample-quality metrics, a summary, and
+each trained model's figures; written as CSV and Markdown (for machines) and one self-contained HTML file (for people).
+
+The HTML file needs nothing beside it: the style sheet is inline, every figure is a `data:` URI, every text is escaped,
+and no path is written into it, so it opens from any folder, as an e-mail attachment or from a web server.
+"""
 
 from __future__ import annotations
 
-import html as html_lib
-import os
-from collections.abc import Iterable
+import base64
+import html
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +30,66 @@ PAPER_TABLE1: list[dict[str, Any]] = [
     {"dataset": "tfd", "model": "Deep GSN", "mean": 1890.0, "error": 29.0},
     {"dataset": "tfd", "model": "Adversarial nets", "mean": 2057.0, "error": 26.0},
 ]
+PAPER_SOURCE = "paper (Table 1)"
+CEILING_SOURCE = "reference: estimator ceiling"
+REAL_TEST_PREFIX = "real test images"
+MEMORISING_PREFIX = "memorising model"
+
+# Decimals shown per column (the CSV files keep full precision).
+DECIMALS: dict[str, int] = {
+    "sigma": 4,
+    "parzen": 2,
+    "frechet_distance": 2,
+    "kid": 3,
+    "precision": 3,
+    "recall": 3,
+    "density": 3,
+    "coverage": 3,
+    "class_coverage": 2,
+    "class_kl": 3,
+    "inception_score": 2,
+    "memorisation_ratio": 3,
+}
+
+# One sentence per column on how to read it.
+COLUMN_GUIDE: dict[str, str] = {
+    "seeds": "How many training seeds the row averages over (blank for reference rows).",
+    "sigma": "The Parzen window width chosen on validation images (the median over seeds).",
+    "log_likelihood": "Mean Parzen-window log-likelihood of the test images in nats, ± the standard error for one seed "
+    "or ± the standard deviation over seeds; higher is better.",
+    "parzen": "Mean Parzen-window log-likelihood of the test images in nats; higher is better, but the memorising row "
+    "(training images themselves) is the estimator's ceiling, so it rewards copying.",
+    "frechet_distance": "Fréchet distance between Gaussians fitted to the feature classifier's features of the samples "
+    "and of training images; lower is better, and the real test images' row is the floor a perfect model reaches.",
+    "kid": "Kernel (MMD²) distance on the same features; unbiased, so matching sets give values around 0, even "
+    "slightly negative; lower is better.",
+    "precision": "Share of samples that fall inside the real images' k-nearest-neighbour manifold (k = 3): how "
+    "realistic the samples are.",
+    "recall": "Share of real images that fall inside the samples' manifold: how much of the data's variety the model "
+    "produces; near 0 means mode collapse.",
+    "density": "How many real images' neighbourhoods hold each sample, about 1 for real data; far above 1 means "
+    "samples crowd around few real images.",
+    "coverage": "Share of real images with a sample in their neighbourhood (k = 5).",
+    "class_coverage": "Share of classes that receive at least a tenth of their share in the data among the samples, "
+    "by the feature classifier; 1 means every class is drawn.",
+    "class_kl": "KL divergence of the samples' class histogram from the data's class distribution; 0 is a match.",
+    "inception_score": "exp(E KL(p(y|x) ‖ p(y))) with the dataset's own classifier: high for confident and varied "
+    "samples, at most the number of classes.",
+    "memorisation_ratio": "Median distance from a sample to its nearest training image over the same for held-out real "
+    "images: about 1 means the model generalises like real data, near 0 means it returns copies of training images.",
+}
+
+# Figures per trained model, in the order the report shows them, with their captions.
+FIGURE_CAPTIONS: dict[str, str] = {
+    "samples": "100 samples of the first seed",
+    "loss_curves": "Discriminator and generator loss per epoch, one line per seed",
+    "sigma_search": "Parzen window width search: mean validation log-likelihood per σ",
+    "figure2_nearest_neighbours": "Figure 2: samples (odd rows) above their nearest training image (even rows)",
+    "figure3_interpolations": "Figure 3: linear interpolations between random latent vectors",
+}
 
 
-def _fmt(mean: float, error: float) -> str:
+def _pm(mean: float, error: float) -> str:
     return f"{mean:.1f} ± {error:.1f}"
 
 
@@ -49,10 +111,10 @@ def parzen_table(
                 {
                     "dataset": paper_row["dataset"],
                     "model": paper_row["model"],
-                    "source": "paper (Table 1)",
+                    "source": PAPER_SOURCE,
                     "seeds": np.nan,
                     "sigma": np.nan,
-                    "log_likelihood": _fmt(paper_row["mean"], paper_row["error"]),
+                    "log_likelihood": _pm(paper_row["mean"], paper_row["error"]),
                     "mean": paper_row["mean"],
                     "error": paper_row["error"],
                 }
@@ -75,7 +137,7 @@ def parzen_table(
                     "source": kind,
                     "seeds": len(means),
                     "sigma": float(group["sigma"].median()),
-                    "log_likelihood": _fmt(mean, error),
+                    "log_likelihood": _pm(mean, error),
                     "mean": mean,
                     "error": error,
                 }
@@ -85,10 +147,10 @@ def parzen_table(
             {
                 "dataset": ref["dataset"],
                 "model": f"real training images (n={ref['n_samples']})",
-                "source": "reference: estimator ceiling",
+                "source": CEILING_SOURCE,
                 "seeds": np.nan,
                 "sigma": ref["sigma"],
-                "log_likelihood": _fmt(ref["mean_log_likelihood"], ref["standard_error"]),
+                "log_likelihood": _pm(ref["mean_log_likelihood"], ref["standard_error"]),
                 "mean": ref["mean_log_likelihood"],
                 "error": ref["standard_error"],
             }
@@ -96,6 +158,7 @@ def parzen_table(
     table = pd.DataFrame(
         rows, columns=["dataset", "model", "source", "seeds", "sigma", "log_likelihood", "mean", "error"]
     )
+    table["seeds"] = table["seeds"].astype("Int64")
     return table.sort_values(["dataset", "source", "model"], kind="stable").reset_index(drop=True)
 
 
@@ -123,7 +186,7 @@ def metrics_table(
         row = {"dataset": ref["dataset"], "model": ref["model"], "seeds": np.nan}
         row.update({name: float(ref[name]) for name in METRIC_COLUMNS})
         row["parzen"] = (
-            parzen_by_dataset.get(ref["dataset"], np.nan) if ref["model"].startswith("memorising") else np.nan
+            parzen_by_dataset.get(ref["dataset"], np.nan) if ref["model"].startswith(MEMORISING_PREFIX) else np.nan
         )
         rows.append(row)
     table = pd.DataFrame(rows, columns=["dataset", "model", "seeds", "parzen", *METRIC_COLUMNS])
@@ -131,56 +194,252 @@ def metrics_table(
     return table.round(4)
 
 
+SUMMARY_COLUMNS = [
+    "dataset",
+    "model",
+    "seeds",
+    "log_likelihood",
+    "frechet_distance",
+    "precision",
+    "recall",
+    "class_coverage",
+    "memorisation_ratio",
+]
+
+
+def summary_table(parzen: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset with a trained model: each trained model (Parzen mean ± error and the headline metrics), the paper's
+    adversarial-nets row, and the real-data references (real test images; training images, the Parzen ceiling)."""
+    rows: list[dict[str, Any]] = []
+    trained = parzen[parzen["source"].str.startswith("this project")]
+    for dataset in sorted(set(trained["dataset"])):
+        in_dataset = metrics[metrics["dataset"] == dataset]
+        for _, row in trained[trained["dataset"] == dataset].iterrows():
+            match = in_dataset[in_dataset["model"] == row["model"]]
+            rows.append({**_headline(match), "model": row["model"], "log_likelihood": row["log_likelihood"]})
+            rows[-1].update(dataset=dataset, seeds=row["seeds"])
+        paper = parzen[
+            (parzen["dataset"] == dataset)
+            & (parzen["source"] == PAPER_SOURCE)
+            & (parzen["model"] == "Adversarial nets")
+        ]
+        for _, row in paper.iterrows():
+            rows.append(
+                {"dataset": dataset, "model": "adversarial nets (the paper)", "log_likelihood": row["log_likelihood"]}
+            )
+        real_test = in_dataset[in_dataset["model"].str.startswith(REAL_TEST_PREFIX)]
+        if len(real_test):
+            rows.append({**_headline(real_test), "dataset": dataset, "model": real_test["model"].iloc[0]})
+        ceiling = parzen[(parzen["dataset"] == dataset) & (parzen["source"] == CEILING_SOURCE)]
+        memorising = in_dataset[in_dataset["model"].str.startswith(MEMORISING_PREFIX)]
+        if len(ceiling):
+            rows.append(
+                {
+                    **_headline(memorising),
+                    "dataset": dataset,
+                    "model": f"{ceiling['model'].iloc[0]}: the ceiling",
+                    "log_likelihood": ceiling["log_likelihood"].iloc[0],
+                }
+            )
+    table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    table["seeds"] = table["seeds"].astype("Int64")
+    return table
+
+
+def _headline(match: pd.DataFrame) -> dict[str, Any]:
+    if not len(match):
+        return {}
+    return {name: match[name].iloc[0] for name in SUMMARY_COLUMNS[4:]}
+
+
+def presented(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as text for people: fixed decimals per column, seeds as integers, blanks for missing values, and
+    the machine-only columns (`mean`, `error`: `log_likelihood` shows them) dropped."""
+    shown = table.drop(columns=[c for c in ("mean", "error") if c in table.columns])
+    out = pd.DataFrame(index=shown.index)
+    for column in shown.columns:
+        values = shown[column]
+        if column in DECIMALS:
+            out[column] = [("" if pd.isna(v) else f"{float(v):.{DECIMALS[column]}f}") for v in values]
+        else:
+            out[column] = ["" if pd.isna(v) else str(v) for v in values]
+    return out
+
+
 def table_markdown(table: pd.DataFrame) -> str:
-    """A table as Markdown with blanks for missing values."""
-    shown = table.astype(object).where(table.notna(), "")
-    return shown.to_markdown(index=False)
+    """A table as Markdown (pandas + tabulate) in its presented form."""
+    return presented(table).to_markdown(index=False)
+
+
+def _table_html(table: pd.DataFrame, guide: bool) -> str:
+    shown = presented(table)
+    numeric = {c for c in shown.columns if c in DECIMALS or c == "seeds"}
+    head = "".join(
+        f"<th{' class=num' if c in numeric else ''}{_title(c) if guide else ''}>{html.escape(_label(c))}</th>"
+        for c in shown.columns
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td{' class=num' if c in numeric else ''}>{html.escape(str(value))}</td>"
+            for c, value in zip(shown.columns, values, strict=True)
+        )
+        + "</tr>"
+        for values in shown.itertuples(index=False)
+    )
+    text = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if guide:
+        items = "".join(
+            f"<dt>{html.escape(_label(c))}</dt><dd>{html.escape(COLUMN_GUIDE[c])}</dd>"
+            for c in shown.columns
+            if c in COLUMN_GUIDE
+        )
+        text += f"<dl class=guide>{items}</dl>"
+    return text
+
+
+def _label(column: str) -> str:
+    return {"log_likelihood": "Parzen log-likelihood (nats)", "parzen": "Parzen (nats)", "kid": "KID"}.get(
+        column, column.replace("_", " ")
+    )
+
+
+def _title(column: str) -> str:
+    return f' title="{html.escape(COLUMN_GUIDE[column])}"' if column in COLUMN_GUIDE else ""
+
+
+def _figure_html(caption: str, png: bytes) -> str:
+    uri = "data:image/png;base64," + base64.b64encode(png).decode()
+    text = html.escape(caption)
+    return f'<figure><img src="{uri}" alt="{text}"><figcaption>{text}</figcaption></figure>'
+
+
+STYLE = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d2433;max-width:1100px;margin:2em auto;
+padding:0 1em}h1{font-size:1.7em;margin-bottom:.2em}h2{border-bottom:1px solid #d7dce5;padding-bottom:.2em;
+margin-top:2em}h3{margin-top:1.5em}p.lede{color:#4a5568}table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+th,td{padding:.3em .7em;border-bottom:1px solid #e2e6ee;text-align:left;vertical-align:top}
+th{background:#f3f5f9;font-weight:600}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+tbody tr:hover{background:#fafbfd}dl.guide{font-size:.85em;color:#4a5568;display:grid;
+grid-template-columns:max-content 1fr;gap:.2em 1em}dl.guide dt{font-weight:600}dl.guide dd{margin:0}
+.figures{display:flex;flex-wrap:wrap;gap:1.2em}figure{margin:0;max-width:480px}
+figure img{max-width:100%;image-rendering:pixelated;border:1px solid #e2e6ee}
+figcaption{font-size:.85em;color:#4a5568}footer{margin-top:3em;font-size:.8em;color:#718096}
+"""
+
+
+def render_html(
+    title: str,
+    tables: Mapping[str, pd.DataFrame],
+    figures: Mapping[str, Mapping[str, bytes]],
+    left_out: Mapping[str, str],
+    summary_text: str,
+) -> str:
+    """The report as one self-contained HTML document (inline CSS, figures as data: URIs, escaped text)."""
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        "<p class=lede>Goodfellow et al., <i>Generative Adversarial Nets</i> (2014), reproduced by gan-pipeline: "
+        "Parzen-window log-likelihood as in the paper's Table 1, modern sample-quality metrics on a feature "
+        "classifier trained on each dataset, and the paper's figures.</p>",
+        "<h2 id=summary>Summary</h2>",
+        f"<p>{html.escape(summary_text)}</p>",
+        _table_html(tables["summary"], guide=False),
+        "<h2 id=table1>Table 1: Parzen-window log-likelihood</h2>",
+        "<p>The paper's rows beside this project's. The estimator fits a Gaussian window to 10,000 samples, chooses "
+        "its width on validation images and scores the test images; the ceiling row applies it to real training "
+        "images. The paper itself warns that this estimate has high variance and does not perform well in high "
+        "dimensions.</p>",
+        _table_html(tables["parzen_table1"], guide=True),
+        "<h2 id=metrics>Sample-quality metrics</h2>",
+        "<p>Means over seeds, against the first training images in the feature space of a small classifier trained "
+        "on the dataset itself (offline; not Inception features, so values are comparable within a dataset only). "
+        "Hover a column heading for its meaning; all columns are explained below.</p>",
+        _table_html(tables["metrics"], guide=True),
+    ]
+    if figures:
+        sections.append("<h2 id=models>Models</h2>")
+        for partition, pngs in figures.items():
+            shown = [_figure_html(FIGURE_CAPTIONS.get(name, name), png) for name, png in _ordered(pngs)]
+            sections += [f"<h3>{html.escape(partition)}</h3>", f"<div class=figures>{''.join(shown)}</div>"]
+    if left_out:
+        items = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in left_out.items())
+        sections += ["<h2 id=left-out>Partitions left out</h2>", f"<ul>{items}</ul>"]
+    sections.append(
+        "<footer>Written by gan-pipeline's evaluation_report asset. The same tables, at full precision, are in the "
+        "CSV files and report.md beside this file.</footer>"
+    )
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
+        + "\n".join(sections)
+        + "\n</body></html>\n"
+    )
+
+
+def _ordered(pngs: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
+    order = list(FIGURE_CAPTIONS)
+    return sorted(pngs.items(), key=lambda item: (order.index(item[0]) if item[0] in order else len(order), item[0]))
+
+
+def summary_sentence(summary: pd.DataFrame) -> str:
+    """One sentence per trained model: its Parzen score against the paper's and the estimator's ceiling, and the
+    headline metrics against real test images."""
+    text = presented(summary)
+    sentences = []
+    for index in summary.index[summary["seeds"].notna()]:
+        row, shown = summary.loc[index], text.loc[index]
+        same = text[(summary["dataset"] == row["dataset"]) & summary["seeds"].isna()]
+        paper = same[same["model"].str.contains("the paper")]["log_likelihood"]
+        ceiling = same[same["model"].str.endswith("the ceiling")]["log_likelihood"]
+        real = same[same["model"].str.startswith(REAL_TEST_PREFIX)]
+        seeds = f"{row['seeds']} seed{'s' if row['seeds'] != 1 else ''}"
+        against = f"the paper's adversarial nets: {paper.iloc[0]}" if len(paper) else "the paper has no such row"
+        if len(ceiling):
+            against += f"; real training images, the estimator's ceiling: {ceiling.iloc[0]}"
+        sentence = f"{row['dataset']}|{row['model']} ({seeds}): Parzen {shown['log_likelihood']} nats ({against})."
+        if shown["frechet_distance"]:
+            reference = f" (real test images: {real['frechet_distance'].iloc[0]})" if len(real) else ""
+            sentence += (
+                f" Fréchet distance {shown['frechet_distance']}{reference}, precision {shown['precision']}, "
+                f"recall {shown['recall']}, class coverage {shown['class_coverage']}, memorisation ratio "
+                f"{shown['memorisation_ratio']}."
+            )
+        sentences.append(sentence)
+    return " ".join(sentences) or "No trained model passed its checks."
 
 
 def write_report(
     tables: dict[str, pd.DataFrame],
-    out_dir: str | os.PathLike[str],
+    path_of: Callable[[str], Path],
     title: str,
-    figures: dict[str, str] | None = None,
-    left_out: dict[str, str] | None = None,
+    figures: Mapping[str, Mapping[str, Path]] | None = None,
+    left_out: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
-    """Write every table as CSV, one Markdown file and one HTML file (atomically), linking `figures` ({caption:
-    path}) and listing the partitions `left_out` ({partition: reason}); return the paths."""
+    """Write every table as CSV (`path_of("<name>.csv")`), report.md and a self-contained report.html (each
+    atomically), with each partition's figures ({partition: {figure name: PNG path}}) embedded and the partitions
+    `left_out` ({partition: reason}) listed; return the paths."""
     figures, left_out = figures or {}, left_out or {}
-    left_out_md = "\n".join(f"- {key}: {reason}" for key, reason in left_out.items())
-    left_out_html = "".join(
-        f"<li>{html_lib.escape(key)}: {html_lib.escape(reason)}</li>" for key, reason in left_out.items()
-    )
-    out_dir = Path(out_dir)
+    tables = {"summary": summary_table(tables["parzen_table1"], tables["metrics"]), **tables}
     paths: dict[str, Path] = {}
     for name, table in tables.items():
-        csv_path = out_dir / f"{name}.csv"
+        csv_path = path_of(f"{name}.csv")
         with atomic_output(csv_path) as tmp:
             table.to_csv(tmp, index=False)
         paths[f"{name}_csv"] = csv_path
+    summary_text = summary_sentence(tables["summary"])
+    left_out_md = "\n".join(f"- {key}: {reason}" for key, reason in left_out.items())
     markdown = "\n\n".join(
-        [f"# {title}"]
+        [f"# {title}", summary_text]
         + [f"## {name}\n\n{table_markdown(t)}" for name, t in tables.items()]
         + ([f"## partitions left out\n\n{left_out_md}"] if left_out else [])
     )
-    html = "\n".join(
-        [f"<html><head><meta charset='utf-8'><title>{title}</title></head><body><h1>{title}</h1>"]
-        + [f"<h2>{name}</h2>{t.to_html(index=False, na_rep='', classes='report')}" for name, t in tables.items()]
-        + ([f"<h2>partitions left out</h2><ul>{left_out_html}</ul>"] if left_out else [])
-        + (
-            ["<h2>figures</h2>"]
-            + [
-                f"<figure><img src='file://{path}' alt='{html_lib.escape(caption)}'>"
-                f"<figcaption>{html_lib.escape(caption)}</figcaption></figure>"
-                for caption, path in figures.items()
-            ]
-            if figures
-            else []
-        )
-        + ["</body></html>"]
-    )
-    for suffix, text in (("md", markdown + "\n"), ("html", html)):
-        path = out_dir / f"report.{suffix}"
+    pngs = {
+        partition: {name: Path(p).read_bytes() for name, p in files.items()} for partition, files in figures.items()
+    }
+    page = render_html(title, tables, pngs, left_out, summary_text)
+    for suffix, text in (("md", markdown + "\n"), ("html", page)):
+        path = path_of(f"report.{suffix}")
         with atomic_output(path) as tmp:
             tmp.write_text(text)
         paths[suffix] = path

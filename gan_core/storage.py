@@ -19,6 +19,16 @@ from pathlib import Path
 from typing import Any
 
 
+def _default_mode() -> int:
+    """The permission bits a plain `open(path, "w")` would give (0o666 less the umask); mkstemp's are 0o600."""
+    try:  # Linux reports the umask without changing it (os.umask can only read it by setting it)
+        with open("/proc/self/status") as status:
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration):
+        umask = 0o022
+    return 0o666 & ~umask
+
+
 def fsync_path(path: str | os.PathLike[str]) -> None:
     """Flush a file's or a directory's contents to disk."""
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0))
@@ -50,6 +60,7 @@ def atomic_output(
         yield tmp_path
         if keep_previous is not None and final_path.exists():
             os.replace(final_path, keep_previous)
+        os.chmod(tmp_path, _default_mode())  # readable like any other file (a report is served or mailed)
         durable_replace(tmp_path, final_path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -82,13 +93,10 @@ def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def hash_json(payload: Any, length: int = 16) -> str:

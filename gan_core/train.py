@@ -417,7 +417,8 @@ class EpochTracker:
             initial=state.epoch,
             unit="epoch",
             disable=None if progress else True,
-            desc=f"train {config.model}",
+            desc=f"train {config.model} seed {config.seed}",
+            leave=False,
         )
         self.started = 0.0
 

@@ -3,7 +3,10 @@
     gan-pipeline run --dataset digits --model paper_mlp
 
 Runs are recorded in the Dagster instance at $DAGSTER_HOME (default: ./.dagster_home), so they show up in `dagster dev`
-afterwards. Every asset check's result is printed; the command exits non-zero if any check fails or a step errors.
+afterwards. The console shows one line per job, a progress bar per long step (on a terminal), every check that warned
+or failed, and a closing summary table; Dagster's own event lines only with `--verbose`. Each run's full event log,
+tracebacks included, is written to $DAGSTER_HOME/logs/<run id>.log. The command exits non-zero if a check fails or a
+step errors, printing the step, the cause and that log file.
 """
 
 from __future__ import annotations
@@ -41,15 +44,47 @@ def ensure_dagster_home() -> str:
     return home
 
 
-def _print_checks(result: Any) -> list[str]:
-    failed = []
+def _print_checks(result: Any, verbose: bool) -> list[str]:
+    """Print the checks that warned or failed (every check with `verbose`) and a count; return the failed ones."""
+    failed, counts = [], {"PASS": 0, "WARN": 0, "FAIL": 0}
     for evaluation in result.get_asset_check_evaluations():
         key = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
         status = "PASS" if evaluation.passed else ("WARN" if evaluation.severity.value == "WARN" else "FAIL")
-        print(f"  check {status:4} {key}: {evaluation.description or ''}")
+        counts[status] += 1
+        if status != "PASS" or verbose:
+            print(f"      check {status:4} {key}: {evaluation.description or ''}")
         if status == "FAIL":
             failed.append(key)
+    print(f"      checks: {counts['PASS']} passed, {counts['WARN']} warned, {counts['FAIL']} failed")
     return failed
+
+
+def write_run_log(instance: Any, run_id: str) -> str:
+    """Every event of a run (what `--verbose` prints, with full tracebacks) in $DAGSTER_HOME/logs/<run id>.log."""
+    directory = os.path.join(instance.root_directory, "logs")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{run_id}.log")
+    with open(path, "w") as handle:
+        for entry in instance.all_logs(run_id):
+            event = entry.dagster_event
+            step = f" {entry.step_key}" if entry.step_key else ""
+            kind = f" {event.event_type_value}" if event else ""
+            handle.write(f"{entry.timestamp:.3f} {entry.job_name}{step}{kind}: {entry.message}\n")
+            error = getattr(getattr(event, "event_specific_data", None), "error", None) if event else None
+            if error is not None:
+                handle.write(error.to_string() + "\n")
+    return path
+
+
+def _failure_line(result: Any, job_name: str, log_path: str, failed_checks: list[str]) -> str:
+    """One line: the step that failed and why (or the checks that failed), and where the full log is."""
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        cause = error.message.strip().splitlines()[-1] if error is not None else "unknown error"
+        return f"{job_name}: step {event.step_key} failed: {cause} (full log: {log_path})"
+    if failed_checks:
+        return f"{job_name}: checks failed: {', '.join(failed_checks)} (full log: {log_path})"
+    return f"{job_name}: run did not succeed (full log: {log_path})"
 
 
 def _execute_on_celery(instance: Any, partition_key: Any, run_config: dict[str, Any]) -> Any:
@@ -68,6 +103,9 @@ def _execute_on_celery(instance: Any, partition_key: Any, run_config: dict[str, 
         return result
 
 
+QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def _execute(job_name: str, defs: Any, instance: Any, **kwargs: Any) -> Any:
     """Run one job in this process after the `gpu` pool has a free slot, tagged with this process's identity (so a
     later CLI can tell if it died). SIGTERM or Ctrl-C during training stops it after the current step with a
@@ -77,6 +115,8 @@ def _execute(job_name: str, defs: Any, instance: Any, **kwargs: Any) -> Any:
     from pipelines.recovery import process_tags, wait_for_pool
 
     wait_for_pool(instance, "gpu")
+    if not kwargs.pop("verbose", False):
+        kwargs["run_config"] = {**QUIET_LOGGERS, **(kwargs.get("run_config") or {})}
     if kwargs.pop("executor", "in_process") == "celery":
         result = _execute_on_celery(instance, kwargs["partition_key"], kwargs["run_config"])
         run_id = result.run_id
@@ -99,9 +139,11 @@ def run_pipeline(
     defs: Any = None,
     sample_config: dict[str, Any] | None = None,
     executor: str = "in_process",
+    verbose: bool = False,
 ) -> dict[str, Any]:
-    """Materialise dataset -> model -> samples -> Parzen -> report; return the report paths and failed checks.
-    `executor="celery"` sends the training job's steps to Celery workers (pipelines/celery_workers.py)."""
+    """Materialise dataset -> model -> samples -> Parzen -> report; return the report paths, the summary table and
+    the failed checks. `executor="celery"` sends the training job's steps to Celery workers
+    (pipelines/celery_workers.py); `verbose` prints Dagster's event lines and every check."""
 
     from pipelines.definitions import defs as default_defs
     from pipelines.recovery import recover_dead_runs
@@ -109,7 +151,7 @@ def run_pipeline(
     defs = defs or default_defs
     instance = instance or _open_instance()
     recover_dead_runs(instance)
-    return _run_jobs(dataset, model, train_config, sample_config, defs, instance, executor)
+    return _run_jobs(dataset, model, train_config, sample_config, defs, instance, executor, verbose)
 
 
 def _run_jobs(
@@ -120,40 +162,64 @@ def _run_jobs(
     defs: Any,
     instance: Any,
     executor: str,
+    verbose: bool,
 ) -> dict[str, Any]:
+    import time
+
     from pipelines.partitions import dataset_model_key
 
-    failed: list[str] = []
-    print(f"[1/3] dataset {dataset}")
-    result = _execute("dataset_job", defs, instance, partition_key=dataset)
-    failed += _print_checks(result)
-    if not result.success or failed:
-        raise SystemExit(f"dataset step failed for {dataset}: see the errors above (failed checks: {failed})")
-    print(f"[2/3] train, sample and evaluate {dataset}|{model}")
-    run_config = {"ops": {}}
+    run_config: dict[str, Any] = {"ops": {}}
     if train_config:
         run_config["ops"]["gan_model"] = {"config": train_config}
     if sample_config:
         run_config["ops"]["generated_samples"] = {"config": sample_config}
-    result = _execute(
-        "training_job",
-        defs,
-        instance,
-        partition_key=dataset_model_key(dataset, model),
-        run_config=run_config,
-        executor=executor,
-    )
-    failed += _print_checks(result)
-    if not result.success or failed:
-        raise SystemExit(f"training step failed for {dataset}|{model} (failed checks: {failed})")
-    print("[3/3] evaluation report")
-    result = _execute("report_job", defs, instance)
-    failed += _print_checks(result)
-    if not result.success or failed:
-        raise SystemExit(f"report step failed (failed checks: {failed})")
+    partition = dataset_model_key(dataset, model)
+    steps = [
+        ("dataset_job", f"dataset {dataset}: download, HDF5 splits, checks", {"partition_key": dataset}),
+        (
+            "training_job",
+            f"{partition}: train, sample, Parzen, metrics, figures",
+            {"partition_key": partition, "run_config": run_config, "executor": executor},
+        ),
+        ("report_job", "evaluation report", {}),
+    ]
+    failed: list[str] = []
+    for number, (job_name, title, kwargs) in enumerate(steps, start=1):
+        print(f"[{number}/{len(steps)}] {title}", flush=True)
+        started = time.perf_counter()
+        result = _execute(job_name, defs, instance, verbose=verbose, **kwargs)
+        log_path = write_run_log(instance, result.run_id)
+        failed += _print_checks(result, verbose)
+        if not result.success or failed:
+            raise SystemExit(_failure_line(result, job_name, log_path, failed))
+        print(f"      done in {time.perf_counter() - started:.0f} s", flush=True)
     materialization = result.asset_materializations_for_node("evaluation_report")[0]
-    paths = {key: value.value for key, value in materialization.metadata.items() if key.startswith("report_")}
-    return {"report": paths, "failed_checks": failed}
+    metadata = {key: value.value for key, value in materialization.metadata.items()}
+    paths = {key: value for key, value in metadata.items() if key.startswith("report_")}
+    return {
+        "report": paths,
+        "summary_csv": metadata["summary_csv"],
+        "figures_dir": metadata["figures_dir"],
+        "failed_checks": failed,
+    }
+
+
+def print_summary(summary_csv: str, dataset: str) -> None:
+    """The report's summary rows of `dataset`: each trained model beside the paper and the real-data references."""
+    import pandas as pd
+
+    from gan_core.report import presented
+
+    table = pd.read_csv(summary_csv, dtype={"seeds": "Int64"})
+    shown = presented(table[table["dataset"] == dataset]).rename(
+        columns={
+            "log_likelihood": "Parzen (nats)",
+            "frechet_distance": "FD",
+            "class_coverage": "classes",
+            "memorisation_ratio": "memorisation",
+        }
+    )
+    print(shown.drop(columns=["dataset"]).to_string(index=False))
 
 
 def run_check(dataset: str, model: str, train_config: dict[str, Any] | None, data_dir: str | None) -> int:
@@ -171,7 +237,7 @@ def run_check(dataset: str, model: str, train_config: dict[str, Any] | None, dat
         storage = StorageResource(root_dir=data_dir or os.path.join(scratch, "data"))
         with dg.DagsterInstance.ephemeral(tempdir=os.path.join(scratch, "home")) as instance:
             outcome = run_pipeline(
-                dataset, model, train_config, instance=instance, defs=build_definitions(storage=storage)
+                dataset, model, train_config, instance=instance, defs=build_definitions(storage=storage), verbose=True
             )
     print(
         f"all asset checks passed for {dataset}|{model} in {time.perf_counter() - started:.0f} s "
@@ -192,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: 0)")
     run.add_argument("--train-config", default=None, help="JSON object of further gan_model config fields")
     run.add_argument("--samples", type=int, default=None, help="samples per seed (default: the asset config's 10,000)")
+    run.add_argument("--verbose", action="store_true", help="print Dagster's event lines and every check's result")
     run.add_argument(
         "--executor",
         choices=["in_process", "celery"],
@@ -219,11 +286,19 @@ def main(argv: list[str] | None = None) -> int:
     home = ensure_dagster_home()
     sample_config = {"count": args.samples} if args.samples else None
     outcome = run_pipeline(
-        args.dataset, args.model, train_config or None, sample_config=sample_config, executor=args.executor
+        args.dataset,
+        args.model,
+        train_config or None,
+        sample_config=sample_config,
+        executor=args.executor,
+        verbose=args.verbose,
     )
-    print(f"DAGSTER_HOME: {home}")
-    for key, path in outcome["report"].items():
-        print(f"{key}: {path}")
+    print()
+    print_summary(outcome["summary_csv"], args.dataset)
+    print()
+    print(f"report:  {outcome['report']['report_html']} (self-contained; also report.md and CSV files beside it)")
+    print(f"figures: {outcome['figures_dir']}")
+    print(f"history: DAGSTER_HOME={home} dagster dev -w workspace.yaml (or `dg dev`)")
     return 0
 
 

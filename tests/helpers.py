@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
+import shutil
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# Screenshots and other files a person may want to look at after a test run (git-ignored).
+TEST_ARTIFACTS = Path(os.environ.get("GAN_PIPELINE_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ASSET_NAMES = (
     "raw_dataset",
     "preprocessed_dataset",
@@ -50,3 +57,24 @@ def materialize_dataset(defs, instance, dataset: str = "digits", with_classifier
     )
     assert result.success
     return result
+
+
+@contextlib.contextmanager
+def chromium_page(width: int = 1400, height: int = 1000) -> Iterator:
+    """A page of Debian's headless Chromium driven by Playwright; skips (fails in CI) when Chromium is missing."""
+    import pytest
+
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is not installed: .ci/run installs Debian's chromium package")
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    flags += ["--disable-component-update", "--disable-sync", "--no-first-run"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()

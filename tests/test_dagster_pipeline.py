@@ -8,6 +8,7 @@ from pipelines.cli import run_pipeline
 from pipelines.definitions import build_definitions
 from pipelines.partitions import dataset_model_key
 from pipelines.resources import StorageResource
+from tests.helpers import TEST_ARTIFACTS, chromium_page
 
 FAST_TRAINING = {"epochs": 3, "seeds": [0, 1]}
 FAST_SAMPLING = {"count": 2000}
@@ -56,7 +57,10 @@ def test_whole_graph_on_digits(digits_run, storage, instance) -> None:
     samples = latest_metadata(instance, "generated_samples")
     assert samples["count"] == 2000 and len(samples["paths"]) == 2
     bandwidth = latest_metadata(instance, "parzen_bandwidth")
-    assert 0.1 <= bandwidth["sigma"] <= 1.0 and "| sigma |" in bandwidth["table"]
+    assert 0.1 <= bandwidth["sigma"] <= 1.0
+    search = bandwidth["table"]  # a Dagster table: one row per seed and sigma, the chosen one marked
+    assert {column.name for column in search.schema.columns} >= {"seed", "sigma", "mean_valid_log_likelihood"}
+    assert len(search.records) == 2 * 10 and sum(r.data["chosen"] for r in search.records) == 2
     score = latest_metadata(instance, "parzen_log_likelihood")
     assert score["n_test"] == 300 and score["n_samples"] == 2000 and score["seeds"] == 2
 
@@ -73,6 +77,31 @@ def test_whole_graph_on_digits(digits_run, storage, instance) -> None:
     assert list(reference["dataset"]) == ["digits"]
     html = (storage.layout.report_dir() / "report.html").read_text()
     assert "Adversarial nets" in html and "paper_mlp" in html
+    assert "file://" not in html and str(storage.layout.path()) not in html  # no paths: it opens from anywhere
+    assert html.count('src="data:image/png;base64,') == 5  # samples, losses, sigma search, Figures 2 and 3
+    summary = pd.read_csv(storage.layout.report_file("summary.csv"))
+    assert list(summary["model"][:1]) == ["paper_mlp"] and summary["seeds"].iloc[0] == 2
+
+
+def test_report_opens_from_another_folder_with_every_figure(digits_run, storage, tmp_path) -> None:
+    """The published report is one file: copied elsewhere, Chromium shows its tables and decodes every figure."""
+    moved = tmp_path / "elsewhere" / "report.html"
+    moved.parent.mkdir()
+    moved.write_bytes(storage.layout.report_file("report.html").read_bytes())
+    with chromium_page() as page:
+        page.goto(moved.as_uri(), wait_until="load")
+        images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+        tables = page.evaluate(
+            "Array.from(document.querySelectorAll('table')).map(t => Array.from(t.rows).map(r => r.innerText))"
+        )
+        TEST_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(TEST_ARTIFACTS / "report.png"), full_page=True)
+    assert len(images) == 5 and all(complete and width > 0 for _, complete, width in images), images
+    summary, table1, metrics = tables
+    assert "paper_mlp" in summary[1] and "the ceiling" in summary[-1]
+    assert any("Adversarial nets" in row and "225.0 ± 2.0" in row for row in table1)
+    assert "<NA>" not in str(tables) and "nan" not in str(tables).lower().replace("nats", "")
+    assert any(row.startswith("digits\tpaper_mlp\t2\t") for row in metrics)  # seeds as an integer
 
 
 def test_unchanged_rerun_is_cached_and_new_settings_retrain(digits_run, storage, instance) -> None:

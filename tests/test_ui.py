@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ASSET_NAMES, REPO_ROOT
+from tests.helpers import ASSET_NAMES, REPO_ROOT, TEST_ARTIFACTS, chromium_page
 
 pytestmark = pytest.mark.slow
 LOCATION = "gan_pipeline"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def free_port() -> int:
@@ -191,10 +190,15 @@ def test_launch_digits_through_graphql_and_read_the_report(materialized: Dagster
     report = materialized.query(
         """{ assetOrError(assetKey: {path: ["evaluation_report"]}) { ... on Asset {
              assetMaterializations(limit: 1) { metadataEntries { label
-               ... on MarkdownMetadataEntry { mdStr } ... on PathMetadataEntry { path } } } } } }"""
+               ... on TableMetadataEntry { table { records schema { columns { name type description } } } }
+               ... on PathMetadataEntry { path } } } } } }"""
     )["assetOrError"]["assetMaterializations"][0]["metadataEntries"]
     entries = {entry["label"]: entry for entry in report}
-    assert "Adversarial nets" in entries["table"]["mdStr"] and "paper_mlp" in entries["table"]["mdStr"]
+    table1 = [json.loads(record) for record in entries["table"]["table"]["records"]]  # a sortable table in the UI
+    assert any(row["model"] == "Adversarial nets" and row["log_likelihood"] == "225.0 ± 2.0" for row in table1)
+    assert any(row["model"] == "paper_mlp" and row["seeds"] == 1 for row in table1)
+    columns = {c["name"]: c for c in entries["metrics"]["table"]["schema"]["columns"]}
+    assert columns["recall"]["type"] == "float" and "mode collapse" in columns["recall"]["description"]
     assert Path(entries["report_html"]["path"]).is_file()
     checks = materialized.query(
         """{ assetNodes(assetKeys: [{path: ["preprocessed_dataset"]}]) { assetChecksOrError { ... on AssetChecks {
@@ -208,44 +212,18 @@ def test_launch_digits_through_graphql_and_read_the_report(materialized: Dagster
     }
 
 
-def test_browser_shows_asset_graph_and_report(materialized: DagsterDev, tmp_path: Path) -> None:
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is not installed: .ci/run installs Debian's chromium package")
-        pytest.skip("Chromium not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+def test_browser_shows_asset_graph_and_report_tables(materialized: DagsterDev) -> None:
+    with chromium_page(1600, 1000) as page:
         page.goto(f"{materialized.url}/asset-groups", wait_until="networkidle")
         skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit newsletter dialog
         if skip.count():
             skip.click()
         page.get_by_text("Global asset lineage").first.wait_for(timeout=60_000)
-        page.screenshot(path=str(tmp_path / "graph.png"))
+        TEST_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(TEST_ARTIFACTS / "ui_asset_graph.png"))
         page.goto(f"{materialized.url}/assets", wait_until="networkidle")  # the catalog lists every asset key
         for name in ASSET_NAMES:
             page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
-        page.screenshot(path=str(tmp_path / "catalog.png"))
-
         page.goto(f"{materialized.url}/assets/evaluation_report", wait_until="networkidle")
         page.get_by_text("report_html", exact=True).first.wait_for(timeout=60_000)
-        page.keyboard.press("Escape")  # close any dialog or toast that would take the click
-        page.get_by_text("[Show Markdown]").first.click(force=True)  # the report table opens in a dialog
-        dialog = page.get_by_role("dialog")
-        for text in ("Adversarial nets", "paper_mlp", "reference: estimator ceiling", "225.0 ± 2.0"):
-            dialog.get_by_text(text).first.wait_for(timeout=30_000)
-        page.screenshot(path=str(tmp_path / "report.png"))
-        browser.close()
+        page.screenshot(path=str(TEST_ARTIFACTS / "ui_evaluation_report.png"))
