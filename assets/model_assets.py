@@ -77,7 +77,7 @@ def gan_model(
 
     runs = compute_or_load_each(
         context,
-        config.train_configs(model),
+        config.train_configs(dataset, model),
         lambda train_config, key: layout.run_record(dataset, model, key),
         identity_parts,
         train,

@@ -56,6 +56,9 @@ class DatasetSpec:
     n_train: int = 0  # torchvision datasets: training images 0..n_train-1 train, the next 10,000 validate
     classifier_accuracy_target: float = 0.0  # test accuracy the feature classifier must reach (0: no target)
     source_help: str = ""  # for datasets that cannot be downloaded: how to obtain the source file
+    # Training settings recommended for a model on this dataset, applied over the model's and the loss's recipes
+    # (gan_core.train.default_train_config); the asset setting `dataset_recipe: false` trains without them.
+    recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def source_variable(self) -> str:

@@ -114,10 +114,17 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def default_train_config(model: str, loss: str = "non_saturating", **overrides: Any) -> TrainConfig:
-    """The model's recipe, then the loss's recipe, then `overrides` (None values ignored) over TrainConfig's
-    defaults (the paper's): the paper's SGD for `paper_mlp*`, DCGAN's Adam for `dcgan`, WGAN-GP's for `wgan_gp`."""
+def default_train_config(
+    model: str, loss: str = "non_saturating", dataset: str | None = None, **overrides: Any
+) -> TrainConfig:
+    """The model's recipe, then the loss's recipe, then the `dataset`'s recipe for this model (if a dataset is given
+    and has one), then `overrides` (None values ignored) over TrainConfig's defaults (the paper's): the paper's SGD
+    for `paper_mlp*`, DCGAN's Adam for `dcgan`, WGAN-GP's for `wgan_gp`, settings fitted to 8x8 images for digits."""
     settings = {**get_model_spec(model).recipe, **get_loss(loss).recipe}
+    if dataset is not None:
+        from gan_core.sources import get_dataset_spec  # sources imports data I/O the trainer does not otherwise need
+
+        settings.update(get_dataset_spec(dataset).recipes.get(model, {}))
     settings.update({key: value for key, value in overrides.items() if value is not None})
     config = TrainConfig(model=model, loss=loss, **settings)
     config.validate()

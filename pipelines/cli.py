@@ -80,7 +80,9 @@ def _failure_line(result: Any, job_name: str, log_path: str, failed_checks: list
     """One line: the step that failed and why (or the checks that failed), and where the full log is."""
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
-        cause = error.message.strip().splitlines()[-1] if error is not None else "unknown error"
+        while error is not None and error.cause is not None:  # Dagster wraps the asset's own exception
+            error = error.cause
+        cause = error.message.strip().splitlines()[0] if error is not None else "unknown error"
         return f"{job_name}: step {event.step_key} failed: {cause} (full log: {log_path})"
     if failed_checks:
         return f"{job_name}: checks failed: {', '.join(failed_checks)} (full log: {log_path})"
@@ -117,14 +119,18 @@ def _execute(job_name: str, defs: Any, instance: Any, **kwargs: Any) -> Any:
     wait_for_pool(instance, "gpu")
     if not kwargs.pop("verbose", False):
         kwargs["run_config"] = {**QUIET_LOGGERS, **(kwargs.get("run_config") or {})}
-    if kwargs.pop("executor", "in_process") == "celery":
-        result = _execute_on_celery(instance, kwargs["partition_key"], kwargs["run_config"])
-        run_id = result.run_id
-    else:
-        run_id = str(uuid.uuid4())
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, raise_on_error=False, run_id=run_id, tags=process_tags(), **kwargs
-        )
+    try:
+        if kwargs.pop("executor", "in_process") == "celery":
+            result = _execute_on_celery(instance, kwargs["partition_key"], kwargs["run_config"])
+            run_id = result.run_id
+        else:
+            run_id = str(uuid.uuid4())
+            result = defs.resolve_job_def(job_name).execute_in_process(
+                instance=instance, raise_on_error=False, run_id=run_id, tags=process_tags(), **kwargs
+            )
+    except dg.DagsterInvalidConfigError as error:  # refused before a run exists: say which setting, no traceback
+        problems = "; ".join(e.message for e in error.errors) or str(error)
+        raise SystemExit(f"{job_name}: invalid settings, nothing was run: {problems}") from None
     run = instance.get_run_by_id(run_id)
     if run is not None and run.status == dg.DagsterRunStatus.CANCELED:
         raise SystemExit(f"run {run.run_id} ({job_name}) was canceled; the next `gan-pipeline run` resumes it")

@@ -45,6 +45,7 @@ SCRIPT = textwrap.dedent(
     sources.DATASETS = MappingProxyType({**sources.DATASETS, "tiny": sources.DatasetSpec(
         "tiny", (1, 8, 8), 3, fetch=fetch, split=split,
         split_sizes={"train": 300, "valid": 60, "test": 60}, classifier_accuracy_target=0.5,
+        recipes={"tiny_mlp": {"momentum_end": 0.6}},
     )})
     models.MODELS = MappingProxyType({**models.MODELS, "tiny_mlp": models.ModelSpec(
         "tiny_mlp", models._paper_mlp((32,), 16, 2), recipe={"learning_rate": 0.05}
@@ -65,7 +66,8 @@ SCRIPT = textwrap.dedent(
         "dataset_partition": "tiny" in dataset_partitions.get_partition_keys(),
         "model_partition": "tiny|tiny_mlp" in dataset_model_partitions.get_partition_keys(),
         "loss_choice": GanTrainingConfig(loss="least_squares").loss.value == "least_squares",
-        "recipe": GanTrainingConfig(loss="least_squares").train_configs("tiny_mlp")[0].to_dict(),
+        "recipe": GanTrainingConfig(loss="least_squares").train_configs("tiny", "tiny_mlp")[0].to_dict(),
+        "no_dataset_recipe": GanTrainingConfig(dataset_recipe=False).train_configs("tiny", "tiny_mlp")[0].to_dict(),
     }
     with dg.instance_for_test() as instance:
         data = defs.resolve_job_def("dataset_job").execute_in_process(partition_key="tiny", instance=instance)
@@ -97,9 +99,10 @@ def test_one_entry_each_adds_a_dataset_a_model_and_a_loss(tmp_path) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
     found = json.loads(completed.stdout.split("RESULT ", 1)[1])
     assert found["dataset_partition"] and found["model_partition"] and found["loss_choice"]
-    # the model's recipe, then the loss's recipe, over the paper's defaults
+    # the model's recipe, then the loss's, then the dataset's for that model, over the paper's defaults
     assert found["recipe"]["learning_rate"] == 0.05 and found["recipe"]["batch_size"] == 50
-    assert found["recipe"]["optimizer"] == "paper"
+    assert found["recipe"]["optimizer"] == "paper" and found["recipe"]["momentum_end"] == 0.6
+    assert found["no_dataset_recipe"]["momentum_end"] == 0.7  # dataset_recipe: false, the paper's value
     checks = found["dataset_checks"]
     assert checks["split_sizes_match"][0] and checks["no_empty_classes"][0]
     assert checks["classifier_accuracy_target"][1] == 0.5  # the spec's target, not a default of 0
