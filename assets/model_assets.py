@@ -54,7 +54,7 @@ def gan_model(
     )
 
     def identity_parts(train_config: TrainConfig) -> dict:
-        parts = {"train": train_config.to_dict(), "data": info.content_hash, "code": TRAIN_CODE_VERSION}
+        parts = {"train": train_config.identity(), "data": info.content_hash, "code": TRAIN_CODE_VERSION}
         if config.launcher.value == "torchrun":  # per-rank noise: N ranks train other weights than one process
             parts["ranks"] = config.nproc_per_node
         return parts

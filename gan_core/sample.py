@@ -44,7 +44,7 @@ def load_generator(checkpoint_path: str | os.PathLike[str], device: str | torch.
     config = state["config"]
     image_shape = tuple(int(v) for v in state["image_shape"])
     generator = build_models(config["model"], image_shape).generator  # type: ignore[arg-type]
-    generator.load_state_dict(state["generator"])
+    generator.load_state_dict(state.get("generator_average") or state["generator"])  # the average when kept
     return LoadedGenerator(generator.to(dev).eval(), int(state["noise_dim"]), config["noise"], image_shape, config)  # type: ignore[arg-type]
 
 

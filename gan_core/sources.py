@@ -341,6 +341,12 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
             },
             split_sizes={"train": 1197, "valid": 300, "test": 300},
             classifier_accuracy_target=0.95,
+            # The paper's settings (batch 100, 100 epochs: 1,100 steps) leave the MLP collapsed on 1,197 images of
+            # 8x8 pixels (recall 0, one glyph). Batch 32 gives 37 steps an epoch, 150 epochs get past the ~70 epochs
+            # before the players leave D(x) = D(G(z)) = 0.5, and sampling from the generator's average removes the
+            # blotches of the last steps: Fréchet distance 2.4 against 0.84 for real test images, recall 0.70,
+            # every class, Parzen 15.9 nats, in 111 s on 2 cores (README, "The default on digits").
+            recipes={"paper_mlp": {"batch_size": 32, "epochs": 150, "ema_decay": 0.995}},
         ),
         "mnist": _torchvision_spec("mnist", "MNIST", (1, 28, 28), 50_000, "t10k", accuracy=0.99),
         "fashion_mnist": _torchvision_spec("fashion_mnist", "FashionMNIST", (1, 28, 28), 50_000, "t10k", accuracy=0.89),

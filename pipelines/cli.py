@@ -263,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--epochs", type=int, default=None, help="training epochs (default: the asset config's)")
     run.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: 0)")
     run.add_argument("--train-config", default=None, help="JSON object of further gan_model config fields")
+    run.add_argument(
+        "--paper-settings",
+        action="store_true",
+        help="train with the model's own recipe (the paper's, for paper_mlp) instead of the dataset's recommended "
+        "settings (digits: batch 32, 150 epochs, generator average)",
+    )
     run.add_argument("--samples", type=int, default=None, help="samples per seed (default: the asset config's 10,000)")
     run.add_argument("--verbose", action="store_true", help="print Dagster's event lines and every check's result")
     run.add_argument(
@@ -287,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         train_config["epochs"] = args.epochs
     if getattr(args, "seeds", None) is not None:
         train_config["seeds"] = args.seeds
+    if getattr(args, "paper_settings", False):
+        train_config["dataset_recipe"] = False
     if args.command == "check":
         return run_check(args.dataset, args.model, train_config or None, args.data_dir)
     home = ensure_dagster_home()
