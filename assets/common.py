@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,6 +63,14 @@ def begin(context: dg.AssetExecutionContext, storage: StorageResource) -> tuple[
     """Check the whole run's config, then (dataset, model, layout) of this dataset x model partition."""
     validate_run_config(context)
     return (*dataset_and_model(context), storage.layout)
+
+
+def progress_bars() -> bool | None:
+    """Progress bars for long steps: always when `GAN_PIPELINE_PROGRESS_BARS=1` (what `gan-pipeline run` sets when its
+    console is a terminal: Dagster captures a step's stderr into a file, so tqdm cannot see the terminal itself), never
+    when `0`, else tqdm's own choice (a terminal or not)."""
+    setting = os.environ.get("GAN_PIPELINE_PROGRESS_BARS", "")
+    return {"1": True, "0": False}.get(setting)
 
 
 def run_holder(context: dg.AssetExecutionContext) -> str:

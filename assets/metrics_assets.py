@@ -9,7 +9,14 @@ import dagster as dg
 import numpy as np
 import torch
 
-from assets.common import begin, compute_or_load_each, dataset_and_model, partition_asset, store_figure
+from assets.common import (
+    begin,
+    compute_or_load_each,
+    dataset_and_model,
+    partition_asset,
+    progress_bars,
+    store_figure,
+)
 from assets.configs import ClassifierConfig
 from assets.data_assets import preprocessed_dataset
 from assets.model_assets import generated_samples
@@ -62,6 +69,7 @@ def feature_classifier(
             seed=config.seed,
             device=config.device,
             log=context.log.info,
+            progress=progress_bars(),
         )
         return {
             "test_accuracy": result.test_accuracy,

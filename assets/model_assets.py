@@ -10,7 +10,7 @@ import time
 
 import dagster as dg
 
-from assets.common import begin, compute_or_load_each, partition_asset, run_holder, store_figure
+from assets.common import begin, compute_or_load_each, partition_asset, progress_bars, run_holder, store_figure
 from assets.configs import GanTrainingConfig, SamplingConfig
 from assets.data_assets import preprocessed_dataset
 from assets.training import train_in_process, train_with_torchrun
@@ -51,6 +51,7 @@ def gan_model(
         checkpoint_every=config.checkpoint_every,
         checkpoint_seconds=config.checkpoint_minutes * 60,
         holder=run_holder(context),
+        progress=progress_bars(),
     )
 
     def identity_parts(train_config: TrainConfig) -> dict:

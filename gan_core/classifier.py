@@ -71,6 +71,7 @@ def train_classifier(
     seed: int = 0,
     device: str = "auto",
     log: Callable[[str], None] | None = None,
+    progress: bool | None = None,
 ) -> ClassifierResult:
     """Train with Adam and a cosine learning-rate decay (data on the device, index-sliced batches), save atomically,
     return the test accuracy."""
@@ -83,7 +84,8 @@ def train_classifier(
     steps = epochs * math.ceil(len(images) / 128)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     started = time.perf_counter()
-    for epoch in tqdm(range(epochs), desc="feature classifier", unit="epoch", disable=None, leave=False):
+    shown = None if progress is None else not progress
+    for epoch in tqdm(range(epochs), desc="feature classifier", unit="epoch", disable=shown, leave=False):
         model.train()
         order = torch.randperm(len(images), device=dev)
         for start in range(0, len(images), 128):

@@ -159,7 +159,7 @@ class RuntimeOptions:
     cuda_graph: bool | None = None
     checkpoint_every: int = 5  # epochs between checkpoints
     checkpoint_seconds: float = 300.0  # also checkpoint inside an epoch once this long has passed since the last one
-    progress: bool = True
+    progress: bool | None = None  # progress bar: None = on a terminal (tqdm decides); True / False = always / never
     stop_after_epoch: int | None = None  # stop early (as if killed) after this epoch's checkpoint; for testing resume
     stop_after_time: float | None = None  # time.time() deadline: the first epoch ending past it checkpoints and stops
     on_epoch_end: Callable[[int, nn.Module], None] | None = None  # called with (epoch, generator), e.g. to evaluate
@@ -255,7 +255,7 @@ def _train(
     checkpoint = Checkpoint(out_dir, config, device, options.checkpoint_seconds, log, writes=ranks.is_main)
     state = checkpoint.restore(players)
     ranks.seed_rank(config.seed, state.step)
-    progress = options.progress and ranks.is_main
+    progress = options.progress if ranks.is_main else False
     tracker = EpochTracker(config, state, steps_per_epoch * per_step, device, progress, log)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16, cache_enabled=not use_graph)
     update = make_update(ranks.local_config, players, images, use_graph, autocast)
@@ -432,7 +432,7 @@ class EpochTracker:
         state: TrainingState,
         images_per_epoch: int,
         device: torch.device,
-        progress: bool,
+        progress: bool | None,
         log: Callable[[str], None] | None,
     ) -> None:
         from tqdm.auto import tqdm
@@ -442,7 +442,7 @@ class EpochTracker:
             total=config.epochs,
             initial=state.epoch,
             unit="epoch",
-            disable=None if progress else True,
+            disable=None if progress is None else not progress,
             desc=f"train {config.model} seed {config.seed}",
             leave=False,
         )

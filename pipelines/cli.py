@@ -298,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return run_check(args.dataset, args.model, train_config or None, args.data_dir)
     home = ensure_dagster_home()
+    if sys.stderr.isatty():  # steps' stderr is captured to a file, so tell them the console can show progress bars
+        os.environ.setdefault("GAN_PIPELINE_PROGRESS_BARS", "1")
     sample_config = {"count": args.samples} if args.samples else None
     outcome = run_pipeline(
         args.dataset,
