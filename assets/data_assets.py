@@ -30,11 +30,14 @@ def raw_dataset(
     raw_dir = storage.layout.raw_dir(dataset)
     context.log.info(f"fetching {dataset} from {source or 'its official location'} into {raw_dir}")
     manifest = fetch_raw(spec.name, raw_dir, source)
+    for fname, how in manifest.get("verified", {}).items():
+        context.log.info(f"{fname}: verified by {how}")
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(raw_dir)),
             "source": manifest["source"],
             "checksums": dg.MetadataValue.json(manifest["files"]),
+            "verified_by": dg.MetadataValue.json(manifest.get("verified", {})),
         },
         data_version=dg.DataVersion(hash_json(manifest["files"])),
     )

@@ -59,6 +59,9 @@ class DatasetSpec:
     # Training settings recommended for a model on this dataset, applied over the model's and the loss's recipes
     # (gan_core.train.default_train_config); the asset setting `dataset_recipe: false` trains without them.
     recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # MD5 of each archive's decompressed content ({archive name: MD5}), recorded beside torchvision's MD5 of the archive
+    # bytes: a local copy that was re-compressed (other bytes, same files) is accepted by its content, and says so.
+    content_md5: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def source_variable(self) -> str:
@@ -191,8 +194,9 @@ def _fetch_torchvision(
     mirror, description = resolve_mirror(name, source)
     expected = {fname: (md5_overrides or {}).get(fname, md5) for fname, md5 in expected_archives(name).items()}
     if mirror and mirror.startswith("file://"):
-        _install_local_archives(name, Path(urllib.parse.urlparse(mirror).path), out_dir, expected)
-        return {"source": description, "files": expected, "hash": "md5"}
+        directory = Path(urllib.parse.urlparse(mirror).path)
+        verified = _install_local_archives(spec, directory, out_dir, expected, md5_overrides or {})
+        return {"source": description, "files": expected, "hash": "md5", "verified": verified}
     cls = _torchvision_dataset_class(name, mirror, md5_overrides)
     try:
         cls(root=str(out_dir), train=True, download=True)
@@ -210,28 +214,73 @@ def _fetch_torchvision(
             f"could not download dataset {name!r} from {description} (setting {spec.source_variable} / "
             f"raw_dataset config `source`): {error}"
         ) from error
-    return {"source": description, "files": expected, "hash": "md5"}
+    verified = {fname: "archive MD5 (torchvision's)" for fname in expected}
+    return {"source": description, "files": expected, "hash": "md5", "verified": verified}
 
 
-def _install_local_archives(name: str, directory: Path, out_dir: Path, expected: dict[str, str]) -> None:
-    """Check local archives against their MD5 and unpack them where torchvision's dataset class looks for them."""
+def content_md5(archive: Path) -> str:
+    """MD5 of a gzip archive's decompressed content (read in chunks)."""
+    import gzip
+    import hashlib
+
+    digest = hashlib.md5(usedforsecurity=False)
+    with gzip.open(archive, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify_local_archive(spec: DatasetSpec, archive: Path, md5: str, overridden: bool) -> str:
+    """How `archive` was verified: its bytes against torchvision's MD5, or, for a re-compressed copy of a file whose
+    decompressed content has a recorded MD5, that content; anything else is an error naming the file."""
+    from torchvision.datasets.utils import calculate_md5
+
+    actual = calculate_md5(str(archive))
+    if actual == md5:
+        return "archive MD5 (torchvision's)" if not overridden else "archive MD5 (override)"
+    content = spec.content_md5.get(archive.name)
+    if content is None or overridden:
+        raise DatasetSourceError(
+            f"checksum mismatch for {archive}: expected MD5 {md5}, got {actual} (truncated or corrupted file)"
+        )
+    try:
+        found = content_md5(archive)
+    except (OSError, EOFError) as error:
+        raise DatasetSourceError(
+            f"checksum mismatch for {archive}: expected MD5 {md5}, got {actual}, and it cannot be decompressed to "
+            f"check its content ({error}): a truncated or corrupted file"
+        ) from error
+    if found != content:
+        raise DatasetSourceError(
+            f"checksum mismatch for {archive}: its bytes (MD5 {actual}) differ from torchvision's archive (MD5 {md5}) "
+            f"and its decompressed content (MD5 {found}) differs from the official files' (MD5 {content})"
+        )
+    return (
+        f"decompressed content MD5 {content} (official files'); the archive was re-compressed: its MD5 {actual} "
+        f"differs from torchvision's {md5}"
+    )
+
+
+def _install_local_archives(
+    spec: DatasetSpec, directory: Path, out_dir: Path, expected: dict[str, str], overrides: dict[str, str]
+) -> dict[str, str]:
+    """Verify local archives (`_verify_local_archive`) and unpack them where torchvision's dataset class looks for
+    them; return how each was verified."""
     from torchvision.datasets import CIFAR10
-    from torchvision.datasets.utils import calculate_md5, extract_archive
+    from torchvision.datasets.utils import extract_archive
 
-    cls = _torchvision_dataset_class(name, None, None)
+    cls = _torchvision_dataset_class(spec.name, None, None)
     target = out_dir if issubclass(cls, CIFAR10) else out_dir / cls.__name__ / "raw"
     target.mkdir(parents=True, exist_ok=True)
+    verified = {}
     for fname, md5 in expected.items():
         archive = directory / fname
-        actual = calculate_md5(str(archive))
-        if actual != md5:
-            raise DatasetSourceError(
-                f"checksum mismatch for {archive}: expected MD5 {md5}, got {actual} (truncated or corrupted file)"
-            )
+        verified[fname] = _verify_local_archive(spec, archive, md5, fname in overrides)
         try:
             extract_archive(str(archive), str(target))
         except (OSError, EOFError, ValueError) as error:
             raise DatasetSourceError(f"archive {archive} could not be unpacked: {error}") from error
+    return verified
 
 
 def _digits_splits(spec: DatasetSpec, raw_dir: Path, manifest: dict[str, Any]) -> dict[str, SplitArrays]:
@@ -303,7 +352,13 @@ def _tfd_splits(spec: DatasetSpec, raw_dir: Path, manifest: dict[str, Any], fold
 
 
 def _torchvision_spec(
-    name: str, cls: str, image_shape: tuple[int, int, int], n_train: int, test_name: str, accuracy: float
+    name: str,
+    cls: str,
+    image_shape: tuple[int, int, int],
+    n_train: int,
+    test_name: str,
+    accuracy: float,
+    content_md5: Mapping[str, str] | None = None,
 ) -> DatasetSpec:
     """A dataset fetched by torchvision's download code: training images 0..n_train-1 train, the next 10,000
     validate, the official test set tests."""
@@ -322,7 +377,24 @@ def _torchvision_spec(
         torchvision_class=cls,
         n_train=n_train,
         classifier_accuracy_target=accuracy,
+        content_md5=content_md5 or {},
     )
+
+
+# MD5 of the decompressed IDX files, as published beside the archives' (e.g. the Fashion-MNIST README's `md5sum` of the
+# unpacked files) and checked here against the official downloads.
+MNIST_CONTENT_MD5 = {
+    "train-images-idx3-ubyte.gz": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte.gz": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte.gz": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte.gz": "27ae3e4e09519cfbb04c329615203637",
+}
+FASHION_MNIST_CONTENT_MD5 = {
+    "train-images-idx3-ubyte.gz": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte.gz": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte.gz": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
+}
 
 
 DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
@@ -348,8 +420,12 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
             # every class, Parzen 15.9 nats, in 111 s on 2 cores (README, "The default on digits").
             recipes={"paper_mlp": {"batch_size": 32, "epochs": 150, "ema_decay": 0.995}},
         ),
-        "mnist": _torchvision_spec("mnist", "MNIST", (1, 28, 28), 50_000, "t10k", accuracy=0.99),
-        "fashion_mnist": _torchvision_spec("fashion_mnist", "FashionMNIST", (1, 28, 28), 50_000, "t10k", accuracy=0.89),
+        "mnist": _torchvision_spec(
+            "mnist", "MNIST", (1, 28, 28), 50_000, "t10k", accuracy=0.99, content_md5=MNIST_CONTENT_MD5
+        ),
+        "fashion_mnist": _torchvision_spec(
+            "fashion_mnist", "FashionMNIST", (1, 28, 28), 50_000, "t10k", 0.89, FASHION_MNIST_CONTENT_MD5
+        ),
         "cifar10": _torchvision_spec("cifar10", "CIFAR10", (3, 32, 32), 40_000, "test_batch", accuracy=0.0),
         "tfd": DatasetSpec(
             "tfd",

@@ -15,7 +15,7 @@ from gan_core.layout import compute_or_load
 from gan_core.sources import DATASETS, DatasetSourceError, build_splits, expected_archives, fetch_raw, read_raw_manifest
 from gan_core.storage import atomic_output, hash_json, sha256_file
 from gan_core.train import load_checkpoint
-from tests.helpers import read_idx_gz, write_idx_gz
+from tests.helpers import SHARED_DATA, read_idx_gz, write_idx_gz
 
 
 def build_h5(name: str, raw_dir: Path, out: Path) -> str:
@@ -132,6 +132,35 @@ def test_local_directory_source_and_its_errors(tmp_path: Path, mnist_dir: Path) 
         fetch_raw("mnist", tmp_path / "raw", str(corrupt))
     assert sha256_file(tmp_path / "raw" / "manifest.json") == before  # the previous raw folder is intact
     assert build_splits("mnist", tmp_path / "raw")["test"].images.shape == (10_000, 1, 28, 28)
+
+
+def test_recompressed_fashion_mnist_is_verified_by_its_content_and_a_changed_byte_is_refused(tmp_path: Path) -> None:
+    """The shared Fashion-MNIST archives were re-compressed (other bytes than torchvision's MD5): accepted by the MD5 of
+    their decompressed content, and the manifest says so; one changed pixel is refused, naming the file."""
+    shared = SHARED_DATA / "fashion-mnist"
+    if not (shared / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST files not found at {shared}")
+    manifest = fetch_raw("fashion_mnist", tmp_path / "raw", str(shared))
+    assert manifest["files"] == expected_archives("fashion_mnist")  # the official archive MD5s, as recorded
+    assert all(how.startswith("decompressed content MD5") for how in manifest["verified"].values()), manifest
+    assert "re-compressed" in manifest["verified"]["t10k-labels-idx1-ubyte.gz"]
+    splits = build_splits("fashion_mnist", tmp_path / "raw")
+    assert np.array_equal(splits["test"].images[:, 0], read_idx_gz(shared / "t10k-images-idx3-ubyte.gz"))
+
+    changed = tmp_path / "changed"
+    shutil.copytree(shared, changed)
+    labels = read_idx_gz(shared / "t10k-labels-idx1-ubyte.gz").copy()
+    labels[0] = (labels[0] + 1) % 10
+    (changed / "t10k-labels-idx1-ubyte.gz").chmod(0o644)
+    write_idx_gz(changed / "t10k-labels-idx1-ubyte.gz", labels)
+    with pytest.raises(DatasetSourceError, match=r"t10k-labels-idx1-ubyte.gz: its bytes .* decompressed content"):
+        fetch_raw("fashion_mnist", tmp_path / "raw", str(changed))
+    assert read_raw_manifest(tmp_path / "raw") == manifest  # the previous raw folder is intact
+
+
+def test_official_mnist_archives_are_verified_by_their_archive_md5(tmp_path: Path, mnist_dir: Path) -> None:
+    manifest = fetch_raw("mnist", tmp_path / "raw", str(mnist_dir))
+    assert set(manifest["verified"].values()) == {"archive MD5 (torchvision's)"}
 
 
 def test_unknown_dataset_lists_known_ones(tmp_path: Path) -> None:
