@@ -27,7 +27,7 @@ from gan_core.devices import resolve_device
 from gan_core.layout import ArtifactLayout, compute_or_load
 from gan_core.models import sample_noise
 from gan_core.plots import grid_png, png_markdown
-from gan_core.sample import generate_from_noise, load_generator, read_samples_h5
+from gan_core.sample import generate_from_noise, load_generator, read_sample_labels, read_samples_h5
 from gan_core.sources import get_dataset_spec
 from gan_core.storage import hash_json
 from pipelines.partitions import dataset_partitions
@@ -124,8 +124,9 @@ def reference_set(layout: ArtifactLayout, dataset: str, n: int) -> metrics.Refer
     )
 
 
-def score_images(images: np.ndarray, reference: metrics.ReferenceSet) -> dict:
-    return metrics.score_against(images, reference, device=str(resolve_device("auto"))).to_dict()
+def score_images(images: np.ndarray, reference: metrics.ReferenceSet, asked: np.ndarray | None = None) -> dict:
+    """Every metric of `images`; `asked`: the labels they stand for (conditional samples, labelled real images)."""
+    return metrics.score_against(images, reference, device=str(resolve_device("auto")), asked=asked).to_dict()
 
 
 @partition_asset(
@@ -144,13 +145,15 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
     def score(entry: dict) -> dict:
         nonlocal reference
         samples = read_samples_h5(entry["path"])[0]
+        asked = read_sample_labels(entry["path"])
         reference = reference or reference_set(layout, dataset, min(MAX_REFERENCE, len(samples), n_train))
         started = time.perf_counter()
+        count = len(reference.images)
         return {
             "dataset": dataset,
             "model": model,
             "seed": entry["seed"],
-            **score_images(samples[: len(reference.images)], reference),
+            **score_images(samples[:count], reference, None if asked is None else asked[:count]),
             "seconds": time.perf_counter() - started,
         }
 
@@ -236,13 +239,18 @@ def reference_metrics(layout: ArtifactLayout, dataset: str) -> list[dict]:
     def score_references() -> dict:
         reference = reference_set(layout, dataset, n)
         test = load_split(info.path, "test", limit=n).numpy()
+        test_labels = load_split_arrays(info.path, "test").labels[:n]
         return {
             "rows": [
-                {"dataset": dataset, "model": f"real test images (n={len(test)})", **score_images(test, reference)},
+                {
+                    "dataset": dataset,
+                    "model": f"real test images (n={len(test)})",
+                    **score_images(test, reference, test_labels),
+                },
                 {
                     "dataset": dataset,
                     "model": f"memorising model: training images (n={n})",
-                    **score_images(reference.images, reference),
+                    **score_images(reference.images, reference, reference.labels),
                 },
             ]
         }

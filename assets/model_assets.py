@@ -9,14 +9,25 @@ settings. Several seeds are trained by listing them in `seeds`.
 import time
 
 import dagster as dg
+import numpy as np
+import torch
 
 from assets.common import begin, compute_or_load_each, partition_asset, progress_bars, run_holder, store_figure
 from assets.configs import GanTrainingConfig, SamplingConfig
 from assets.data_assets import preprocessed_dataset
 from assets.training import train_in_process, train_with_torchrun
-from gan_core.data import load_split, read_dataset_info
+from gan_core.data import load_split, load_split_arrays, read_dataset_info
+from gan_core.models import sample_noise
 from gan_core.plots import grid_png, line_png, png_markdown
-from gan_core.sample import generate, load_generator, read_samples_h5, write_samples_h5
+from gan_core.sample import (
+    asked_labels,
+    generate,
+    generate_from_noise,
+    load_generator,
+    read_samples_h5,
+    write_samples_h5,
+)
+from gan_core.sources import get_dataset_spec
 from gan_core.storage import hash_json
 from gan_core.train import (
     RuntimeOptions,
@@ -44,6 +55,8 @@ def gan_model(
     dataset, model, layout = begin(context, storage)
     info = read_dataset_info(layout.dataset_file(dataset))
     train_images = load_split(info.path, "train")
+    train_labels = torch.from_numpy(load_split_arrays(info.path, "train").labels)
+    num_classes = get_dataset_spec(dataset).num_classes
     options = RuntimeOptions(
         device=config.device,
         compile=config.compile,
@@ -64,9 +77,11 @@ def gan_model(
         run_dir = layout.run_dir(dataset, model, hash_json(identity_parts(train_config)))
         context.log.info(f"seed {train_config.seed}: training into {run_dir}")
         if config.launcher.value == "torchrun":
-            trained = train_with_torchrun(context, train_config, info.path, run_dir, options, config.nproc_per_node)
+            trained = train_with_torchrun(
+                context, train_config, info.path, run_dir, options, config.nproc_per_node, num_classes
+            )
         else:
-            trained = train_in_process(context, train_config, train_images, run_dir, options)
+            trained = train_in_process(context, train_config, train_images, run_dir, options, train_labels, num_classes)
         return {
             "seed": train_config.seed,
             "identity": run_dir.name,
@@ -134,12 +149,12 @@ def generated_samples(
 
     def draw(run: dict) -> dict:
         path = layout.samples_file(dataset, model, run["identity"], config.count, config.sample_seed)
-        samples = generate(
-            load_generator(run["checkpoint"], config.device), config.count, config.sample_seed, config.batch_size
-        )
+        loaded = load_generator(run["checkpoint"], config.device)
+        samples = generate(loaded, config.count, config.sample_seed, config.batch_size)
+        labels = asked_labels(config.count, loaded.num_classes) if loaded.num_classes else None
         provenance = {"checkpoint": run["checkpoint"], "weights_hash": run["weights_hash"], "train_seed": run["seed"]}
         provenance.update(dataset=dataset, model=model, count=config.count)
-        digest = write_samples_h5(path, samples, config.sample_seed, provenance)
+        digest = write_samples_h5(path, samples, config.sample_seed, provenance, labels)
         return {"seed": run["seed"], "path": str(path), "content_hash": digest, "files": [str(path)]}
 
     entries = compute_or_load_each(
@@ -163,6 +178,16 @@ def generated_samples(
     )
     grid = grid_png(read_samples_h5(entries[0]["path"])[0][:100])
     store_figure(layout, dataset, model, "samples", grid)
+    extra = {}
+    loaded = load_generator(layout.trained_runs(dataset, model)[0]["checkpoint"], "cpu")
+    if loaded.num_classes:  # one row per class: samples drawn for that label
+        rows = np.repeat(np.arange(loaded.num_classes), 10)
+        noise = sample_noise(len(rows), loaded.noise_dim, loaded.noise, "cpu", torch.Generator().manual_seed(0))
+        class_grid = grid_png(generate_from_noise(loaded, noise, rows), columns=10)
+        store_figure(layout, dataset, model, "class_grid", class_grid)
+        extra["class_grid"] = dg.MetadataValue.md(
+            "One row per class (0 at the top)\n\n" + png_markdown(class_grid, "per-class samples")
+        )
     return dg.MaterializeResult(
         metadata={
             "paths": dg.MetadataValue.json([entry["path"] for entry in entries]),
@@ -171,6 +196,7 @@ def generated_samples(
             "cached": all(entry["cached"] for entry in entries),
             "seconds": round(time.perf_counter() - started, 2),
             "sample_grid": dg.MetadataValue.md(png_markdown(grid, "samples")),
+            **extra,
         },
         data_version=dg.DataVersion(hash_json([entry["content_hash"] for entry in entries])),
     )

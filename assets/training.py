@@ -26,13 +26,21 @@ def train_in_process(
     images: torch.Tensor,
     run_dir: Path,
     options: RuntimeOptions,
+    labels: torch.Tensor | None = None,
+    num_classes: int = 0,
 ) -> dict[str, Any]:
     """train_gan here. A termination (the UI, SIGTERM or Ctrl-C to the CLI) finishes the step, writes a checkpoint and
     cancels the run; a divergence fails the step without retries (it would diverge again)."""
     with stop_on_signals() as stop_requested:
         try:
             result = train_gan(
-                config, images, run_dir, replace(options, stop_requested=stop_requested), context.log.info
+                config,
+                images,
+                run_dir,
+                replace(options, stop_requested=stop_requested),
+                context.log.info,
+                train_labels=labels,
+                num_classes=num_classes,
             )
         except TrainingInterrupted as stopped:
             context.log.warning(str(stopped))
@@ -59,6 +67,7 @@ def train_with_torchrun(
     run_dir: Path,
     options: RuntimeOptions,
     nproc: int,
+    num_classes: int = 0,
 ) -> dict[str, Any]:
     """A DDP run of `nproc` ranks (pipelines/ddp_worker.py) as an external process through Dagster Pipes: rank 0's
     log lines arrive in the Dagster log and its closing message carries the result. A failed rank fails the step
@@ -74,6 +83,7 @@ def train_with_torchrun(
             "checkpoint_every": options.checkpoint_every,
             "checkpoint_seconds": options.checkpoint_seconds,
             "holder": options.holder,
+            "num_classes": num_classes,
         },
     )
     command = [sys.executable, "-m", "pipelines.ddp_worker", "launch", str(nproc), str(files.settings)]

@@ -46,9 +46,11 @@ PARTITION_INDEX_NAME = "latest.json"
 PartitionKind = Literal["models", "samples", "bandwidth", "parzen", "metrics"]
 EvaluationKind = Literal["bandwidth", "parzen", "metrics"]
 ReferenceKind = Literal["reference_real_train", "reference_metrics"]
-# Each figure is written by one asset: samples (generated_samples), loss_curves (gan_model), sigma_search
+# Each figure is written by one asset: samples and class_grid (generated_samples), loss_curves (gan_model), sigma_search
 # (parzen_bandwidth), figure2/figure3 (paper_figures); the report embeds them.
-FigureName = Literal["samples", "loss_curves", "sigma_search", "figure2_nearest_neighbours", "figure3_interpolations"]
+FigureName = Literal[
+    "samples", "class_grid", "loss_curves", "sigma_search", "figure2_nearest_neighbours", "figure3_interpolations"
+]
 _EVALUATION_KINDS = ("bandwidth", "parzen", "metrics")
 _WRITTEN_BY = {
     "models": "gan_model",

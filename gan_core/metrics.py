@@ -12,6 +12,7 @@ import math
 import os
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -160,7 +161,26 @@ def nearest_training_images(
     return _nearest(flat_s, flat_t, block, device)[1]
 
 
-# The headline numbers, in the order the report shows them.
+def conditional_scores(
+    sample_features: np.ndarray,
+    sample_probs: np.ndarray,
+    asked: np.ndarray,
+    reference_features: np.ndarray,
+    reference_labels: np.ndarray,
+    num_classes: int,
+) -> tuple[float, list[float]]:
+    """A conditional model's (accuracy of the classifier on its samples against the labels they were drawn for,
+    Fréchet distance per class between its samples of that class and the real images of that class)."""
+    asked = np.asarray(asked)
+    accuracy = float((np.asarray(sample_probs).argmax(1) == asked).mean())
+    per_class = []
+    for label in range(num_classes):
+        ours, theirs = sample_features[asked == label], reference_features[np.asarray(reference_labels) == label]
+        per_class.append(frechet_distance(ours, theirs) if min(len(ours), len(theirs)) >= 2 else float("nan"))
+    return accuracy, per_class
+
+
+# The headline numbers, in the order the report shows them (the last two for conditional models only).
 METRIC_COLUMNS = [
     "frechet_distance",
     "kid",
@@ -172,6 +192,8 @@ METRIC_COLUMNS = [
     "class_kl",
     "inception_score",
     "memorisation_ratio",
+    "conditional_accuracy",
+    "class_frechet_distance",
 ]
 
 
@@ -191,6 +213,10 @@ class SampleMetrics:
     memorisation_ratio: float
     n_samples: int
     n_reference: int
+    # conditional models (and labelled real images): accuracy against the asked labels, mean and per-class FD
+    conditional_accuracy: float | None = None
+    class_frechet_distance: float | None = None
+    class_frechet_distances: list[float] | None = None
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -206,13 +232,25 @@ def evaluate_samples(
     held_out_images: np.ndarray,
     num_classes: int,
     device: str = "auto",
+    asked: np.ndarray | None = None,
 ) -> SampleMetrics:
-    """Every metric for one set of samples against one reference set of real (training) images."""
+    """Every metric for one set of samples against one reference set of real (training) images; with `asked` (the
+    labels a conditional model's samples were drawn for) also the conditional accuracy and per-class FD."""
     precision, recall = precision_recall(reference_features, sample_features, 3, device=resolve_device(device))
     density, coverage = density_coverage(reference_features, sample_features, 5, device=resolve_device(device))
     kid, kid_std = kernel_distance(sample_features, reference_features)
     covered, kl, _ = class_statistics(sample_probs, reference_labels, num_classes)
     score, score_std = inception_score(sample_probs)
+    conditional: dict[str, Any] = {}
+    if asked is not None:
+        accuracy, per_class = conditional_scores(
+            sample_features, sample_probs, asked, reference_features, reference_labels, num_classes
+        )
+        conditional = {
+            "conditional_accuracy": accuracy,
+            "class_frechet_distance": float(np.nanmean(per_class)),
+            "class_frechet_distances": per_class,
+        }
     return SampleMetrics(
         frechet_distance=frechet_distance(sample_features, reference_features),
         kid=kid,
@@ -228,6 +266,7 @@ def evaluate_samples(
         memorisation_ratio=memorisation_ratio(samples, reference_images, held_out_images, device=device),
         n_samples=len(sample_features),
         n_reference=len(reference_features),
+        **conditional,
     )
 
 
@@ -258,8 +297,11 @@ def build_reference_set(
     )
 
 
-def score_against(images: np.ndarray, reference: ReferenceSet, device: str = "auto") -> SampleMetrics:
-    """Every metric for `images` (N x C x H x W in [0, 1]) against `reference`."""
+def score_against(
+    images: np.ndarray, reference: ReferenceSet, device: str = "auto", asked: np.ndarray | None = None
+) -> SampleMetrics:
+    """Every metric for `images` (N x C x H x W in [0, 1]) against `reference`; `asked`: the labels the images stand
+    for (a conditional model's asked labels, or real images' own labels)."""
     tensor = torch.from_numpy(np.asarray(images, np.float32))
     return evaluate_samples(
         embed(reference.classifier, tensor),
@@ -271,4 +313,5 @@ def score_against(images: np.ndarray, reference: ReferenceSet, device: str = "au
         reference.held_out,
         reference.num_classes,
         device=device,
+        asked=asked,
     )

@@ -47,14 +47,22 @@ class Maxout(nn.Module):
         return self.linear(x).view(x.shape[0], self.units, self.pieces).amax(dim=2)
 
 
-class MLPGenerator(nn.Module):
-    """Noise -> ReLU hidden layers -> sigmoid image, as in the paper."""
+def one_hot(labels: torch.Tensor, num_classes: int, like: torch.Tensor) -> torch.Tensor:
+    """Labels as one-hot rows in the dtype and device of `like`."""
+    return nn.functional.one_hot(labels, num_classes).to(like)
 
-    def __init__(self, image_shape: ImageShape, noise_dim: int, hidden: tuple[int, ...], init_range: float) -> None:
+
+class MLPGenerator(nn.Module):
+    """Noise -> ReLU hidden layers -> sigmoid image, as in the paper. Conditional (`num_classes` > 0): the label's
+    one-hot vector is concatenated to the noise (Mirza & Osindero, 2014)."""
+
+    def __init__(
+        self, image_shape: ImageShape, noise_dim: int, hidden: tuple[int, ...], init_range: float, num_classes: int = 0
+    ) -> None:
         super().__init__()
-        self.image_shape, self.noise_dim = image_shape, noise_dim
+        self.image_shape, self.noise_dim, self.num_classes = image_shape, noise_dim, num_classes
         layers: list[nn.Module] = []
-        width = noise_dim
+        width = noise_dim + num_classes
         for units in hidden:
             layers += [nn.Linear(width, units), nn.ReLU()]
             width = units
@@ -65,12 +73,15 @@ class MLPGenerator(nn.Module):
                 nn.init.uniform_(module.weight, -init_range, init_range)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            z = torch.cat([z, one_hot(labels, self.num_classes, z)], dim=1)
         return torch.sigmoid(self.output(self.hidden(z))).view(z.shape[0], *self.image_shape)
 
 
 class MaxoutDiscriminator(nn.Module):
-    """Dropout -> maxout layers -> one logit per image, with the paper's per-layer input keep probabilities."""
+    """Dropout -> maxout layers -> one logit per image, with the paper's per-layer input keep probabilities.
+    Conditional (`num_classes` > 0): the label's one-hot vector joins the pixels after their dropout (never dropped)."""
 
     def __init__(
         self,
@@ -81,10 +92,12 @@ class MaxoutDiscriminator(nn.Module):
         init_range: float,
         input_keep: float,
         hidden_keep: float,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
+        self.num_classes = num_classes
         blocks: list[nn.Module] = []
-        width = math.prod(image_shape)
+        width = math.prod(image_shape) + num_classes
         for index in range(layers):
             blocks += [nn.Dropout(1.0 - (input_keep if index == 0 else hidden_keep)), Maxout(width, units, pieces)]
             width = units
@@ -95,8 +108,11 @@ class MaxoutDiscriminator(nn.Module):
                 nn.init.uniform_(module.weight, -init_range, init_range)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.flatten(1)).squeeze(1)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.num_classes:
+            return self.net(x.flatten(1)).squeeze(1)
+        pixels = self.net[0](x.flatten(1))  # the input dropout
+        return self.net[1:](torch.cat([pixels, one_hot(labels, self.num_classes, pixels)], dim=1)).squeeze(1)
 
 
 def _upsampling_plan(size: int) -> tuple[int, int]:
@@ -111,17 +127,18 @@ def _upsampling_plan(size: int) -> tuple[int, int]:
 
 
 class ConvGenerator(nn.Module):
-    """DCGAN-style generator: linear to a small feature map, stride-2 transposed convolutions, sigmoid output."""
+    """DCGAN-style generator: linear to a small feature map, stride-2 transposed convolutions, sigmoid output.
+    Conditional (`num_classes` > 0): the label's one-hot vector is concatenated to the noise."""
 
-    def __init__(self, image_shape: ImageShape, noise_dim: int, width: int) -> None:
+    def __init__(self, image_shape: ImageShape, noise_dim: int, width: int, num_classes: int = 0) -> None:
         super().__init__()
         channels, height, _ = image_shape
-        self.image_shape, self.noise_dim = image_shape, noise_dim
+        self.image_shape, self.noise_dim, self.num_classes = image_shape, noise_dim, num_classes
         base, steps = _upsampling_plan(height)
         top = width * 2 ** (steps - 1)
         self.base, self.top = base, top
         self.project = nn.Sequential(
-            nn.Linear(noise_dim, top * base * base), nn.BatchNorm1d(top * base * base), nn.ReLU()
+            nn.Linear(noise_dim + num_classes, top * base * base), nn.BatchNorm1d(top * base * base), nn.ReLU()
         )
         layers: list[nn.Module] = []
         in_ch = top
@@ -132,20 +149,25 @@ class ConvGenerator(nn.Module):
         layers += [nn.ConvTranspose2d(in_ch, channels, 4, 2, 1)]
         self.deconv = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            z = torch.cat([z, one_hot(labels, self.num_classes, z)], dim=1)
         h = self.project(z).view(z.shape[0], self.top, self.base, self.base)
         return torch.sigmoid(self.deconv(h))
 
 
 class ConvDiscriminator(nn.Module):
-    """DCGAN-style discriminator: stride-2 convolutions with leaky ReLU (no batch norm, so WGAN-GP works), a logit."""
+    """DCGAN-style discriminator: stride-2 convolutions with leaky ReLU (no batch norm, so WGAN-GP works), a logit.
+    Conditional (`num_classes` > 0): the label enters as one constant one-hot plane per class beside the image's
+    channels, so every convolution sees it."""
 
-    def __init__(self, image_shape: ImageShape, width: int) -> None:
+    def __init__(self, image_shape: ImageShape, width: int, num_classes: int = 0) -> None:
         super().__init__()
         channels, height, _ = image_shape
+        self.num_classes = num_classes
         base, steps = _upsampling_plan(height)
         layers: list[nn.Module] = []
-        in_ch = channels
+        in_ch = channels + num_classes
         for step in range(steps):
             out_ch = width * 2**step
             layers += [nn.Conv2d(in_ch, out_ch, 4, 2, 1), nn.LeakyReLU(0.2)]
@@ -153,33 +175,51 @@ class ConvDiscriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(in_ch * base * base, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            planes = one_hot(labels, self.num_classes, x)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            x = torch.cat([x, planes], dim=1)
         return self.head(self.features(x).flatten(1)).squeeze(1)
 
 
 @dataclass(frozen=True)
 class ModelPair:
-    """A generator, its discriminator and the latent settings sampling needs."""
+    """A generator, its discriminator and the latent settings sampling needs (`num_classes` > 0: conditional, both
+    players take the class labels as a second argument)."""
 
     generator: nn.Module
     discriminator: nn.Module
     noise_dim: int
+    num_classes: int = 0
 
 
-def _paper_mlp(g_hidden: tuple[int, ...], d_units: int, d_pieces: int) -> Callable[[ImageShape], ModelPair]:
-    def build(image_shape: ImageShape) -> ModelPair:
-        generator = MLPGenerator(image_shape, noise_dim=100, hidden=g_hidden, init_range=0.05)
+Builder = Callable[[ImageShape, int], ModelPair]  # (image shape, number of classes) -> the pair
+
+
+def _paper_mlp(g_hidden: tuple[int, ...], d_units: int, d_pieces: int, conditional: bool = False) -> Builder:
+    def build(image_shape: ImageShape, num_classes: int = 0) -> ModelPair:
+        classes = num_classes if conditional else 0
+        generator = MLPGenerator(image_shape, noise_dim=100, hidden=g_hidden, init_range=0.05, num_classes=classes)
         discriminator = MaxoutDiscriminator(
-            image_shape, units=d_units, pieces=d_pieces, layers=2, init_range=0.005, input_keep=0.8, hidden_keep=0.5
+            image_shape,
+            units=d_units,
+            pieces=d_pieces,
+            layers=2,
+            init_range=0.005,
+            input_keep=0.8,
+            hidden_keep=0.5,
+            num_classes=classes,
         )
-        return ModelPair(generator, discriminator, noise_dim=100)
+        return ModelPair(generator, discriminator, noise_dim=100, num_classes=classes)
 
     return build
 
 
-def _dcgan(width: int) -> Callable[[ImageShape], ModelPair]:
-    def build(image_shape: ImageShape) -> ModelPair:
-        return ModelPair(ConvGenerator(image_shape, 100, width), ConvDiscriminator(image_shape, width), noise_dim=100)
+def _dcgan(width: int, conditional: bool = False) -> Builder:
+    def build(image_shape: ImageShape, num_classes: int = 0) -> ModelPair:
+        classes = num_classes if conditional else 0
+        generator = ConvGenerator(image_shape, 100, width, num_classes=classes)
+        return ModelPair(generator, ConvDiscriminator(image_shape, width, classes), noise_dim=100, num_classes=classes)
 
     return build
 
@@ -190,9 +230,10 @@ class ModelSpec:
     recommends (applied before the loss's recipe and the user's overrides)."""
 
     name: str
-    build: Callable[[ImageShape], ModelPair]
+    build: Builder
     recipe: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    conditional: bool = False  # both players see the class label; samples are drawn for asked labels
 
 
 MODELS: Mapping[str, ModelSpec] = MappingProxyType(
@@ -208,6 +249,19 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
             recipe={"optimizer": "adam", "update": "alternating", "learning_rate": 2e-4, "adam_beta1": 0.5},
             description="DCGAN-style convolutional pair for 8..56-pixel images, Adam (Radford et al., 2016)",
         ),
+        "paper_mlp_cond": ModelSpec(
+            "paper_mlp_cond",
+            _paper_mlp((1200, 1200), 240, 5, conditional=True),
+            description="conditional paper_mlp (Mirza & Osindero, 2014): one-hot label beside G's noise and D's pixels",
+            conditional=True,
+        ),
+        "dcgan_cond": ModelSpec(
+            "dcgan_cond",
+            _dcgan(64, conditional=True),
+            recipe={"optimizer": "adam", "update": "alternating", "learning_rate": 2e-4, "adam_beta1": 0.5},
+            description="conditional dcgan: one-hot label beside G's noise, one plane per class beside D's input",
+            conditional=True,
+        ),
         "paper_mlp_large": ModelSpec(
             "paper_mlp_large",
             _paper_mlp((8000, 8000), 1600, 5),
@@ -222,9 +276,13 @@ def get_model_spec(name: str) -> ModelSpec:
     return lookup(MODELS, name, "model")
 
 
-def build_models(name: str, image_shape: ImageShape) -> ModelPair:
-    """Build the named generator/discriminator pair for images of `image_shape` (C, H, W)."""
-    return get_model_spec(name).build(tuple(image_shape))  # type: ignore[arg-type]
+def build_models(name: str, image_shape: ImageShape, num_classes: int = 0) -> ModelPair:
+    """Build the named generator/discriminator pair for images of `image_shape` (C, H, W); a conditional model needs
+    the number of classes."""
+    spec = get_model_spec(name)
+    if spec.conditional and num_classes < 2:
+        raise ValueError(f"model {name!r} is conditional: it needs the dataset's classes, not {num_classes}")
+    return spec.build(tuple(image_shape), num_classes)  # type: ignore[arg-type]
 
 
 @torch.no_grad()

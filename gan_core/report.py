@@ -49,6 +49,8 @@ DECIMALS: dict[str, int] = {
     "class_kl": 3,
     "inception_score": 2,
     "memorisation_ratio": 3,
+    "conditional_accuracy": 3,
+    "class_frechet_distance": 2,
 }
 
 # One sentence per column on how to read it.
@@ -75,6 +77,10 @@ COLUMN_GUIDE: dict[str, str] = {
     "class_kl": "KL divergence of the samples' class histogram from the data's class distribution; 0 is a match.",
     "inception_score": "exp(E KL(p(y|x) ‖ p(y))) with the dataset's own classifier: high for confident and varied "
     "samples, at most the number of classes.",
+    "conditional_accuracy": "Conditional models only: the feature classifier's accuracy on the samples against the "
+    "labels they were drawn for (for real test images: the classifier's own test accuracy).",
+    "class_frechet_distance": "Conditional models only: the mean over classes of the Fréchet distance between the "
+    "samples drawn for a class and the real images of that class.",
     "memorisation_ratio": "Median distance from a sample to its nearest training image over the same for held-out real "
     "images: about 1 means the model generalises like real data, near 0 means it returns copies of training images.",
 }
@@ -82,6 +88,7 @@ COLUMN_GUIDE: dict[str, str] = {
 # Figures per trained model, in the order the report shows them, with their captions.
 FIGURE_CAPTIONS: dict[str, str] = {
     "samples": "100 samples of the first seed",
+    "class_grid": "Conditional model: one row per class (0 at the top), samples drawn for that label",
     "loss_curves": "Discriminator and generator loss per epoch, one line per seed",
     "sigma_search": "Parzen window width search: mean validation log-likelihood per σ",
     "figure2_nearest_neighbours": "Figure 2: samples (odd rows) above their nearest training image (even rows)",
@@ -176,7 +183,7 @@ def metrics_table(
     if len(metrics):
         for (dataset, model), group in metrics.groupby(["dataset", "model"], sort=True):
             row: dict[str, Any] = {"dataset": dataset, "model": model, "seeds": len(group)}
-            row.update({name: float(group[name].mean()) for name in METRIC_COLUMNS})
+            row.update({name: _mean(group, name) for name in METRIC_COLUMNS})
             if len(parzen):
                 match = parzen[(parzen["dataset"] == dataset) & (parzen["model"] == model)]
                 row["parzen"] = float(match["mean_log_likelihood"].mean()) if len(match) else np.nan
@@ -184,7 +191,7 @@ def metrics_table(
     parzen_by_dataset = {ref["dataset"]: ref["mean_log_likelihood"] for ref in parzen_references}
     for ref in reference_rows:
         row = {"dataset": ref["dataset"], "model": ref["model"], "seeds": np.nan}
-        row.update({name: float(ref[name]) for name in METRIC_COLUMNS})
+        row.update({name: _number(ref.get(name)) for name in METRIC_COLUMNS})
         row["parzen"] = (
             parzen_by_dataset.get(ref["dataset"], np.nan) if ref["model"].startswith(MEMORISING_PREFIX) else np.nan
         )
@@ -192,6 +199,15 @@ def metrics_table(
     table = pd.DataFrame(rows, columns=["dataset", "model", "seeds", "parzen", *METRIC_COLUMNS])
     table["seeds"] = table["seeds"].astype("Int64")
     return table.round(4)
+
+
+def _mean(group: pd.DataFrame, name: str) -> float:
+    """Mean of a metric over seeds; NaN where it does not apply (conditional accuracy of an unconditional model)."""
+    return float(pd.to_numeric(group[name], errors="coerce").mean()) if name in group.columns else np.nan
+
+
+def _number(value: Any) -> float:
+    return np.nan if value is None else float(value)
 
 
 SUMMARY_COLUMNS = [

@@ -35,6 +35,13 @@ class LoadedGenerator:
     noise: str
     image_shape: tuple[int, int, int]
     config: dict[str, Any]
+    num_classes: int = 0  # > 0: conditional; samples are drawn for asked labels
+
+
+def asked_labels(count: int, num_classes: int) -> np.ndarray:
+    """The labels a conditional model's `count` samples are drawn for: 0, 1, ..., num_classes - 1, 0, 1, ...
+    (every class equally often, the same for every checkpoint)."""
+    return np.arange(count, dtype=np.int64) % num_classes
 
 
 def load_generator(checkpoint_path: str | os.PathLike[str], device: str | torch.device = "auto") -> LoadedGenerator:
@@ -43,31 +50,46 @@ def load_generator(checkpoint_path: str | os.PathLike[str], device: str | torch.
     state = load_checkpoint(checkpoint_path, dev)
     config = state["config"]
     image_shape = tuple(int(v) for v in state["image_shape"])
-    generator = build_models(config["model"], image_shape).generator  # type: ignore[arg-type]
+    num_classes = int(state.get("num_classes", 0))
+    generator = build_models(config["model"], image_shape, num_classes).generator  # type: ignore[arg-type]
     generator.load_state_dict(state.get("generator_average") or state["generator"])  # the average when kept
-    return LoadedGenerator(generator.to(dev).eval(), int(state["noise_dim"]), config["noise"], image_shape, config)  # type: ignore[arg-type]
+    return LoadedGenerator(
+        generator.to(dev).eval(),
+        int(state["noise_dim"]),
+        config["noise"],
+        image_shape,
+        config,
+        num_classes,  # type: ignore[arg-type]
+    )
 
 
 @torch.no_grad()
 def generate(loaded: LoadedGenerator, count: int, seed: int, batch_size: int = 1000) -> np.ndarray:
-    """`count` samples (float32, N x C x H x W in [0, 1]) from noise seeded by `seed`."""
+    """`count` samples (float32, N x C x H x W in [0, 1]) from noise seeded by `seed`; a conditional model's are
+    drawn for `asked_labels(count, num_classes)`."""
     if count <= 0:
         raise ValueError(f"sample count must be positive, got {count}")
     device = next(loaded.generator.parameters()).device
     rng = torch.Generator(device=device).manual_seed(seed)
+    labels = torch.from_numpy(asked_labels(count, loaded.num_classes)).to(device) if loaded.num_classes else None
     out = np.empty((count, *loaded.image_shape), dtype=np.float32)
     for start in range(0, count, batch_size):
         rows = min(batch_size, count - start)
         noise = sample_noise(rows, loaded.noise_dim, loaded.noise, device, generator=rng)
-        out[start : start + rows] = loaded.generator(noise).float().cpu().numpy()
+        batch = loaded.generator(noise) if labels is None else loaded.generator(noise, labels[start : start + rows])
+        out[start : start + rows] = batch.float().cpu().numpy()
     return out
 
 
 @torch.no_grad()
-def generate_from_noise(loaded: LoadedGenerator, noise: torch.Tensor) -> np.ndarray:
-    """Samples for given latent vectors (e.g. interpolations)."""
+def generate_from_noise(loaded: LoadedGenerator, noise: torch.Tensor, labels: np.ndarray | None = None) -> np.ndarray:
+    """Samples for given latent vectors (e.g. interpolations); a conditional model's for `labels` (default:
+    `asked_labels`)."""
     device = next(loaded.generator.parameters()).device
-    return loaded.generator(noise.to(device)).float().cpu().numpy()
+    if not loaded.num_classes:
+        return loaded.generator(noise.to(device)).float().cpu().numpy()
+    labels = asked_labels(len(noise), loaded.num_classes) if labels is None else labels
+    return loaded.generator(noise.to(device), torch.as_tensor(labels, device=device)).float().cpu().numpy()
 
 
 def samples_hash(samples: np.ndarray) -> str:
@@ -77,10 +99,19 @@ def samples_hash(samples: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def write_samples_h5(path: str | os.PathLike[str], samples: np.ndarray, seed: int, attrs: dict[str, Any]) -> str:
-    """Write samples (float32) with their seed and provenance attributes atomically; return their content hash."""
+def write_samples_h5(
+    path: str | os.PathLike[str],
+    samples: np.ndarray,
+    seed: int,
+    attrs: dict[str, Any],
+    labels: np.ndarray | None = None,
+) -> str:
+    """Write samples (float32) with their seed, provenance attributes and (conditional models) the labels they were
+    drawn for, atomically; return their content hash."""
     digest = samples_hash(samples)
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
+        if labels is not None:
+            handle.create_dataset("labels", data=np.asarray(labels, np.int64))
         handle.create_dataset(
             "samples",
             data=samples,
@@ -109,3 +140,9 @@ def read_samples_h5(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str,
         raise ValueError(f"samples file {path} is unreadable or has no /samples dataset: {error}") from error
     attrs["provenance"] = json.loads(attrs.get("provenance", "{}"))
     return samples, attrs
+
+
+def read_sample_labels(path: str | os.PathLike[str]) -> np.ndarray | None:
+    """The labels a conditional model's samples were drawn for (None for an unconditional model's)."""
+    with h5py.File(path, "r") as handle:
+        return handle["labels"][()] if "labels" in handle else None

@@ -215,13 +215,22 @@ def train_gan(
     out_dir: str | os.PathLike[str],
     options: RuntimeOptions | None = None,
     log: Callable[[str], None] | None = None,
+    train_labels: torch.Tensor | None = None,
+    num_classes: int = 0,
 ) -> TrainResult:
-    """Train (or resume, or return the finished run in) `out_dir` on `train_images` (N x C x H x W in [0, 1])."""
+    """Train (or resume, or return the finished run in) `out_dir` on `train_images` (N x C x H x W in [0, 1]); a
+    conditional model also needs the images' `train_labels` (0..num_classes-1) and `num_classes`."""
     config.validate()
     options = options or RuntimeOptions()
     device = resolve_device(options.device)
     use_graph = options.use_cuda_graph(config, device)
     images = train_images[: config.max_train_images or None].to(device=device, dtype=torch.float32).contiguous()
+    labels = None
+    if get_model_spec(config.model).conditional:
+        if train_labels is None or num_classes < 2:
+            raise ValueError(f"model {config.model!r} is conditional: pass train_labels and num_classes")
+        labels = train_labels[: len(images)].to(device=device, dtype=torch.long).contiguous()
+    data = TrainingData(images, labels, num_classes if labels is not None else 0)
     batch, per_step = config.batch_size, config.batch_size * config.d_steps
     steps_per_epoch = images.shape[0] // per_step
     if steps_per_epoch == 0:
@@ -231,14 +240,23 @@ def train_gan(
         )
 
     if options.distributed is not None and not options.distributed.is_main:  # rank 0 holds the lock for all
-        return _train(config, images, steps_per_epoch, Path(out_dir), options, device, use_graph, None)
+        return _train(config, data, steps_per_epoch, Path(out_dir), options, device, use_graph, None)
     with exclusive(checkpoint_file(out_dir), options.holder, log):  # one trainer per run directory
-        return _train(config, images, steps_per_epoch, Path(out_dir), options, device, use_graph, log)
+        return _train(config, data, steps_per_epoch, Path(out_dir), options, device, use_graph, log)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The training split on the device: images, and for a conditional model their labels and the class count."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    num_classes: int
 
 
 def _train(
     config: TrainConfig,
-    images: torch.Tensor,
+    data: TrainingData,
     steps_per_epoch: int,
     out_dir: Path,
     options: RuntimeOptions,
@@ -247,9 +265,10 @@ def _train(
     log: Callable[[str], None] | None,
 ) -> TrainResult:
     per_step = config.batch_size * config.d_steps
+    images = data.images
     ranks = Ranks(options.distributed, config)  # no-ops in one process
     torch.manual_seed(config.seed)
-    players = Players.build(ranks.local_config, images, compile=options.compile)
+    players = Players.build(ranks.local_config, images, compile=options.compile, num_classes=data.num_classes)
     if options.distributed is not None:
         players.sync = options.distributed.average
     checkpoint = Checkpoint(out_dir, config, device, options.checkpoint_seconds, log, writes=ranks.is_main)
@@ -258,7 +277,7 @@ def _train(
     progress = options.progress if ranks.is_main else False
     tracker = EpochTracker(config, state, steps_per_epoch * per_step, device, progress, log)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16, cache_enabled=not use_graph)
-    update = make_update(ranks.local_config, players, images, use_graph, autocast)
+    update = make_update(ranks.local_config, players, images, use_graph, autocast, data.labels)
     if use_graph and log:
         log("replaying each training step as a CUDA graph (RuntimeOptions.cuda_graph)")
     players.generator.train()
@@ -400,6 +419,7 @@ class Checkpoint:
             "step": state.step,
             "image_shape": list(image_shape),
             "noise_dim": players.pair.noise_dim,
+            "num_classes": players.pair.num_classes,
             **players.state(),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,

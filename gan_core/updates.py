@@ -14,6 +14,7 @@ statistics (d_loss, g_loss, mean D(x), mean D(G(z))) as one device tensor, so th
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,13 @@ import torch
 from torch import nn
 
 from gan_core.losses import DiscriminatorTerms, Loss, get_loss
-from gan_core.models import ModelPair, build_models, init_output_bias_from_marginals, sample_noise
+from gan_core.models import (
+    ModelPair,
+    build_models,
+    get_model_spec,
+    init_output_bias_from_marginals,
+    sample_noise,
+)
 
 
 class PylearnMomentumSGD(torch.optim.Optimizer):
@@ -103,10 +110,12 @@ class Players:
     ema_decay: float = 0.0
 
     @classmethod
-    def build(cls, config: Any, images: torch.Tensor, compile: bool = False) -> Players:
+    def build(cls, config: Any, images: torch.Tensor, compile: bool = False, num_classes: int = 0) -> Players:
         """Build the model pair on the images' device (output bias from the pixel means) and its optimisers."""
-        pair = build_models(config.model, tuple(images.shape[1:]))
-        pair = ModelPair(pair.generator.to(images.device), pair.discriminator.to(images.device), pair.noise_dim)
+        pair = build_models(config.model, tuple(images.shape[1:]), num_classes)
+        pair = dataclasses.replace(
+            pair, generator=pair.generator.to(images.device), discriminator=pair.discriminator.to(images.device)
+        )
         init_output_bias_from_marginals(pair.generator, images)
         g_opt, d_opt = (_make_optimizer(config, net.parameters()) for net in (pair.generator, pair.discriminator))
         average = copy.deepcopy(pair.generator).requires_grad_(False) if config.ema_decay > 0 else None
@@ -184,14 +193,23 @@ class _Objective:
         self.g_params = list(players.generator.parameters())
         self.d_params = list(players.discriminator.parameters())
 
-    def fake(self, batch: int) -> torch.Tensor:
+    def fake(self, batch: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """A batch from fresh noise (of the asked `labels` for a conditional model)."""
         noise = sample_noise(batch, self.players.pair.noise_dim, self.config.noise, self.g_params[0].device)
         with self.autocast:
-            return self.players.g_run(noise)
+            return self.players.g_run(noise) if labels is None else self.players.g_run(noise, labels)
 
-    def discriminator(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[DiscriminatorTerms, torch.Tensor]:
-        """D's terms (penalty included) and the fake logits; D sees the fake batch first (dropout order matters)."""
-        d_run = self.players.d_run
+    def d_run(self, labels: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """D as a function of images alone: conditional on `labels` for a conditional model."""
+        run = self.players.d_run
+        return run if labels is None else lambda images: run(images, labels)
+
+    def discriminator(
+        self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[DiscriminatorTerms, torch.Tensor]:
+        """D's terms (penalty included) and the fake logits; D sees the fake batch first (dropout order matters).
+        A conditional model's fake batch was drawn for the real batch's `labels`."""
+        d_run = self.d_run(labels)
         with self.autocast:
             fake_logits = d_run(fake)
             terms = self.loss.discriminator_terms(d_run(real).float(), fake_logits.float())
@@ -204,14 +222,22 @@ class _Objective:
 class SimultaneousUpdate:
     """Both players' gradients from one batch, one noise draw and one set of dropout masks, applied together."""
 
-    def __init__(self, players: Players, config: Any, images: torch.Tensor, autocast: torch.autocast) -> None:
-        self.players, self.images, self.batch = players, images, config.batch_size
+    def __init__(
+        self,
+        players: Players,
+        config: Any,
+        images: torch.Tensor,
+        autocast: torch.autocast,
+        labels: torch.Tensor | None = None,
+    ) -> None:
+        self.players, self.images, self.labels, self.batch = players, images, labels, config.batch_size
         self.objective = _Objective(players, config, autocast)
 
-    def step_on(self, real: torch.Tensor) -> torch.Tensor:
-        """One update on the batch `real` (the part a CUDA graph captures)."""
+    def step_on(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """One update on the batch `real` (the part a CUDA graph captures); a conditional model's fakes are drawn for
+        the real batch's `labels`."""
         objective = self.objective
-        terms, fake_logits = objective.discriminator(real, objective.fake(self.batch))
+        terms, fake_logits = objective.discriminator(real, objective.fake(self.batch, labels), labels)
         g_loss = objective.loss.generator_loss(fake_logits)
         d_grads = torch.autograd.grad(terms.loss, objective.d_params, retain_graph=True)
         g_grads = torch.autograd.grad(g_loss, objective.g_params)
@@ -221,27 +247,37 @@ class SimultaneousUpdate:
 
     def __call__(self, indices: torch.Tensor, lr: float, momentum: float | None) -> torch.Tensor:
         self.players.set_hyperparameters(lr, momentum)
-        return self.step_on(self.images[indices])
+        return self.step_on(self.images[indices], None if self.labels is None else self.labels[indices])
 
 
 class AlternatingUpdate:
     """The paper's Algorithm 1: `d_steps` discriminator updates on fresh batches and noise, then a generator update."""
 
-    def __init__(self, players: Players, config: Any, images: torch.Tensor, autocast: torch.autocast) -> None:
+    def __init__(
+        self,
+        players: Players,
+        config: Any,
+        images: torch.Tensor,
+        autocast: torch.autocast,
+        labels: torch.Tensor | None = None,
+    ) -> None:
         self.players, self.images, self.batch, self.d_steps = players, images, config.batch_size, config.d_steps
+        self.labels = labels
         self.objective = _Objective(players, config, autocast)
 
     def __call__(self, indices: torch.Tensor, lr: float, momentum: float | None) -> torch.Tensor:
         self.players.set_hyperparameters(lr, momentum)
         objective, batch = self.objective, self.batch
         for k in range(self.d_steps):
-            real = self.images[indices[k * batch : (k + 1) * batch]]
-            terms, _ = objective.discriminator(real, objective.fake(batch).detach())
+            rows = indices[k * batch : (k + 1) * batch]
+            labels = None if self.labels is None else self.labels[rows]
+            terms, _ = objective.discriminator(self.images[rows], objective.fake(batch, labels).detach(), labels)
             d_grads = torch.autograd.grad(terms.loss, objective.d_params)
             _apply(self.players.d_opt, objective.d_params, self.players.sync(d_grads))
-        fake = objective.fake(batch)
+        labels = None if self.labels is None else self.labels[indices[:batch]]  # G draws for the first batch's labels
+        fake = objective.fake(batch, labels)
         with objective.autocast:
-            fake_logits = self.players.d_run(fake).float()
+            fake_logits = objective.d_run(labels)(fake).float()
         g_loss = objective.loss.generator_loss(fake_logits)
         g_grads = torch.autograd.grad(g_loss, objective.g_params)
         _apply(self.players.g_opt, objective.g_params, self.players.sync(g_grads))
@@ -290,15 +326,23 @@ UpdateRule = Callable[[torch.Tensor, float, float | None], torch.Tensor]
 
 
 def cuda_graph_supported(config: Any) -> bool:
-    """Whether the step of `config` can be replayed as a CUDA graph: the simultaneous update with the paper's SGD."""
-    return config.update == "simultaneous" and config.optimizer == "paper"
+    """Whether the step of `config` can be replayed as a CUDA graph: the simultaneous update with the paper's SGD, for
+    an unconditional model (the graph's static input is the image batch alone)."""
+    simultaneous_sgd = config.update == "simultaneous" and config.optimizer == "paper"
+    return simultaneous_sgd and not get_model_spec(config.model).conditional
 
 
 def make_update(
-    config: Any, players: Players, images: torch.Tensor, use_cuda_graph: bool, autocast: torch.autocast
+    config: Any,
+    players: Players,
+    images: torch.Tensor,
+    use_cuda_graph: bool,
+    autocast: torch.autocast,
+    labels: torch.Tensor | None = None,
 ) -> UpdateRule:
-    """The update rule `config` asks for, wrapped as a CUDA graph when `use_cuda_graph`."""
+    """The update rule `config` asks for, wrapped as a CUDA graph when `use_cuda_graph`; `labels` (the training
+    images' classes, on their device) for a conditional model."""
     if config.update == "alternating":
-        return AlternatingUpdate(players, config, images, autocast)
-    update = SimultaneousUpdate(players, config, images, autocast)
+        return AlternatingUpdate(players, config, images, autocast, labels)
+    update = SimultaneousUpdate(players, config, images, autocast, labels)
     return CudaGraphUpdate(update) if use_cuda_graph else update

@@ -55,9 +55,10 @@ def launch(nproc: int, settings_path: str, failures_path: str, log_dir: str) -> 
 def train_rank(settings_path: str) -> None:
     import os
 
+    import torch
     import torch.distributed as dist
 
-    from gan_core.data import load_split
+    from gan_core.data import load_split, load_split_arrays
     from gan_core.distributed import init_from_environment
     from gan_core.train import RuntimeOptions, TrainConfig, train_gan
 
@@ -81,7 +82,16 @@ def train_rank(settings_path: str) -> None:
                 distributed=context,
             )
             images = load_split(settings["dataset_file"], "train")
-            result = train_gan(TrainConfig(**settings["config"]), images, settings["run_dir"], options, log=log)
+            labels = torch.from_numpy(load_split_arrays(settings["dataset_file"], "train").labels)
+            result = train_gan(
+                TrainConfig(**settings["config"]),
+                images,
+                settings["run_dir"],
+                options,
+                log=log,
+                train_labels=labels,
+                num_classes=settings.get("num_classes", 0),
+            )
             if channel is not None:
                 channel.report_custom_message(
                     {

@@ -61,6 +61,16 @@ def digits_train(digits_h5: Path):  # noqa: ANN201
     return load_split(digits_h5, "train")
 
 
+@pytest.fixture(scope="session")
+def digits_labels(digits_h5: Path):  # noqa: ANN201
+    """The digits training split's labels (int64 tensor)."""
+    import torch
+
+    from gan_core.data import load_split_arrays
+
+    return torch.from_numpy(load_split_arrays(digits_h5, "train").labels)
+
+
 @pytest.fixture
 def instance() -> Iterator:
     import dagster as dg

@@ -14,8 +14,8 @@ import torch
 
 from gan_core.data import load_split, write_dataset_h5
 from gan_core.losses import LOSSES
-from gan_core.models import MODELS, Maxout, build_models, init_output_bias_from_marginals
-from gan_core.sample import generate, load_generator
+from gan_core.models import MODELS, Maxout, build_models, init_output_bias_from_marginals, sample_noise
+from gan_core.sample import asked_labels, generate, generate_from_noise, load_generator
 from gan_core.sources import DATASETS, build_splits, fetch_raw
 from gan_core.train import (
     RuntimeOptions,
@@ -37,9 +37,11 @@ def state_equal(a: dict, b: dict) -> bool:
 
 @pytest.mark.parametrize("model", list(MODELS))
 @pytest.mark.parametrize("loss", LOSSES)
-def test_each_model_and_loss_trains_with_finite_losses(digits_train, tmp_path, model, loss) -> None:
+def test_each_model_and_loss_trains_with_finite_losses(digits_train, digits_labels, tmp_path, model, loss) -> None:
     config = default_train_config(model, loss, epochs=2, batch_size=64, max_train_images=320)
-    result = train_gan(config, digits_train, tmp_path, dataclasses.replace(QUIET, checkpoint_every=2))  # one save
+    labels = digits_labels if MODELS[model].conditional else None
+    options = dataclasses.replace(QUIET, checkpoint_every=2)  # one save
+    result = train_gan(config, digits_train, tmp_path, options, train_labels=labels, num_classes=10)
     assert result.epochs == 2 and result.steps == 2 * (320 // 64 // config.d_steps)
     for record in result.history:
         assert all(math.isfinite(record[k]) for k in ("d_loss", "g_loss", "d_real", "d_fake"))
@@ -296,3 +298,27 @@ def test_a_second_trainer_of_one_run_directory_waits_and_finds_it_finished(digit
     thread.join()
     waiter.join()
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
+
+
+def test_conditional_models_draw_the_asked_labels(digits_train, digits_labels, tmp_path) -> None:
+    """A conditional generator's output depends on the label: the same noise drawn for other labels gives other
+    images, `generate` draws for `asked_labels`, and training without labels is refused."""
+    for model in [name for name, spec in MODELS.items() if spec.conditional]:
+        config = default_train_config(model, epochs=1, batch_size=64, max_train_images=640)
+        with pytest.raises(ValueError, match="conditional"):
+            train_gan(config, digits_train, tmp_path / model, QUIET)
+        result = train_gan(config, digits_train, tmp_path / model, QUIET, train_labels=digits_labels, num_classes=10)
+        loaded = load_generator(result.checkpoint_path, "cpu")
+        assert loaded.num_classes == 10
+        noise = torch.Generator().manual_seed(0)
+        latents = sample_noise(20, loaded.noise_dim, loaded.noise, "cpu", generator=noise)
+        asked = asked_labels(20, 10)
+        assert list(asked) == [*range(10), *range(10)]
+        as_asked = generate_from_noise(loaded, latents, asked)
+        shifted = generate_from_noise(loaded, latents, (asked + 1) % 10)
+        assert not np.allclose(as_asked, shifted), model  # the label reaches the generator
+        drawn = generate(loaded, 20, seed=0, batch_size=20)
+        again = generate_from_noise(
+            loaded, sample_noise(20, loaded.noise_dim, loaded.noise, "cpu", generator=torch.Generator().manual_seed(0))
+        )
+        np.testing.assert_array_equal(drawn, again)  # generate() draws for asked_labels(20, 10)
