@@ -78,6 +78,8 @@ class RawDatasetConfig(AssetConfig):
 
     asset_name: ClassVar[str] = "raw_dataset"
     source: str = ""
+    # {archive file name: MD5} replacing torchvision's expected checksum, for a mirror serving other (e.g. test) files
+    md5_overrides: dict[str, str] = Field(default_factory=dict)
 
 
 class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]

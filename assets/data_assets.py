@@ -29,7 +29,7 @@ def raw_dataset(
     source = config.source or sources.source_for(dataset)
     raw_dir = storage.layout.raw_dir(dataset)
     context.log.info(f"fetching {dataset} from {source or 'its official location'} into {raw_dir}")
-    manifest = fetch_raw(spec.name, raw_dir, source)
+    manifest = fetch_raw(spec.name, raw_dir, source, config.md5_overrides or None)
     for fname, how in manifest.get("verified", {}).items():
         context.log.info(f"{fname}: verified by {how}")
     return dg.MaterializeResult(

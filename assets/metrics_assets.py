@@ -173,7 +173,7 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
     shown = metrics.METRIC_COLUMNS
     return dg.MaterializeResult(
         metadata={
-            **{name: float(first[name]) for name in shown},
+            **{name: float(first[name]) for name in shown if first.get(name) is not None},
             "seeds": len(runs),
             "cached": all(run["cached"] for run in runs),
             "n_reference": first["n_reference"],

@@ -94,6 +94,10 @@ def _torchvision_dataset_class(name: str, mirror: str | None, md5_overrides: dic
             attrs["url"] = mirror + base.filename
         if base.filename in overrides:
             attrs["tgz_md5"] = overrides[base.filename]
+        # torchvision also checks every extracted batch file (and batches.meta) against its own MD5
+        attrs["train_list"] = [[name, overrides.get(name, md5)] for name, md5 in base.train_list]
+        attrs["test_list"] = [[name, overrides.get(name, md5)] for name, md5 in base.test_list]
+        attrs["meta"] = {**base.meta, "md5": overrides.get(base.meta["filename"], base.meta["md5"])}
     else:
         if mirror:
             attrs["mirrors"] = [mirror]
@@ -147,6 +151,8 @@ def fetch_raw(
     spec = get_dataset_spec(name)
     with atomic_directory(raw_dir) as tmp_dir:
         manifest = {"dataset": spec.name, **spec.fetch(spec, tmp_dir, source, md5_overrides)}
+        if md5_overrides:  # reading the files back checks them against the same checksums
+            manifest["md5_overrides"] = dict(md5_overrides)
         (tmp_dir / RAW_MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
@@ -301,7 +307,7 @@ def _digits_splits(spec: DatasetSpec, raw_dir: Path, manifest: dict[str, Any]) -
 
 def _torchvision_splits(spec: DatasetSpec, raw_dir: Path, manifest: dict[str, Any]) -> dict[str, SplitArrays]:
     name, n_train = spec.name, spec.n_train
-    cls = _torchvision_dataset_class(name, None, None)
+    cls = _torchvision_dataset_class(name, None, manifest.get("md5_overrides"))
     try:
         train_set = cls(root=str(raw_dir), train=True, download=False)
         test_set = cls(root=str(raw_dir), train=False, download=False)
