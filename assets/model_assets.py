@@ -23,6 +23,7 @@ from gan_core.sample import (
     asked_labels,
     generate,
     generate_from_noise,
+    generator_of_each,
     load_generator,
     read_samples_h5,
     write_samples_h5,
@@ -152,9 +153,10 @@ def generated_samples(
         loaded = load_generator(run["checkpoint"], config.device)
         samples = generate(loaded, config.count, config.sample_seed, config.batch_size)
         labels = asked_labels(config.count, loaded.num_classes) if loaded.num_classes else None
+        members = generator_of_each(config.count, loaded.n_generators) if loaded.n_generators > 1 else None
         provenance = {"checkpoint": run["checkpoint"], "weights_hash": run["weights_hash"], "train_seed": run["seed"]}
         provenance.update(dataset=dataset, model=model, count=config.count)
-        digest = write_samples_h5(path, samples, config.sample_seed, provenance, labels)
+        digest = write_samples_h5(path, samples, config.sample_seed, provenance, labels, members)
         return {"seed": run["seed"], "path": str(path), "content_hash": digest, "files": [str(path)]}
 
     entries = compute_or_load_each(

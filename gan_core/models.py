@@ -285,10 +285,65 @@ def build_models(name: str, image_shape: ImageShape, num_classes: int = 0) -> Mo
     return spec.build(tuple(image_shape), num_classes)  # type: ignore[arg-type]
 
 
+class GeneratorMixture(nn.Module):
+    """k generators sharing one discriminator (MGAN-style, without its classifier head): each sample comes from a
+    uniformly chosen generator, or from the one `which` names (sampling records it)."""
+
+    def __init__(self, generators: list[nn.Module]) -> None:
+        super().__init__()
+        self.generators = nn.ModuleList(generators)
+
+    def forward(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None, which: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        which = torch.randint(len(self.generators), (z.shape[0],), device=z.device) if which is None else which
+        out: torch.Tensor | None = None
+        for index, generator in enumerate(self.generators):
+            rows = (which == index).nonzero().squeeze(1)
+            if len(rows) == 0:  # (batch norm cannot run on an empty batch)
+                continue
+            part = generator(z[rows]) if labels is None else generator(z[rows], labels[rows])
+            out = part.new_empty(z.shape[0], *part.shape[1:]) if out is None else out
+            out = out.index_copy(0, rows, part)  # out of place: autograd reaches every generator's part
+        return out  # type: ignore[return-value]
+
+
+class DiscriminatorEnsemble(nn.Module):
+    """k discriminators judging the same images (GMAN, Durugkar et al. 2017): logits of shape k x batch; the trainer
+    averages the k discriminators' losses, and the generator's loss against them (GMAN's mean)."""
+
+    def __init__(self, discriminators: list[nn.Module]) -> None:
+        super().__init__()
+        self.discriminators = nn.ModuleList(discriminators)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.stack([d(x) if labels is None else d(x, labels) for d in self.discriminators])
+
+
+def build_players(
+    name: str, image_shape: ImageShape, num_classes: int = 0, n_generators: int = 1, n_discriminators: int = 1
+) -> ModelPair:
+    """The named pair, or with several generators (a `GeneratorMixture`) and/or several discriminators (a
+    `DiscriminatorEnsemble`), each player initialised on its own; one of each is exactly `build_models`."""
+    pairs = [build_models(name, image_shape, num_classes) for _ in range(max(n_generators, n_discriminators))]
+    generators = [pair.generator for pair in pairs[:n_generators]]
+    generator = generators[0] if n_generators == 1 else GeneratorMixture(generators)
+    discriminator = (
+        pairs[0].discriminator
+        if n_discriminators == 1
+        else DiscriminatorEnsemble([p.discriminator for p in pairs[:n_discriminators]])
+    )
+    return ModelPair(generator, discriminator, pairs[0].noise_dim, pairs[0].num_classes)
+
+
 @torch.no_grad()
 def init_output_bias_from_marginals(generator: nn.Module, train_images: torch.Tensor) -> None:
     """Set an MLP generator's output bias to the logit of each pixel's training mean, clipped to [1e-7, 1 - 1e-7]
     as pylearn2's `init_sigmoid_bias_from_marginals` does (pixels never lit in training start at logit -16)."""
+    if isinstance(generator, GeneratorMixture):
+        for member in generator.generators:
+            init_output_bias_from_marginals(member, train_images)
+        return
     if not isinstance(generator, MLPGenerator):
         return
     mean = train_images.flatten(1).double().mean(0).clamp(1e-7, 1 - 1e-7)

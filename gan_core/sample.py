@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from gan_core.devices import resolve_device
-from gan_core.models import build_models, sample_noise
+from gan_core.models import build_players, sample_noise
 from gan_core.storage import atomic_output
 from gan_core.train import load_checkpoint
 
@@ -36,6 +36,12 @@ class LoadedGenerator:
     image_shape: tuple[int, int, int]
     config: dict[str, Any]
     num_classes: int = 0  # > 0: conditional; samples are drawn for asked labels
+    n_generators: int = 1  # > 1: a mixture; sample i comes from generator i % n_generators
+
+
+def generator_of_each(count: int, n_generators: int) -> np.ndarray:
+    """Which generator of a mixture draws each of `count` samples: 0, 1, ..., k - 1, 0, 1, ..."""
+    return np.arange(count, dtype=np.int64) % n_generators
 
 
 def asked_labels(count: int, num_classes: int) -> np.ndarray:
@@ -51,16 +57,29 @@ def load_generator(checkpoint_path: str | os.PathLike[str], device: str | torch.
     config = state["config"]
     image_shape = tuple(int(v) for v in state["image_shape"])
     num_classes = int(state.get("num_classes", 0))
-    generator = build_models(config["model"], image_shape, num_classes).generator  # type: ignore[arg-type]
+    n_generators = int(config.get("n_generators", 1))
+    generator = build_players(config["model"], image_shape, num_classes, n_generators).generator  # type: ignore[arg-type]
     generator.load_state_dict(state.get("generator_average") or state["generator"])  # the average when kept
     return LoadedGenerator(
         generator.to(dev).eval(),
         int(state["noise_dim"]),
         config["noise"],
-        image_shape,
+        image_shape,  # type: ignore[arg-type]
         config,
-        num_classes,  # type: ignore[arg-type]
+        num_classes,
+        n_generators,
     )
+
+
+def _run(loaded: LoadedGenerator, noise: torch.Tensor, labels: torch.Tensor | None, first: int) -> torch.Tensor:
+    """The generator on `noise` (rows `first`.. of a draw): for asked labels, and a mixture's member per row."""
+    kwargs: dict[str, Any] = {}
+    if loaded.num_classes:
+        kwargs["labels"] = labels
+    if loaded.n_generators > 1:
+        which = generator_of_each(first + len(noise), loaded.n_generators)[first:]
+        kwargs["which"] = torch.from_numpy(which).to(noise.device)
+    return loaded.generator(noise, **kwargs)
 
 
 @torch.no_grad()
@@ -76,7 +95,7 @@ def generate(loaded: LoadedGenerator, count: int, seed: int, batch_size: int = 1
     for start in range(0, count, batch_size):
         rows = min(batch_size, count - start)
         noise = sample_noise(rows, loaded.noise_dim, loaded.noise, device, generator=rng)
-        batch = loaded.generator(noise) if labels is None else loaded.generator(noise, labels[start : start + rows])
+        batch = _run(loaded, noise, None if labels is None else labels[start : start + rows], start)
         out[start : start + rows] = batch.float().cpu().numpy()
     return out
 
@@ -86,10 +105,10 @@ def generate_from_noise(loaded: LoadedGenerator, noise: torch.Tensor, labels: np
     """Samples for given latent vectors (e.g. interpolations); a conditional model's for `labels` (default:
     `asked_labels`)."""
     device = next(loaded.generator.parameters()).device
-    if not loaded.num_classes:
-        return loaded.generator(noise.to(device)).float().cpu().numpy()
-    labels = asked_labels(len(noise), loaded.num_classes) if labels is None else labels
-    return loaded.generator(noise.to(device), torch.as_tensor(labels, device=device)).float().cpu().numpy()
+    if loaded.num_classes:
+        labels = asked_labels(len(noise), loaded.num_classes) if labels is None else labels
+    asked = None if labels is None else torch.as_tensor(labels, device=device)
+    return _run(loaded, noise.to(device), asked, 0).float().cpu().numpy()
 
 
 def samples_hash(samples: np.ndarray) -> str:
@@ -105,13 +124,16 @@ def write_samples_h5(
     seed: int,
     attrs: dict[str, Any],
     labels: np.ndarray | None = None,
+    generators: np.ndarray | None = None,
 ) -> str:
-    """Write samples (float32) with their seed, provenance attributes and (conditional models) the labels they were
-    drawn for, atomically; return their content hash."""
+    """Write samples (float32) with their seed, provenance attributes, (conditional models) the labels they were
+    drawn for and (mixtures) the generator that drew each, atomically; return their content hash."""
     digest = samples_hash(samples)
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
         if labels is not None:
             handle.create_dataset("labels", data=np.asarray(labels, np.int64))
+        if generators is not None:
+            handle.create_dataset("generators", data=np.asarray(generators, np.int64))
         handle.create_dataset(
             "samples",
             data=samples,
@@ -146,3 +168,9 @@ def read_sample_labels(path: str | os.PathLike[str]) -> np.ndarray | None:
     """The labels a conditional model's samples were drawn for (None for an unconditional model's)."""
     with h5py.File(path, "r") as handle:
         return handle["labels"][()] if "labels" in handle else None
+
+
+def read_sample_generators(path: str | os.PathLike[str]) -> np.ndarray | None:
+    """Which generator of a mixture drew each sample (None for a single generator's samples)."""
+    with h5py.File(path, "r") as handle:
+        return handle["generators"][()] if "generators" in handle else None

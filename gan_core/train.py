@@ -94,6 +94,10 @@ class TrainConfig:
     # samples and scores come from the average (Karras et al. 2018; Yazici et al. 2019). It smooths the step-to-step
     # oscillation of GAN training: on digits, Fréchet distance 4.0 against 9.0 for the last weights at epoch 125.
     ema_decay: Annotated[float, Bounds(ge=0, lt=1)] = 0.0
+    # Several players (the same trainer): a mixture of k generators sharing the discriminator, each sample from a
+    # uniformly chosen one; k discriminators whose losses are averaged, the generator trained against their mean (GMAN).
+    n_generators: Annotated[int, Positive] = 1
+    n_discriminators: Annotated[int, Positive] = 1
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -104,6 +108,8 @@ class TrainConfig:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {list(allowed)}")
         if self.update == "simultaneous" and self.d_steps != 1:
             raise ValueError(f"update='simultaneous' needs d_steps=1, got d_steps={self.d_steps}")
+        if self.n_discriminators > 1 and get_loss(self.loss).penalty is not None:
+            raise ValueError(f"n_discriminators > 1 averages plain losses; loss {self.loss!r} has a penalty term")
         for name in ("epochs", "batch_size", "d_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -128,7 +134,7 @@ class TrainConfig:
 
 
 # TrainConfig settings added after results were first stored, with their value that trains as before they existed.
-SETTINGS_ADDED_LATER: dict[str, Any] = {"ema_decay": 0.0}
+SETTINGS_ADDED_LATER: dict[str, Any] = {"ema_decay": 0.0, "n_generators": 1, "n_discriminators": 1}
 
 
 def default_train_config(

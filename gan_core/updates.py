@@ -26,7 +26,7 @@ from torch import nn
 from gan_core.losses import DiscriminatorTerms, Loss, get_loss
 from gan_core.models import (
     ModelPair,
-    build_models,
+    build_players,
     get_model_spec,
     init_output_bias_from_marginals,
     sample_noise,
@@ -112,7 +112,9 @@ class Players:
     @classmethod
     def build(cls, config: Any, images: torch.Tensor, compile: bool = False, num_classes: int = 0) -> Players:
         """Build the model pair on the images' device (output bias from the pixel means) and its optimisers."""
-        pair = build_models(config.model, tuple(images.shape[1:]), num_classes)
+        pair = build_players(
+            config.model, tuple(images.shape[1:]), num_classes, config.n_generators, config.n_discriminators
+        )
         pair = dataclasses.replace(
             pair, generator=pair.generator.to(images.device), discriminator=pair.discriminator.to(images.device)
         )
@@ -199,6 +201,21 @@ class _Objective:
         with self.autocast:
             return self.players.g_run(noise) if labels is None else self.players.g_run(noise, labels)
 
+    def discriminator_terms(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> DiscriminatorTerms:
+        """The loss's terms; for k discriminators (logits k x batch) the mean of each one's terms (GMAN's mean)."""
+        if real_logits.ndim == 1:
+            return self.loss.discriminator_terms(real_logits, fake_logits)
+        each = [self.loss.discriminator_terms(r, f) for r, f in zip(real_logits, fake_logits, strict=True)]
+        return DiscriminatorTerms(
+            *(torch.stack(parts).mean() for parts in zip(*((t.loss, t.d_real, t.d_fake) for t in each), strict=True))
+        )
+
+    def generator_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        """The generator's loss; against k discriminators, the mean of its loss against each."""
+        if fake_logits.ndim == 1:
+            return self.loss.generator_loss(fake_logits)
+        return torch.stack([self.loss.generator_loss(logits) for logits in fake_logits]).mean()
+
     def d_run(self, labels: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
         """D as a function of images alone: conditional on `labels` for a conditional model."""
         run = self.players.d_run
@@ -212,7 +229,7 @@ class _Objective:
         d_run = self.d_run(labels)
         with self.autocast:
             fake_logits = d_run(fake)
-            terms = self.loss.discriminator_terms(d_run(real).float(), fake_logits.float())
+            terms = self.discriminator_terms(d_run(real).float(), fake_logits.float())
         if self.loss.penalty is not None:
             penalised = terms.loss + self.config.gp_weight * self.loss.penalty(d_run, real, fake.detach())
             terms = DiscriminatorTerms(penalised, terms.d_real, terms.d_fake)
@@ -238,7 +255,7 @@ class SimultaneousUpdate:
         the real batch's `labels`."""
         objective = self.objective
         terms, fake_logits = objective.discriminator(real, objective.fake(self.batch, labels), labels)
-        g_loss = objective.loss.generator_loss(fake_logits)
+        g_loss = objective.generator_loss(fake_logits)
         d_grads = torch.autograd.grad(terms.loss, objective.d_params, retain_graph=True)
         g_grads = torch.autograd.grad(g_loss, objective.g_params)
         _apply(self.players.d_opt, objective.d_params, self.players.sync(d_grads))
@@ -278,7 +295,7 @@ class AlternatingUpdate:
         fake = objective.fake(batch, labels)
         with objective.autocast:
             fake_logits = objective.d_run(labels)(fake).float()
-        g_loss = objective.loss.generator_loss(fake_logits)
+        g_loss = objective.generator_loss(fake_logits)
         g_grads = torch.autograd.grad(g_loss, objective.g_params)
         _apply(self.players.g_opt, objective.g_params, self.players.sync(g_grads))
         return torch.stack([terms.loss.detach(), g_loss.detach(), terms.d_real, terms.d_fake])
@@ -329,7 +346,8 @@ def cuda_graph_supported(config: Any) -> bool:
     """Whether the step of `config` can be replayed as a CUDA graph: the simultaneous update with the paper's SGD, for
     an unconditional model (the graph's static input is the image batch alone)."""
     simultaneous_sgd = config.update == "simultaneous" and config.optimizer == "paper"
-    return simultaneous_sgd and not get_model_spec(config.model).conditional
+    two_players = getattr(config, "n_generators", 1) == 1 and getattr(config, "n_discriminators", 1) == 1
+    return simultaneous_sgd and two_players and not get_model_spec(config.model).conditional
 
 
 def make_update(
