@@ -236,8 +236,9 @@ class _Objective:
         return terms, fake_logits.float()
 
 
-class SimultaneousUpdate:
-    """Both players' gradients from one batch, one noise draw and one set of dropout masks, applied together."""
+class _UpdateRule:
+    """What every update rule holds: the players, the training images on the device (and, for a conditional model,
+    their labels), and the loss terms."""
 
     def __init__(
         self,
@@ -247,8 +248,13 @@ class SimultaneousUpdate:
         autocast: torch.autocast,
         labels: torch.Tensor | None = None,
     ) -> None:
-        self.players, self.images, self.labels, self.batch = players, images, labels, config.batch_size
+        self.players, self.images, self.labels = players, images, labels
+        self.batch, self.d_steps = config.batch_size, config.d_steps
         self.objective = _Objective(players, config, autocast)
+
+
+class SimultaneousUpdate(_UpdateRule):
+    """Both players' gradients from one batch, one noise draw and one set of dropout masks, applied together."""
 
     def step_on(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """One update on the batch `real` (the part a CUDA graph captures); a conditional model's fakes are drawn for
@@ -267,20 +273,8 @@ class SimultaneousUpdate:
         return self.step_on(self.images[indices], None if self.labels is None else self.labels[indices])
 
 
-class AlternatingUpdate:
+class AlternatingUpdate(_UpdateRule):
     """The paper's Algorithm 1: `d_steps` discriminator updates on fresh batches and noise, then a generator update."""
-
-    def __init__(
-        self,
-        players: Players,
-        config: Any,
-        images: torch.Tensor,
-        autocast: torch.autocast,
-        labels: torch.Tensor | None = None,
-    ) -> None:
-        self.players, self.images, self.batch, self.d_steps = players, images, config.batch_size, config.d_steps
-        self.labels = labels
-        self.objective = _Objective(players, config, autocast)
 
     def __call__(self, indices: torch.Tensor, lr: float, momentum: float | None) -> torch.Tensor:
         self.players.set_hyperparameters(lr, momentum)

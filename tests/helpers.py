@@ -78,3 +78,18 @@ def chromium_page(width: int = 1400, height: int = 1000) -> Iterator:
             yield browser.new_page(viewport={"width": width, "height": height})
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def digits_graph(tmp_path: Path) -> Iterator:
+    """(storage, definitions, instance) with the digits dataset and its feature classifier materialised."""
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+    from pipelines.resources import StorageResource
+
+    storage = StorageResource(root_dir=str(tmp_path / "data"))
+    defs = build_definitions(storage=storage)
+    with dg.instance_for_test() as instance:
+        materialize_dataset(defs, instance, "digits", with_classifier=True)
+        yield storage, defs, instance

@@ -5,17 +5,12 @@ import dagster as dg
 import numpy as np
 
 from gan_core.sample import asked_labels, read_sample_labels
-from pipelines.definitions import build_definitions
 from pipelines.partitions import dataset_model_key
-from pipelines.resources import StorageResource
-from tests.helpers import materialize_dataset
+from tests.helpers import digits_graph
 
 
 def test_conditional_paper_mlp_through_the_graph(tmp_path) -> None:
-    storage = StorageResource(root_dir=str(tmp_path / "data"))
-    defs = build_definitions(storage=storage)
-    with dg.instance_for_test() as instance:
-        materialize_dataset(defs, instance, "digits", with_classifier=True)
+    with digits_graph(tmp_path) as (storage, defs, instance):
         run_config = {
             "ops": {
                 "gan_model": {"config": {"epochs": 2, "batch_size": 64}},

@@ -3,7 +3,6 @@ samples file) and k discriminators (GMAN's mean), in gan_core and through the Da
 
 import math
 
-import dagster as dg
 import numpy as np
 import pytest
 import torch
@@ -11,10 +10,8 @@ import torch
 from gan_core.models import GeneratorMixture
 from gan_core.sample import generate, generate_from_noise, generator_of_each, load_generator, read_sample_generators
 from gan_core.train import RuntimeOptions, default_train_config, train_gan
-from pipelines.definitions import build_definitions
 from pipelines.partitions import dataset_model_key
-from pipelines.resources import StorageResource
-from tests.helpers import materialize_dataset
+from tests.helpers import digits_graph
 
 QUIET = RuntimeOptions(progress=False)
 
@@ -53,10 +50,7 @@ def test_a_mixture_s_samples_name_their_generator(digits_train, tmp_path) -> Non
 
 
 def test_multi_player_settings_through_the_graph(tmp_path) -> None:
-    storage = StorageResource(root_dir=str(tmp_path / "data"))
-    defs = build_definitions(storage=storage)
-    with dg.instance_for_test() as instance:
-        materialize_dataset(defs, instance, "digits", with_classifier=True)
+    with digits_graph(tmp_path) as (storage, defs, instance):
         run_config = {
             "ops": {
                 "gan_model": {"config": {"epochs": 2, "n_generators": 2, "n_discriminators": 2}},
