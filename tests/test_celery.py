@@ -63,7 +63,14 @@ def workers(env: dict[str, str], names: list[str], log_dir: Path):  # noqa: ANN2
 
 def cli_run(env: dict[str, str], model: str, epochs: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "pipelines.cli", "run", "--dataset", "digits", "--model", model]
-    command += ["--executor", "celery", "--samples", "1000", "--train-config", json.dumps({"epochs": epochs})]
+    command += [
+        "--executor",
+        "celery",
+        "--samples",
+        "1000",
+        "--train-config",
+        json.dumps({"epochs": epochs, "dataset_recipe": False}),
+    ]
     return subprocess.Popen(
         command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

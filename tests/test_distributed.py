@@ -22,7 +22,13 @@ KEY = dataset_model_key("digits", "paper_mlp")
 
 
 def ddp_config(epochs: int) -> dict:
-    return {"ops": {"gan_model": {"config": {"epochs": epochs, "launcher": "torchrun", "nproc_per_node": 2}}}}
+    return {
+        "ops": {
+            "gan_model": {
+                "config": {"epochs": epochs, "launcher": "torchrun", "nproc_per_node": 2, "dataset_recipe": False}
+            }
+        }
+    }
 
 
 def ddp_processes() -> list[tuple[int, str]]:
@@ -57,7 +63,9 @@ def test_two_gloo_ranks_stay_in_sync_and_follow_the_one_process_losses(storage, 
     )
 
     single = job.execute_in_process(
-        partition_key=KEY, instance=instance, run_config={"ops": {"gan_model": {"config": {"epochs": 6}}}}
+        partition_key=KEY,
+        instance=instance,
+        run_config={"ops": {"gan_model": {"config": {"epochs": 6, "dataset_recipe": False}}}},
     )
     one = torch.load(
         single.asset_materializations_for_node("gan_model")[0].metadata["checkpoints"].value[0], weights_only=True

@@ -17,7 +17,12 @@ from pipelines.schedules import build_retrain_schedule, parse_partitions, retrai
 from pipelines.sensors import build_data_change_sensor
 from tests.helpers import materialize_dataset
 
-FAST = {"ops": {"gan_model": {"config": {"epochs": 2}}, "generated_samples": {"config": {"count": 500}}}}
+FAST = {
+    "ops": {
+        "gan_model": {"config": {"epochs": 2, "dataset_recipe": False}},
+        "generated_samples": {"config": {"count": 500}},
+    }
+}
 
 
 def evaluate(schedule: dg.ScheduleDefinition, tick: dt.datetime) -> list[dg.RunRequest]:

@@ -16,7 +16,7 @@ from pipelines.jobs import retrain_job
 from pipelines.schedules import build_retrain_schedule
 from tests.helpers import REPO_ROOT
 
-FAST_TRAINING = {"epochs": 3}
+FAST_TRAINING = {"epochs": 3, "dataset_recipe": False}
 FAST_SAMPLING = {"count": 1000}
 
 
