@@ -165,7 +165,12 @@ def materialized(dagster_dev: DagsterDev) -> DagsterDev:
                 "dagster/partition/dataset": "digits",
                 "dagster/partition/model": "paper_mlp",
             },
-            {"ops": {"gan_model": {"config": {"epochs": 3}}, "generated_samples": {"config": {"count": 1000}}}},
+            {
+                "ops": {
+                    "gan_model": {"config": {"epochs": 3, "dataset_recipe": False}},
+                    "generated_samples": {"config": {"count": 1000}},
+                }
+            },
         ),
         ("report_job", {}, None),
     ]
