@@ -17,7 +17,7 @@ from assets.configs import GanTrainingConfig, SamplingConfig
 from assets.data_assets import preprocessed_dataset
 from assets.training import train_in_process, train_with_torchrun
 from gan_core.data import load_split, load_split_arrays, read_dataset_info
-from gan_core.models import sample_noise
+from gan_core.models import get_model_spec, sample_noise
 from gan_core.plots import grid_png, line_png, png_markdown
 from gan_core.sample import (
     asked_labels,
@@ -56,8 +56,9 @@ def gan_model(
     dataset, model, layout = begin(context, storage)
     info = read_dataset_info(layout.dataset_file(dataset))
     train_images = load_split(info.path, "train")
-    train_labels = torch.from_numpy(load_split_arrays(info.path, "train").labels)
     num_classes = get_dataset_spec(dataset).num_classes
+    conditional = get_model_spec(model).conditional  # only a conditional model reads the labels (a second read)
+    train_labels = torch.from_numpy(load_split_arrays(info.path, "train").labels) if conditional else None
     options = RuntimeOptions(
         device=config.device,
         compile=config.compile,
@@ -181,8 +182,8 @@ def generated_samples(
     grid = grid_png(read_samples_h5(entries[0]["path"])[0][:100])
     store_figure(layout, dataset, model, "samples", grid)
     extra = {}
-    loaded = load_generator(layout.trained_runs(dataset, model)[0]["checkpoint"], "cpu")
-    if loaded.num_classes:  # one row per class: samples drawn for that label
+    if get_model_spec(model).conditional:  # one row per class: samples drawn for that label
+        loaded = load_generator(layout.trained_runs(dataset, model)[0]["checkpoint"], "cpu")
         rows = np.repeat(np.arange(loaded.num_classes), 10)
         noise = sample_noise(len(rows), loaded.noise_dim, loaded.noise, "cpu", torch.Generator().manual_seed(0))
         class_grid = grid_png(generate_from_noise(loaded, noise, rows), columns=10)

@@ -164,13 +164,16 @@ def read_samples_h5(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str,
     return samples, attrs
 
 
+def _read_optional(path: str | os.PathLike[str], name: str) -> np.ndarray | None:
+    with h5py.File(path, "r") as handle:
+        return handle[name][()] if name in handle else None
+
+
 def read_sample_labels(path: str | os.PathLike[str]) -> np.ndarray | None:
     """The labels a conditional model's samples were drawn for (None for an unconditional model's)."""
-    with h5py.File(path, "r") as handle:
-        return handle["labels"][()] if "labels" in handle else None
+    return _read_optional(path, "labels")
 
 
 def read_sample_generators(path: str | os.PathLike[str]) -> np.ndarray | None:
     """Which generator of a mixture drew each sample (None for a single generator's samples)."""
-    with h5py.File(path, "r") as handle:
-        return handle["generators"][()] if "generators" in handle else None
+    return _read_optional(path, "generators")

@@ -60,6 +60,7 @@ def train_rank(settings_path: str) -> None:
 
     from gan_core.data import load_split, load_split_arrays
     from gan_core.distributed import init_from_environment
+    from gan_core.models import get_model_spec
     from gan_core.train import RuntimeOptions, TrainConfig, train_gan
 
     settings: dict[str, Any] = json.loads(Path(settings_path).read_text())
@@ -82,9 +83,12 @@ def train_rank(settings_path: str) -> None:
                 distributed=context,
             )
             images = load_split(settings["dataset_file"], "train")
-            labels = torch.from_numpy(load_split_arrays(settings["dataset_file"], "train").labels)
+            config = TrainConfig(**settings["config"])
+            labels = None
+            if get_model_spec(config.model).conditional:  # only a conditional model reads the labels
+                labels = torch.from_numpy(load_split_arrays(settings["dataset_file"], "train").labels)
             result = train_gan(
-                TrainConfig(**settings["config"]),
+                config,
                 images,
                 settings["run_dir"],
                 options,
