@@ -3,6 +3,8 @@
 `minimax`: G minimises log(1 - D(G(z))), the paper's equation (saturates early in training).
 `non_saturating`: G minimises -log D(G(z)), what the paper recommends and its code uses.
 `wgan_gp`: Wasserstein critic with gradient penalty (Gulrajani et al., 2017).
+`hinge`: D minimises E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))], G minimises -D(G(z)) (Lim & Ye 2017; Miyato et al.
+2018, used with spectral normalisation).
 For the first two, D minimises 0.5 * [BCE(D(x), 1) + BCE(D(G(z)), 0)] as in the released code.
 
 A `Loss` owns everything the trainer needs to know about an objective: both players' terms, an optional penalty on
@@ -60,6 +62,11 @@ def _critic_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> Discr
     return DiscriminatorTerms(loss, real_logits.mean().detach(), fake_logits.mean().detach())
 
 
+def _hinge_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> DiscriminatorTerms:
+    loss = F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+    return DiscriminatorTerms(loss, real_logits.mean().detach(), fake_logits.mean().detach())
+
+
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """E[(||grad_x critic(x_hat)|| - 1)^2] at random interpolates x_hat between real and fake images."""
     alpha = torch.rand(real.shape[0], *([1] * (real.ndim - 1)), device=real.device, dtype=real.dtype)
@@ -91,6 +98,13 @@ LOSSES: Mapping[str, Loss] = MappingProxyType(
             penalty=gradient_penalty,
             recipe={**_ADAM_ALTERNATING, "learning_rate": 1e-4, "adam_beta2": 0.9, "d_steps": 5},
             description="Wasserstein critic with gradient penalty (Gulrajani et al., 2017), Adam, 5 critic steps",
+        ),
+        "hinge": Loss(
+            "hinge",
+            _hinge_terms,
+            lambda fake_logits: -fake_logits.mean(),
+            recipe=_ADAM_ALTERNATING,
+            description="hinge loss (Lim & Ye, 2017; Miyato et al., 2018), Adam, D and G in turn",
         ),
     }
 )

@@ -159,9 +159,10 @@ class ConvGenerator(nn.Module):
 class ConvDiscriminator(nn.Module):
     """DCGAN-style discriminator: stride-2 convolutions with leaky ReLU (no batch norm, so WGAN-GP works), a logit.
     Conditional (`num_classes` > 0): the label enters as one constant one-hot plane per class beside the image's
-    channels, so every convolution sees it."""
+    channels, so every convolution sees it. `spectral_norm`: every layer's weight is divided by its largest singular
+    value (one power iteration per training forward; Miyato et al., 2018), which bounds D's Lipschitz constant."""
 
-    def __init__(self, image_shape: ImageShape, width: int, num_classes: int = 0) -> None:
+    def __init__(self, image_shape: ImageShape, width: int, num_classes: int = 0, spectral_norm: bool = False) -> None:
         super().__init__()
         channels, height, _ = image_shape
         self.num_classes = num_classes
@@ -174,6 +175,10 @@ class ConvDiscriminator(nn.Module):
             in_ch = out_ch
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(in_ch * base * base, 1)
+        if spectral_norm:
+            for module in [*self.features, self.head]:
+                if isinstance(module, nn.Conv2d | nn.Linear):
+                    nn.utils.parametrizations.spectral_norm(module)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes:
@@ -215,11 +220,12 @@ def _paper_mlp(g_hidden: tuple[int, ...], d_units: int, d_pieces: int, condition
     return build
 
 
-def _dcgan(width: int, conditional: bool = False) -> Builder:
+def _dcgan(width: int, conditional: bool = False, spectral_norm: bool = False) -> Builder:
     def build(image_shape: ImageShape, num_classes: int = 0) -> ModelPair:
         classes = num_classes if conditional else 0
         generator = ConvGenerator(image_shape, 100, width, num_classes=classes)
-        return ModelPair(generator, ConvDiscriminator(image_shape, width, classes), noise_dim=100, num_classes=classes)
+        discriminator = ConvDiscriminator(image_shape, width, classes, spectral_norm=spectral_norm)
+        return ModelPair(generator, discriminator, noise_dim=100, num_classes=classes)
 
     return build
 
@@ -236,6 +242,11 @@ class ModelSpec:
     conditional: bool = False  # both players see the class label; samples are drawn for asked labels
 
 
+# Radford et al. (2016): Adam with lr 2e-4 and beta1 0.5, D and G updated in turn
+_DCGAN_ADAM: Mapping[str, Any] = MappingProxyType(
+    {"optimizer": "adam", "update": "alternating", "learning_rate": 2e-4, "adam_beta1": 0.5}
+)
+
 MODELS: Mapping[str, ModelSpec] = MappingProxyType(
     {
         "paper_mlp": ModelSpec(
@@ -246,7 +257,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
         "dcgan": ModelSpec(
             "dcgan",
             _dcgan(64),
-            recipe={"optimizer": "adam", "update": "alternating", "learning_rate": 2e-4, "adam_beta1": 0.5},
+            recipe=_DCGAN_ADAM,
             description="DCGAN-style convolutional pair for 8..56-pixel images, Adam (Radford et al., 2016)",
         ),
         "paper_mlp_cond": ModelSpec(
@@ -258,9 +269,28 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
         "dcgan_cond": ModelSpec(
             "dcgan_cond",
             _dcgan(64, conditional=True),
-            recipe={"optimizer": "adam", "update": "alternating", "learning_rate": 2e-4, "adam_beta1": 0.5},
+            recipe=_DCGAN_ADAM,
             description="conditional dcgan: one-hot label beside G's noise, one plane per class beside D's input",
             conditional=True,
+        ),
+        "dcgan_sn": ModelSpec(
+            "dcgan_sn",
+            _dcgan(64, spectral_norm=True),
+            recipe={**_DCGAN_ADAM, "batch_size": 64, "epochs": 8, "ema_decay": 0.999},
+            description="the recommended modern recipe: dcgan with a spectrally normalised D (Miyato et al., 2018), "
+            "Adam, batch 64, generator average",
+        ),
+        "paper_mlp_3g": ModelSpec(
+            "paper_mlp_3g",
+            _paper_mlp((1200, 1200), 240, 5),
+            recipe={"n_generators": 3},
+            description="three paper_mlp generators sharing one discriminator (a mixture, MGAN-style, no classifier)",
+        ),
+        "paper_mlp_3d": ModelSpec(
+            "paper_mlp_3d",
+            _paper_mlp((1200, 1200), 240, 5),
+            recipe={"n_discriminators": 3},
+            description="one paper_mlp generator against three discriminators (GMAN, the mean of their losses)",
         ),
         "paper_mlp_large": ModelSpec(
             "paper_mlp_large",

@@ -220,6 +220,7 @@ SUMMARY_COLUMNS = [
     "recall",
     "class_coverage",
     "memorisation_ratio",
+    "conditional_accuracy",  # conditional models only: left out of a summary without one
 ]
 
 
@@ -259,13 +260,15 @@ def summary_table(parzen: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
             )
     table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     table["seeds"] = table["seeds"].astype("Int64")
+    if table["conditional_accuracy"].isna().all():
+        table = table.drop(columns="conditional_accuracy")
     return table
 
 
 def _headline(match: pd.DataFrame) -> dict[str, Any]:
     if not len(match):
         return {}
-    return {name: match[name].iloc[0] for name in SUMMARY_COLUMNS[4:]}
+    return {name: match[name].iloc[0] for name in SUMMARY_COLUMNS[4:] if name in match.columns}
 
 
 def presented(table: pd.DataFrame) -> pd.DataFrame:

@@ -223,6 +223,7 @@ def print_summary(summary_csv: str, dataset: str) -> None:
             "frechet_distance": "FD",
             "class_coverage": "classes",
             "memorisation_ratio": "memorisation",
+            "conditional_accuracy": "asked class",
         }
     )
     print(shown.drop(columns=["dataset"]).to_string(index=False))

@@ -3,6 +3,7 @@ per-class grid, conditional accuracy and per-class Fréchet distance in the metr
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 
 from gan_core.sample import asked_labels, read_sample_labels
 from pipelines.partitions import dataset_model_key
@@ -41,3 +42,5 @@ def test_conditional_paper_mlp_through_the_graph(tmp_path) -> None:
         assert rows["paper_mlp_cond"]["conditional_accuracy"] == round(metrics["conditional_accuracy"], 3)
         real = next(data for model, data in rows.items() if model.startswith("real test images"))
         assert real["conditional_accuracy"] >= 0.9  # real test images against their own labels: the classifier's
+        summary = pd.read_csv(storage.layout.report_file("summary.csv")).set_index("model")
+        assert summary.loc["paper_mlp_cond", "conditional_accuracy"] == round(metrics["conditional_accuracy"], 4)
