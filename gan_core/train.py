@@ -413,8 +413,10 @@ class Checkpoint:
         state: TrainingState,
         image_shape: torch.Size,
         epoch_progress: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+        rng: torch.Generator | None = None,
     ) -> None:
-        """Write the checkpoint atomically and durably, keeping the one it replaces as the previous one."""
+        """Write the checkpoint atomically and durably, keeping the one it replaces as the previous one. The random
+        state saved is the global one, or `rng`'s (a seed trained in a batch draws from a generator of its own)."""
         if not self.writes:
             self.last_saved = time.monotonic()  # keep the cadence on ranks that do not write
             return
@@ -427,8 +429,10 @@ class Checkpoint:
             "noise_dim": players.pair.noise_dim,
             "num_classes": players.pair.num_classes,
             **players.state(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "rng_cpu": rng.get_state() if rng is not None and rng.device.type == "cpu" else torch.get_rng_state(),
+            "rng_cuda": (rng.get_state() if rng is not None else torch.cuda.get_rng_state(self.device))
+            if self.device.type == "cuda"
+            else None,
             "history": state.history,
             "elapsed_seconds": state.elapsed,
             "device": str(self.device),
