@@ -15,7 +15,8 @@ import torch
 from assets.common import begin, compute_or_load_each, partition_asset, progress_bars, run_holder, store_figure
 from assets.configs import GanTrainingConfig, SamplingConfig
 from assets.data_assets import preprocessed_dataset
-from assets.training import train_in_process, train_with_torchrun
+from assets.training import train_batched_in_process, train_in_process, train_with_torchrun
+from gan_core.batched import why_not_batched
 from gan_core.data import load_split, load_split_arrays, read_dataset_info
 from gan_core.models import get_model_spec, sample_noise
 from gan_core.plots import grid_png, line_png, png_markdown
@@ -93,14 +94,29 @@ def gan_model(
             "files": [trained["checkpoint"]],
         }
 
+    train_configs = config.train_configs(dataset, model)
+    diverged = {}
+    if config.batch_seeds and config.launcher.value == "in_process" and why_not_batched(train_configs[0]) is None:
+        keys = {c.seed: hash_json(identity_parts(c)) for c in train_configs}
+        pending = [c for c in train_configs if not layout.run_record(dataset, model, keys[c.seed]).is_file()]
+        if len(pending) > 1:
+            run_dirs = [layout.run_dir(dataset, model, keys[c.seed]) for c in pending]
+            diverged = train_batched_in_process(context, pending, train_images, run_dirs, options)
+            train_configs = [c for c in train_configs if c.seed not in diverged]  # the others are recorded below
     runs = compute_or_load_each(
         context,
-        config.train_configs(dataset, model),
+        train_configs,
         lambda train_config, key: layout.run_record(dataset, model, key),
         identity_parts,
         train,
         lambda run: f"checkpoint {run['checkpoint']}",
     )
+    if diverged:
+        raise dg.Failure(
+            f"seed(s) {sorted(diverged)} diverged (the other seeds' runs are stored): "
+            + "; ".join(str(error) for error in diverged.values()),
+            allow_retries=False,
+        )
     layout.write_partition_index(
         "models", dataset, model, {"dataset": dataset, "model": model, "dataset_hash": info.content_hash, "runs": runs}
     )

@@ -14,6 +14,7 @@ import dagster as dg
 import torch
 from dagster._core.errors import DagsterPipesExecutionError  # raised by PipesSubprocessClient; not exported
 
+from gan_core.batched import train_seeds
 from gan_core.layout import torchrun_files
 from gan_core.signals import stop_on_signals
 from gan_core.storage import write_json_atomic
@@ -58,6 +59,35 @@ def train_in_process(
         "images_per_second": result.images_per_second,
         "device": result.device,
     }
+
+
+def train_batched_in_process(
+    context: dg.AssetExecutionContext,
+    configs: list[TrainConfig],
+    images: torch.Tensor,
+    run_dirs: list[Path],
+    options: RuntimeOptions,
+) -> dict[int, TrainingDiverged]:
+    """gan_core.batched.train_seeds here: the seeds' checkpoints are written to their run directories (the per-seed
+    path then finds them finished). Returns the seeds that diverged, each with its error; a termination cancels the
+    run as `train_in_process` does."""
+    seeds = [config.seed for config in configs]
+    context.log.info(f"seeds {seeds}: training as one batched model (gan_model config batch_seeds)")
+    with stop_on_signals() as stop_requested:
+        try:
+            outcomes = train_seeds(
+                configs, images, run_dirs, replace(options, stop_requested=stop_requested), context.log.info
+            )
+        except TrainingInterrupted as stopped:
+            context.log.warning(str(stopped))
+            run = context.instance.get_run_by_id(context.run.run_id)
+            if run is not None and run.status != dg.DagsterRunStatus.CANCELING:
+                context.instance.report_run_canceling(run, "stopped by a signal during training")
+            raise dg.DagsterExecutionInterruptedError(str(stopped)) from None
+    diverged = {seed: outcome for seed, outcome in zip(seeds, outcomes, strict=True) if isinstance(outcome, Exception)}
+    for error in diverged.values():
+        context.log.error(str(error))
+    return diverged
 
 
 def train_with_torchrun(

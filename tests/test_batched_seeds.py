@@ -1,0 +1,135 @@
+"""Seeds trained as one batched model (gan_core.batched) against the same seeds trained alone: the same weights,
+averages, optimiser states, statistics and random states; resume from per-seed checkpoints at different points; a
+diverging seed stopped alone; the gan_model asset batching its seeds."""
+
+from __future__ import annotations
+
+import math
+
+import dagster as dg
+import pytest
+import torch
+
+from gan_core.batched import train_seeds, why_not_batched
+from gan_core.train import (
+    RuntimeOptions,
+    TrainingDiverged,
+    checkpoint_weights_hash,
+    default_train_config,
+    load_checkpoint,
+    train_gan,
+)
+from pipelines.definitions import build_definitions
+from pipelines.partitions import dataset_model_key
+from pipelines.resources import StorageResource
+from tests.helpers import materialize_dataset
+
+QUIET = RuntimeOptions(progress=False, checkpoint_every=1)
+
+
+def configs(epochs: int, seeds: tuple[int, ...] = (0, 1, 2)) -> list:
+    # digits' recipe (batch 32, the generator's average): 37 steps an epoch, every part of a checkpoint exercised
+    return [default_train_config("paper_mlp", dataset="digits", epochs=epochs, seed=seed) for seed in seeds]
+
+
+def assert_same_run(batched_path, alone_path) -> None:
+    batched, alone = load_checkpoint(batched_path), load_checkpoint(alone_path)
+    for part in ("generator", "discriminator", "generator_average"):
+        assert batched[part].keys() == alone[part].keys()
+        for key in alone[part]:
+            assert torch.equal(batched[part][key], alone[part][key]), f"{part}.{key}"
+    for part in ("g_optimizer", "d_optimizer"):
+        velocities = [state["velocity"] for state in alone[part]["state"].values()]
+        batched_velocities = [state["velocity"] for state in batched[part]["state"].values()]
+        assert all(torch.equal(a, b) for a, b in zip(velocities, batched_velocities, strict=True))
+    assert torch.equal(batched["rng_cpu"], alone["rng_cpu"])
+    keys = ("epoch", "step", "d_loss", "g_loss", "d_real", "d_fake", "learning_rate", "momentum")
+    assert [{k: r[k] for k in keys} for r in batched["history"]] == [{k: r[k] for k in keys} for r in alone["history"]]
+
+
+def test_seeds_trained_as_one_batch_are_bit_identical_to_seeds_trained_alone(digits_train, tmp_path) -> None:
+    wanted = configs(epochs=2)
+    assert why_not_batched(wanted[0]) is None
+    outcomes = train_seeds(wanted, digits_train, [tmp_path / f"batched{c.seed}" for c in wanted], QUIET)
+    assert [r.steps for r in outcomes] == [2 * (1197 // 32)] * 3
+    for config, outcome in zip(wanted, outcomes, strict=True):
+        alone = train_gan(config, digits_train, tmp_path / f"alone{config.seed}", QUIET)
+        assert_same_run(outcome.checkpoint_path, alone.checkpoint_path)
+    # different seeds are different models (not one model copied three times)
+    assert len({checkpoint_weights_hash(r.checkpoint_path) for r in outcomes}) == 3
+
+
+def test_batched_seeds_resume_per_seed_from_different_points(digits_train, tmp_path) -> None:
+    wanted = configs(epochs=3, seeds=(0, 1))
+    dirs = [tmp_path / f"seed{c.seed}" for c in wanted]
+    stopped = train_seeds(wanted, digits_train, dirs, RuntimeOptions(progress=False, stop_after_epoch=1))
+    assert [r.epochs for r in stopped] == [1, 1] and not any(r.finished for r in stopped)
+    # seed 0 goes on alone for an epoch: the seeds now stand at epochs 2 and 1, and train as two batches
+    train_gan(wanted[0], digits_train, dirs[0], RuntimeOptions(progress=False, stop_after_epoch=2))
+    resumed = train_seeds(wanted, digits_train, dirs, QUIET)
+    assert [r.resumed_from_epoch for r in resumed] == [2, 1] and all(r.finished for r in resumed)
+    for config, outcome in zip(wanted, resumed, strict=True):
+        uninterrupted = train_gan(config, digits_train, tmp_path / f"alone{config.seed}", QUIET)
+        assert_same_run(outcome.checkpoint_path, uninterrupted.checkpoint_path)
+
+
+def test_a_diverging_seed_stops_alone_and_keeps_its_last_good_checkpoint(digits_train, tmp_path) -> None:
+    wanted = configs(epochs=2, seeds=(0, 1))
+    dirs = [tmp_path / f"seed{c.seed}" for c in wanted]
+    train_seeds(wanted, digits_train, dirs, RuntimeOptions(progress=False, stop_after_epoch=1))
+    poisoned = dirs[1] / "checkpoint.pt"
+    state = load_checkpoint(poisoned)
+    state["discriminator"]["net.5.weight"].fill_(float("nan"))  # D's logit: every loss of seed 1 is NaN
+    torch.save(state, poisoned)
+    before = poisoned.read_bytes()
+
+    outcomes = train_seeds(wanted, digits_train, dirs, QUIET)
+
+    assert isinstance(outcomes[1], TrainingDiverged)
+    assert str(outcomes[1]).startswith("seed 1: non-finite loss at step 38 (epoch 2)")
+    assert f"its last good checkpoint {poisoned} is kept" in str(outcomes[1])
+    assert poisoned.read_bytes() == before  # not overwritten by the diverged weights
+    assert outcomes[0].finished and outcomes[0].epochs == 2
+    assert all(math.isfinite(r["d_loss"]) for r in outcomes[0].history)
+    alone = train_gan(wanted[0], digits_train, tmp_path / "alone0", QUIET)
+    assert_same_run(outcomes[0].checkpoint_path, alone.checkpoint_path)
+
+
+def test_settings_that_cannot_be_batched_are_named(digits_train, tmp_path) -> None:
+    adam = default_train_config("dcgan", epochs=1)
+    assert "optimizer='adam'" in why_not_batched(adam) and "not a plain MLP pair" in why_not_batched(adam)
+    with pytest.raises(ValueError, match="cannot be trained as one batched model"):
+        train_seeds([adam, default_train_config("dcgan", epochs=1, seed=1)], digits_train, [tmp_path, tmp_path])
+    with pytest.raises(ValueError, match="differ only in `seed`"):
+        train_seeds(
+            [default_train_config("paper_mlp", epochs=1), default_train_config("paper_mlp", epochs=2, seed=1)],
+            digits_train,
+            [tmp_path / "a", tmp_path / "b"],
+        )
+
+
+def test_gan_model_trains_its_seeds_as_one_batch(digits_train, tmp_path) -> None:
+    storage = StorageResource(root_dir=str(tmp_path / "data"))
+    defs = build_definitions(storage=storage)
+    with dg.instance_for_test() as instance:
+        materialize_dataset(defs, instance, "digits")
+        run_config = {"ops": {"gan_model": {"config": {"epochs": 2, "seeds": [0, 1]}}}}
+        result = defs.resolve_job_def("training_job").execute_in_process(
+            partition_key=dataset_model_key("digits", "paper_mlp"),
+            instance=instance,
+            run_config=run_config,
+            asset_selection=[dg.AssetKey("gan_model")],
+        )
+        assert result.success
+        messages = [e.user_message for e in instance.all_logs(result.run_id)]
+        assert any("seeds [0, 1]: training as one batched model" in m for m in messages)
+        runs = storage.layout.trained_runs("digits", "paper_mlp")
+        assert [run["seed"] for run in runs] == [0, 1]
+        for run in runs:  # the same weights as the seed trained alone with the asset's settings
+            alone = train_gan(
+                default_train_config("paper_mlp", dataset="digits", epochs=2, seed=run["seed"]),
+                digits_train,
+                tmp_path / f"alone{run['seed']}",
+                QUIET,
+            )
+            assert run["weights_hash"] == checkpoint_weights_hash(alone.checkpoint_path)
