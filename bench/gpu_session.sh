@@ -5,8 +5,8 @@
 #   bench/gpu_session.sh MNIST_GZ_DIR TOTAL_SECONDS STEPS RUN...
 #
 # STEPS: comma-separated from benches (throughput incl. bf16/compile/DataLoader workers 0 and 4, Parzen on cuda and
-#        cpu), tests (gan_core's tests on CUDA), graph (CUDA-graph tests and throughput; the runs use --cuda-graph only
-#        if those tests pass), cudagraph (the runs use --cuda-graph without those checks), ddp (torchrun with one
+#        cpu), seeds (1, 4, 8, 16 seeds batched against sequential), tests (gan_core's tests on CUDA), graph
+#        (CUDA-graph tests and throughput; the runs use --cuda-graph only if those tests pass), cudagraph (the runs use --cuda-graph without those checks), ddp (torchrun with one
 #        NCCL rank per GPU on 20,000 MNIST images, 3 epochs, through pipelines/ddp_worker.py), or none.
 # RUN:   NOISE:SEED:DIR, e.g. uniform:0:runs/mnist_paper. A run resumes from DIR/checkpoint.pt when it is there.
 #
@@ -53,6 +53,11 @@ if has benches; then
         --json "$out/throughput_workers4.json" 2>&1 | tee -a "$out/throughput.log"
     $py bench/parzen.py --mnist-source "$src" --devices cuda,cpu --reference-points 1000 --skip-sklearn \
         --json "$out/parzen_bench.json" 2>&1 | tee "$out/parzen_bench.log"
+fi
+
+if has seeds; then  # issue 17: S seeds as one batched model against S one after another
+    $py bench/train_throughput.py --mnist-source "$src" --images 10000 --seeds 1 4 8 16 \
+        --json "$out/seeds.json" 2>&1 | tee "$out/seeds.log"
 fi
 
 if has ddp; then

@@ -8,6 +8,14 @@ same `--images` training images. The baseline reads torchvision's `MNIST` datase
 `--bf16` adds gan_core's trainer with bfloat16 autocast (`TrainConfig(bf16=True)`) to the same repeats, `--compile`
 the trainer under `torch.compile`, `--cuda-graph` the trainer replaying each step as a CUDA graph (both: two passes,
 the second one's rate, so compilation and capture are left out).
+
+    python bench/train_throughput.py --mnist-source ../shared/data/mnist --seeds 1 4 8 [--images 10000]
+
+`--seeds S...` measures instead, for each S, one epoch of S seeds trained as one batched model
+(`gan_core.batched.train_seeds`) against the same S seeds trained one after another (`train_gan`), and one seed
+alone, side by side in this run: seed-images/s (every seed's images per second) and the batch's time over one seed's
+(the goal on a GPU: 8 seeds in at most 1.5x the time of one). Times are wall seconds of the whole call, checkpoints
+included, best of two.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import torch
 from common import ensure_mnist, write_json
 from torch.utils.data import DataLoader, Subset
 
+from gan_core.batched import train_seeds
 from gan_core.data import load_split
 from gan_core.devices import resolve_device
 from gan_core.losses import discriminator_loss, generator_loss
@@ -42,6 +51,41 @@ def gan_core_images_per_second(
             RuntimeOptions(device=device, progress=False, compile=compile, cuda_graph=cuda_graph),
         )
     return result.history[-1]["images_per_second"]
+
+
+def seeds_seconds(train: torch.Tensor, device: str, seeds: int, batched: bool) -> float:
+    """Wall seconds for one epoch of `seeds` seeds of the paper's MNIST configuration, batched or one by one."""
+    configs = [TrainConfig(epochs=1, seed=seed) for seed in range(seeds)]
+    options = RuntimeOptions(device=device, progress=False)
+    with tempfile.TemporaryDirectory() as out:
+        dirs = [Path(out) / f"seed{seed}" for seed in range(seeds)]
+        started = time.perf_counter()
+        if batched:
+            train_seeds(configs, train, dirs, options)
+        else:
+            for config, run_dir in zip(configs, dirs, strict=True):
+                train_gan(config, train, run_dir, options)
+        return time.perf_counter() - started
+
+
+def compare_seeds(train: torch.Tensor, device: str, counts: list[int]) -> dict[str, dict[str, float]]:
+    """For each seed count: batched and sequential seconds (best of two, alternating) and one seed's, side by side."""
+    one = min(seeds_seconds(train, device, 1, batched=False) for _ in range(2))
+    print(f"one seed alone: {one:.2f} s, {len(train) / one:.0f} img/s")
+    figures = {}
+    for count in counts:
+        batched, sequential = [], []
+        for _ in range(2):
+            batched.append(seeds_seconds(train, device, count, batched=True))
+            sequential.append(seeds_seconds(train, device, count, batched=False))
+        b, q = min(batched), min(sequential)
+        print(
+            f"S={count:2d}: batched {b:7.2f} s, sequential {q:7.2f} s; seed-images/s (all seeds' images per second) "
+            f"batched {len(train) * count / b:7.0f}, sequential {len(train) * count / q:7.0f}; "
+            f"sequential / batched {q / b:5.2f}x; batched / one seed {b / one:5.2f}x"
+        )
+        figures[str(count)] = {"batched_s": b, "sequential_s": q, "one_seed_s": one, "speedup": q / b}
+    return figures
 
 
 def dataloader_images_per_second(raw_dir: Path, count: int, device: str, workers: int) -> float:
@@ -98,6 +142,7 @@ def main() -> None:
     parser.add_argument(
         "--cuda-graph", action="store_true", help="also measure the trainer replaying CUDA graphs (second epoch's rate)"
     )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[], help="compare S batched seeds with S sequential")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
 
@@ -106,6 +151,11 @@ def main() -> None:
     device = str(resolve_device(args.device))
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"paper_mlp on {args.images} MNIST images, batch 100, device {device} ({name})")
+    if args.seeds:
+        figures = compare_seeds(train, device, args.seeds)
+        if args.json:
+            write_json(args.json, {"device": device, "device_name": name, "images": args.images, "seeds": figures})
+        return
     ours, baseline, ours_bf16, ours_compiled, ours_graphed = [], [], [], [], []
     for repeat in range(2):
         ours.append(gan_core_images_per_second(train, device))
