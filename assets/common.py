@@ -13,7 +13,7 @@ import pandas as pd
 from assets.configs import validate_run_config
 from gan_core.checks import CheckOutcome
 from gan_core.layout import ArtifactLayout, FigureName, compute_or_load
-from gan_core.report import COLUMN_GUIDE, DECIMALS
+from gan_core.report import COLUMN_GUIDE, DECIMALS, STD
 from gan_core.storage import atomic_output
 from pipelines.partitions import dataset_model_partitions
 from pipelines.resources import StorageResource
@@ -127,7 +127,8 @@ def check_result(
 def table_metadata(table: pd.DataFrame) -> dg.TableMetadataValue:
     """A DataFrame as a Dagster table with a schema (sortable in the UI): numbers stay numbers (rounded as the report
     shows them), missing values are blank, and each known column carries its one-line explanation."""
-    table = table.drop(columns=[c for c in ("mean", "error") if c in table.columns])
+    unused_spreads = [c for c in table.columns if c.endswith(STD) and table[c].isna().all()]  # one seed each
+    table = table.drop(columns=[c for c in ("mean", "error") if c in table.columns] + unused_spreads)
     columns, kinds = [], {}
     for name, dtype in table.dtypes.items():
         kinds[name] = (
@@ -139,7 +140,11 @@ def table_metadata(table: pd.DataFrame) -> dg.TableMetadataValue:
             if pd.api.types.is_float_dtype(dtype)
             else "string"
         )
-        columns.append(dg.TableColumn(str(name), kinds[name], description=COLUMN_GUIDE.get(str(name))))
+        base = str(name).removesuffix(STD)
+        guide = COLUMN_GUIDE.get(str(name)) or (
+            f"Standard deviation of {base} over the seeds (blank for one seed)." if base != name else None
+        )
+        columns.append(dg.TableColumn(str(name), kinds[name], description=guide))
 
     def cell(name: str, value: Any) -> Any:
         if pd.isna(value):
@@ -149,7 +154,7 @@ def table_metadata(table: pd.DataFrame) -> dg.TableMetadataValue:
         if kinds[name] == "int":
             return int(value)
         if kinds[name] == "float":
-            return round(float(value), DECIMALS.get(name, 4))
+            return round(float(value), DECIMALS.get(name.removesuffix(STD), 4))
         return str(value)
 
     records = [dg.TableRecord({n: cell(n, v) for n, v in row.items()}) for row in table.to_dict("records")]

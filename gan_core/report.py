@@ -184,9 +184,11 @@ def metrics_table(
         for (dataset, model), group in metrics.groupby(["dataset", "model"], sort=True):
             row: dict[str, Any] = {"dataset": dataset, "model": model, "seeds": len(group)}
             row.update({name: _mean(group, name) for name in METRIC_COLUMNS})
+            row.update({name + STD: _std(group, name) for name in METRIC_COLUMNS})
             if len(parzen):
                 match = parzen[(parzen["dataset"] == dataset) & (parzen["model"] == model)]
                 row["parzen"] = float(match["mean_log_likelihood"].mean()) if len(match) else np.nan
+                row["parzen" + STD] = _std(match, "mean_log_likelihood") if len(match) else np.nan
             rows.append(row)
     parzen_by_dataset = {ref["dataset"]: ref["mean_log_likelihood"] for ref in parzen_references}
     for ref in reference_rows:
@@ -196,14 +198,27 @@ def metrics_table(
             parzen_by_dataset.get(ref["dataset"], np.nan) if ref["model"].startswith(MEMORISING_PREFIX) else np.nan
         )
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["dataset", "model", "seeds", "parzen", *METRIC_COLUMNS])
+    spreads = [name + STD for name in ("parzen", *METRIC_COLUMNS)]
+    table = pd.DataFrame(rows, columns=["dataset", "model", "seeds", "parzen", *METRIC_COLUMNS, *spreads])
     table["seeds"] = table["seeds"].astype("Int64")
     return table.round(4)
+
+
+# Suffix of the column holding a metric's standard deviation over seeds (ddof 1; blank for one seed): the report
+# shows the pair as "mean ± std".
+STD = "_std"
 
 
 def _mean(group: pd.DataFrame, name: str) -> float:
     """Mean of a metric over seeds; NaN where it does not apply (conditional accuracy of an unconditional model)."""
     return float(pd.to_numeric(group[name], errors="coerce").mean()) if name in group.columns else np.nan
+
+
+def _std(group: pd.DataFrame, name: str) -> float:
+    """Standard deviation of a metric over seeds (ddof 1); NaN for one seed or where it does not apply."""
+    if name not in group.columns or len(group) < 2:
+        return np.nan
+    return float(pd.to_numeric(group[name], errors="coerce").std(ddof=1))
 
 
 def _number(value: Any) -> float:
@@ -258,28 +273,37 @@ def summary_table(parzen: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
                     "log_likelihood": ceiling["log_likelihood"].iloc[0],
                 }
             )
-    table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    spreads = [name + STD for name in SUMMARY_COLUMNS[4:]]
+    table = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, *spreads])
     table["seeds"] = table["seeds"].astype("Int64")
     if table["conditional_accuracy"].isna().all():
-        table = table.drop(columns="conditional_accuracy")
+        table = table.drop(columns=["conditional_accuracy", "conditional_accuracy" + STD])
     return table
 
 
 def _headline(match: pd.DataFrame) -> dict[str, Any]:
     if not len(match):
         return {}
-    return {name: match[name].iloc[0] for name in SUMMARY_COLUMNS[4:] if name in match.columns}
+    names = [*SUMMARY_COLUMNS[4:], *(name + STD for name in SUMMARY_COLUMNS[4:])]
+    return {name: match[name].iloc[0] for name in names if name in match.columns}
 
 
 def presented(table: pd.DataFrame) -> pd.DataFrame:
-    """The table as text for people: fixed decimals per column, seeds as integers, blanks for missing values, and
-    the machine-only columns (`mean`, `error`: `log_likelihood` shows them) dropped."""
-    shown = table.drop(columns=[c for c in ("mean", "error") if c in table.columns])
+    """The table as text for people: fixed decimals per column, "mean ± std" where a metric has its spread over
+    seeds (the `_std` columns), seeds as integers, blanks for missing values, and the machine-only columns (`mean`,
+    `error`: `log_likelihood` shows them; the `_std` columns) dropped."""
+    hidden = [c for c in table.columns if c in ("mean", "error") or c.endswith(STD)]
+    shown = table.drop(columns=hidden)
     out = pd.DataFrame(index=shown.index)
     for column in shown.columns:
         values = shown[column]
         if column in DECIMALS:
-            out[column] = [("" if pd.isna(v) else f"{float(v):.{DECIMALS[column]}f}") for v in values]
+            places = DECIMALS[column]
+            spreads = table[column + STD] if column + STD in table.columns else pd.Series(np.nan, index=table.index)
+            out[column] = [
+                "" if pd.isna(v) else f"{float(v):.{places}f}" + ("" if pd.isna(s) else f" ± {float(s):.{places}f}")
+                for v, s in zip(values, spreads, strict=True)
+            ]
         else:
             out[column] = ["" if pd.isna(v) else str(v) for v in values]
     return out

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 
-import dagster as dg
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -19,10 +20,8 @@ from gan_core.train import (
     load_checkpoint,
     train_gan,
 )
-from pipelines.definitions import build_definitions
 from pipelines.partitions import dataset_model_key
-from pipelines.resources import StorageResource
-from tests.helpers import materialize_dataset
+from tests.helpers import digits_graph
 
 QUIET = RuntimeOptions(progress=False, checkpoint_every=1)
 
@@ -108,17 +107,16 @@ def test_settings_that_cannot_be_batched_are_named(digits_train, tmp_path) -> No
         )
 
 
-def test_gan_model_trains_its_seeds_as_one_batch(digits_train, tmp_path) -> None:
-    storage = StorageResource(root_dir=str(tmp_path / "data"))
-    defs = build_definitions(storage=storage)
-    with dg.instance_for_test() as instance:
-        materialize_dataset(defs, instance, "digits")
-        run_config = {"ops": {"gan_model": {"config": {"epochs": 2, "seeds": [0, 1]}}}}
+def test_gan_model_trains_its_seeds_as_one_batch_and_the_report_shows_their_spread(digits_train, tmp_path) -> None:
+    with digits_graph(tmp_path) as (storage, defs, instance):
+        run_config = {
+            "ops": {
+                "gan_model": {"config": {"epochs": 2, "seeds": [0, 1]}},
+                "generated_samples": {"config": {"count": 1000}},
+            }
+        }
         result = defs.resolve_job_def("training_job").execute_in_process(
-            partition_key=dataset_model_key("digits", "paper_mlp"),
-            instance=instance,
-            run_config=run_config,
-            asset_selection=[dg.AssetKey("gan_model")],
+            partition_key=dataset_model_key("digits", "paper_mlp"), instance=instance, run_config=run_config
         )
         assert result.success
         messages = [e.user_message for e in instance.all_logs(result.run_id)]
@@ -126,10 +124,15 @@ def test_gan_model_trains_its_seeds_as_one_batch(digits_train, tmp_path) -> None
         runs = storage.layout.trained_runs("digits", "paper_mlp")
         assert [run["seed"] for run in runs] == [0, 1]
         for run in runs:  # the same weights as the seed trained alone with the asset's settings
-            alone = train_gan(
-                default_train_config("paper_mlp", dataset="digits", epochs=2, seed=run["seed"]),
-                digits_train,
-                tmp_path / f"alone{run['seed']}",
-                QUIET,
-            )
+            config = default_train_config("paper_mlp", dataset="digits", epochs=2, seed=run["seed"])
+            alone = train_gan(config, digits_train, tmp_path / f"alone{run['seed']}", QUIET)
             assert run["weights_hash"] == checkpoint_weights_hash(alone.checkpoint_path)
+
+        assert defs.resolve_job_def("report_job").execute_in_process(instance=instance).success
+        summary = pd.read_csv(storage.layout.report_file("summary.csv")).set_index("model")
+        row = summary.loc["paper_mlp"]
+        metrics = storage.layout.read_partition_index("metrics", "digits", "paper_mlp")["runs"]
+        distances = [m["frechet_distance"] for m in metrics]
+        assert row["seeds"] == 2 and row["frechet_distance_std"] == pytest.approx(np.std(distances, ddof=1), abs=1e-4)
+        shown = f"{np.mean(distances):.2f} ± {np.std(distances, ddof=1):.2f}"
+        assert shown in storage.layout.report_file("report.md").read_text()
