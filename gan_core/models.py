@@ -277,8 +277,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
             "dcgan_sn",
             _dcgan(64, spectral_norm=True),
             recipe={**_DCGAN_ADAM, "batch_size": 64, "epochs": 8, "ema_decay": 0.999},
-            description="the recommended modern recipe: dcgan with a spectrally normalised D (Miyato et al., 2018), "
-            "Adam, batch 64, generator average",
+            description="dcgan with a spectrally normalised D (Miyato et al., 2018), Adam, batch 64, generator average",
         ),
         "paper_mlp_3g": ModelSpec(
             "paper_mlp_3g",

@@ -440,8 +440,8 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
             "t10k",
             accuracy=0.99,
             content_md5=MNIST_CONTENT_MD5,
-            # The recommended modern recipe on MNIST (README, "Training"; bench/RESULTS.md): dcgan with Adam, batch
-            # 64, 8 epochs, sampling from the generator's average.
+            # dcgan on MNIST: a bounded default (8 epochs, about 19 CPU minutes), batch 64, the generator's average.
+            # Not yet a good model: FD 68 against 2.6 for real images (bench/RESULTS.md, "A modern recipe").
             recipes={"dcgan": {"batch_size": 64, "epochs": 8, "ema_decay": 0.999}},
         ),
         "fashion_mnist": _torchvision_spec(
