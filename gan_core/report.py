@@ -276,7 +276,7 @@ def summary_table(parzen: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     spreads = [name + STD for name in SUMMARY_COLUMNS[4:]]
     table = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, *spreads])
     table["seeds"] = table["seeds"].astype("Int64")
-    if table["conditional_accuracy"].isna().all():
+    if table.loc[table["seeds"].notna(), "conditional_accuracy"].isna().all():  # no conditional model trained
         table = table.drop(columns=["conditional_accuracy", "conditional_accuracy" + STD])
     return table
 
