@@ -158,7 +158,7 @@ def test_huge_learning_rate_diverges_with_clear_error(digits_train, tmp_path) ->
     ("overrides", "message"),
     [
         ({"model": "resnet"}, "unknown model 'resnet'"),
-        ({"loss": "hinge"}, "unknown loss 'hinge'"),
+        ({"loss": "lsgan"}, "unknown loss 'lsgan'"),
         ({"learning_rate": 0.0}, "learning_rate must be positive"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
         ({"d_steps": 2}, "update='simultaneous' needs d_steps=1"),
