@@ -45,7 +45,14 @@ from gan_core.train import (
     TrainingState,
     TrainResult,
 )
-from gan_core.updates import Players, PylearnMomentumSGD, paper_learning_rate, paper_momentum
+from gan_core.updates import (
+    Players,
+    PylearnMomentumSGD,
+    apply_gradients,
+    paper_learning_rate,
+    paper_momentum,
+    set_hyperparameters,
+)
 
 
 def why_not_batched(config: TrainConfig) -> str | None:
@@ -267,9 +274,8 @@ def _train_batch(
         stop_now = False
         for local_step in range(first, steps_per_epoch):
             lr = paper_learning_rate(config, seeds[0].state.step)
-            for optimizer in (g_opt, d_opt):
-                for group in optimizer.param_groups:
-                    group["lr"], group["momentum"] = lr, momentum
+            set_hyperparameters(g_opt, lr, momentum)
+            set_hyperparameters(d_opt, lr, momentum)
             rows = torch.stack([p[local_step * batch : (local_step + 1) * batch] for p in permutations])
             real = images[rows]  # S x B x C x H x W
             noise, fake_masks, real_masks = [], [], []
@@ -286,13 +292,8 @@ def _train_batch(
             g_losses = [loss.generator_loss(f) for f in fake_logits]
             d_grads = torch.autograd.grad(sum(t.loss for t in terms), discriminators.leaves(), retain_graph=True)
             g_grads = torch.autograd.grad(sum(g_losses), generators.leaves())
-            for optimizer, leaves, grads in (
-                (d_opt, discriminators.leaves(), d_grads),
-                (g_opt, generators.leaves(), g_grads),
-            ):
-                for leaf, grad in zip(leaves, grads, strict=True):
-                    leaf.grad = grad
-                optimizer.step()
+            apply_gradients(d_opt, discriminators.leaves(), d_grads)
+            apply_gradients(g_opt, generators.leaves(), g_grads)
             if average is not None:
                 with torch.no_grad():
                     torch._foreach_lerp_(average.leaves(), generators.leaves(), 1.0 - config.ema_decay)

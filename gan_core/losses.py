@@ -75,7 +75,8 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) 
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
-_ADAM_ALTERNATING = {"optimizer": "adam", "update": "alternating", "learning_rate": 2e-4, "adam_beta1": 0.5}
+# Radford et al. (2016): Adam with lr 2e-4 and beta1 0.5, D and G updated in turn (also the dcgan models' recipe)
+ADAM_ALTERNATING = {"optimizer": "adam", "update": "alternating", "learning_rate": 2e-4, "adam_beta1": 0.5}
 
 LOSSES: Mapping[str, Loss] = MappingProxyType(
     {
@@ -96,14 +97,14 @@ LOSSES: Mapping[str, Loss] = MappingProxyType(
             _critic_terms,
             lambda fake_logits: -fake_logits.mean(),
             penalty=gradient_penalty,
-            recipe={**_ADAM_ALTERNATING, "learning_rate": 1e-4, "adam_beta2": 0.9, "d_steps": 5},
+            recipe={**ADAM_ALTERNATING, "learning_rate": 1e-4, "adam_beta2": 0.9, "d_steps": 5},
             description="Wasserstein critic with gradient penalty (Gulrajani et al., 2017), Adam, 5 critic steps",
         ),
         "hinge": Loss(
             "hinge",
             _hinge_terms,
             lambda fake_logits: -fake_logits.mean(),
-            recipe=_ADAM_ALTERNATING,
+            recipe=ADAM_ALTERNATING,
             description="hinge loss (Lim & Ye, 2017; Miyato et al., 2018), Adam, D and G in turn",
         ),
     }

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gan_core.losses import ADAM_ALTERNATING
 from gan_core.registry import lookup
 
 ImageShape = tuple[int, int, int]
@@ -242,11 +243,6 @@ class ModelSpec:
     conditional: bool = False  # both players see the class label; samples are drawn for asked labels
 
 
-# Radford et al. (2016): Adam with lr 2e-4 and beta1 0.5, D and G updated in turn
-_DCGAN_ADAM: Mapping[str, Any] = MappingProxyType(
-    {"optimizer": "adam", "update": "alternating", "learning_rate": 2e-4, "adam_beta1": 0.5}
-)
-
 MODELS: Mapping[str, ModelSpec] = MappingProxyType(
     {
         "paper_mlp": ModelSpec(
@@ -257,7 +253,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
         "dcgan": ModelSpec(
             "dcgan",
             _dcgan(64),
-            recipe=_DCGAN_ADAM,
+            recipe=ADAM_ALTERNATING,
             description="DCGAN-style convolutional pair for 8..56-pixel images, Adam (Radford et al., 2016)",
         ),
         "paper_mlp_cond": ModelSpec(
@@ -269,14 +265,14 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
         "dcgan_cond": ModelSpec(
             "dcgan_cond",
             _dcgan(64, conditional=True),
-            recipe=_DCGAN_ADAM,
+            recipe=ADAM_ALTERNATING,
             description="conditional dcgan: one-hot label beside G's noise, one plane per class beside D's input",
             conditional=True,
         ),
         "dcgan_sn": ModelSpec(
             "dcgan_sn",
             _dcgan(64, spectral_norm=True),
-            recipe={**_DCGAN_ADAM, "batch_size": 64, "epochs": 8, "ema_decay": 0.999},
+            recipe={**ADAM_ALTERNATING, "batch_size": 64, "epochs": 8, "ema_decay": 0.999},
             description="dcgan with a spectrally normalised D (Miyato et al., 2018), Adam, batch 64, generator average",
         ),
         "paper_mlp_3g": ModelSpec(

@@ -179,7 +179,9 @@ def _make_optimizer(config: Any, params: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2))
 
 
-def _apply(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], grads: tuple[torch.Tensor, ...]) -> None:
+def apply_gradients(
+    optimizer: torch.optim.Optimizer, params: list[nn.Parameter], grads: tuple[torch.Tensor, ...]
+) -> None:
     """Step `optimizer` with `grads` as the parameters' gradients (already synchronised across ranks)."""
     for param, grad in zip(params, grads, strict=True):
         param.grad = grad
@@ -264,8 +266,8 @@ class SimultaneousUpdate(_UpdateRule):
         g_loss = objective.generator_loss(fake_logits)
         d_grads = torch.autograd.grad(terms.loss, objective.d_params, retain_graph=True)
         g_grads = torch.autograd.grad(g_loss, objective.g_params)
-        _apply(self.players.d_opt, objective.d_params, self.players.sync(d_grads))
-        _apply(self.players.g_opt, objective.g_params, self.players.sync(g_grads))
+        apply_gradients(self.players.d_opt, objective.d_params, self.players.sync(d_grads))
+        apply_gradients(self.players.g_opt, objective.g_params, self.players.sync(g_grads))
         return torch.stack([terms.loss.detach(), g_loss.detach(), terms.d_real, terms.d_fake])
 
     def __call__(self, indices: torch.Tensor, lr: float, momentum: float | None) -> torch.Tensor:
@@ -284,14 +286,14 @@ class AlternatingUpdate(_UpdateRule):
             labels = None if self.labels is None else self.labels[rows]
             terms, _ = objective.discriminator(self.images[rows], objective.fake(batch, labels).detach(), labels)
             d_grads = torch.autograd.grad(terms.loss, objective.d_params)
-            _apply(self.players.d_opt, objective.d_params, self.players.sync(d_grads))
+            apply_gradients(self.players.d_opt, objective.d_params, self.players.sync(d_grads))
         labels = None if self.labels is None else self.labels[indices[:batch]]  # G draws for the first batch's labels
         fake = objective.fake(batch, labels)
         with objective.autocast:
             fake_logits = objective.d_run(labels)(fake).float()
         g_loss = objective.generator_loss(fake_logits)
         g_grads = torch.autograd.grad(g_loss, objective.g_params)
-        _apply(self.players.g_opt, objective.g_params, self.players.sync(g_grads))
+        apply_gradients(self.players.g_opt, objective.g_params, self.players.sync(g_grads))
         return torch.stack([terms.loss.detach(), g_loss.detach(), terms.d_real, terms.d_fake])
 
 
