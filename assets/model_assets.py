@@ -76,15 +76,22 @@ def gan_model(
             parts["ranks"] = config.nproc_per_node
         return parts
 
+    batched: dict[int, dict] = {}  # seeds trained as one batched model below: their runs' fields
+
     def train(train_config: TrainConfig) -> dict:
         run_dir = layout.run_dir(dataset, model, hash_json(identity_parts(train_config)))
-        context.log.info(f"seed {train_config.seed}: training into {run_dir}")
-        if config.launcher.value == "torchrun":
-            trained = train_with_torchrun(
-                context, train_config, info.path, run_dir, options, config.nproc_per_node, num_classes
-            )
+        if train_config.seed in batched:
+            trained = batched[train_config.seed]
         else:
-            trained = train_in_process(context, train_config, train_images, run_dir, options, train_labels, num_classes)
+            context.log.info(f"seed {train_config.seed}: training into {run_dir}")
+            if config.launcher.value == "torchrun":
+                trained = train_with_torchrun(
+                    context, train_config, info.path, run_dir, options, config.nproc_per_node, num_classes
+                )
+            else:
+                trained = train_in_process(
+                    context, train_config, train_images, run_dir, options, train_labels, num_classes
+                )
         return {
             "seed": train_config.seed,
             "identity": run_dir.name,
@@ -101,7 +108,7 @@ def gan_model(
         pending = [c for c in train_configs if not layout.run_record(dataset, model, keys[c.seed]).is_file()]
         if len(pending) > 1:
             run_dirs = [layout.run_dir(dataset, model, keys[c.seed]) for c in pending]
-            diverged = train_batched_in_process(context, pending, train_images, run_dirs, options)
+            batched, diverged = train_batched_in_process(context, pending, train_images, run_dirs, options)
             train_configs = [c for c in train_configs if c.seed not in diverged]  # the others are recorded below
     runs = compute_or_load_each(
         context,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,41 @@ from gan_core.batched import train_seeds
 from gan_core.layout import torchrun_files
 from gan_core.signals import stop_on_signals
 from gan_core.storage import write_json_atomic
-from gan_core.train import RuntimeOptions, TrainConfig, TrainingDiverged, TrainingInterrupted, train_gan
+from gan_core.train import (
+    RuntimeOptions,
+    TrainConfig,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainResult,
+    train_gan,
+)
+
+
+@contextlib.contextmanager
+def _cancel_on_stop(context: dg.AssetExecutionContext) -> Iterator[Callable[[], bool]]:
+    """Yield the stop flag training polls. A termination (the UI, SIGTERM or Ctrl-C to the CLI) makes training write
+    a checkpoint and raise TrainingInterrupted; this turns that into a canceled run."""
+    with stop_on_signals() as stop_requested:
+        try:
+            yield stop_requested
+        except TrainingInterrupted as stopped:
+            context.log.warning(str(stopped))
+            run = context.instance.get_run_by_id(context.run.run_id)
+            if run is not None and run.status != dg.DagsterRunStatus.CANCELING:  # a signal, not the UI
+                context.instance.report_run_canceling(run, "stopped by a signal during training")
+            raise dg.DagsterExecutionInterruptedError(str(stopped)) from None
+
+
+def run_fields(result: TrainResult) -> dict[str, Any]:
+    """What gan_model records of a trained run (the torchrun worker reports the same fields)."""
+    return {
+        "checkpoint": str(result.checkpoint_path),
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "wall_seconds": result.wall_seconds,
+        "images_per_second": result.images_per_second,
+        "device": result.device,
+    }
 
 
 def train_in_process(
@@ -30,9 +65,9 @@ def train_in_process(
     labels: torch.Tensor | None = None,
     num_classes: int = 0,
 ) -> dict[str, Any]:
-    """train_gan here. A termination (the UI, SIGTERM or Ctrl-C to the CLI) finishes the step, writes a checkpoint and
-    cancels the run; a divergence fails the step without retries (it would diverge again)."""
-    with stop_on_signals() as stop_requested:
+    """train_gan here. A termination finishes the step, writes a checkpoint and cancels the run; a divergence fails the
+    step without retries (it would diverge again)."""
+    with _cancel_on_stop(context) as stop_requested:
         try:
             result = train_gan(
                 config,
@@ -43,22 +78,9 @@ def train_in_process(
                 train_labels=labels,
                 num_classes=num_classes,
             )
-        except TrainingInterrupted as stopped:
-            context.log.warning(str(stopped))
-            run = context.instance.get_run_by_id(context.run.run_id)
-            if run is not None and run.status != dg.DagsterRunStatus.CANCELING:  # a signal, not the UI
-                context.instance.report_run_canceling(run, "stopped by a signal during training")
-            raise dg.DagsterExecutionInterruptedError(str(stopped)) from None
         except TrainingDiverged as diverged:
             raise dg.Failure(str(diverged), allow_retries=False) from diverged
-    return {
-        "checkpoint": str(result.checkpoint_path),
-        "epochs": result.epochs,
-        "steps": result.steps,
-        "wall_seconds": result.wall_seconds,
-        "images_per_second": result.images_per_second,
-        "device": result.device,
-    }
+    return run_fields(result)
 
 
 def train_batched_in_process(
@@ -67,27 +89,23 @@ def train_batched_in_process(
     images: torch.Tensor,
     run_dirs: list[Path],
     options: RuntimeOptions,
-) -> dict[int, TrainingDiverged]:
-    """gan_core.batched.train_seeds here: the seeds' checkpoints are written to their run directories (the per-seed
-    path then finds them finished). Returns the seeds that diverged, each with its error; a termination cancels the
-    run as `train_in_process` does."""
+) -> tuple[dict[int, dict[str, Any]], dict[int, TrainingDiverged]]:
+    """gan_core.batched.train_seeds here: (the fields of each seed's trained run, the seeds that diverged with their
+    errors). A termination cancels the run as `train_in_process` does."""
     seeds = [config.seed for config in configs]
     context.log.info(f"seeds {seeds}: training as one batched model (gan_model config batch_seeds)")
-    with stop_on_signals() as stop_requested:
-        try:
-            outcomes = train_seeds(
-                configs, images, run_dirs, replace(options, stop_requested=stop_requested), context.log.info
-            )
-        except TrainingInterrupted as stopped:
-            context.log.warning(str(stopped))
-            run = context.instance.get_run_by_id(context.run.run_id)
-            if run is not None and run.status != dg.DagsterRunStatus.CANCELING:
-                context.instance.report_run_canceling(run, "stopped by a signal during training")
-            raise dg.DagsterExecutionInterruptedError(str(stopped)) from None
-    diverged = {seed: outcome for seed, outcome in zip(seeds, outcomes, strict=True) if isinstance(outcome, Exception)}
-    for error in diverged.values():
-        context.log.error(str(error))
-    return diverged
+    with _cancel_on_stop(context) as stop_requested:
+        outcomes = train_seeds(
+            configs, images, run_dirs, replace(options, stop_requested=stop_requested), context.log.info
+        )
+    trained, diverged = {}, {}
+    for seed, outcome in zip(seeds, outcomes, strict=True):
+        if isinstance(outcome, TrainingDiverged):
+            context.log.error(str(outcome))
+            diverged[seed] = outcome
+        else:
+            trained[seed] = run_fields(outcome)
+    return trained, diverged
 
 
 def train_with_torchrun(

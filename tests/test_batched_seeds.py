@@ -127,6 +127,7 @@ def test_gan_model_trains_its_seeds_as_one_batch_and_the_report_shows_their_spre
         assert any("seeds [0, 1]: training as one batched model" in m for m in messages)
         runs = storage.layout.trained_runs("digits", "paper_mlp")
         assert [run["seed"] for run in runs] == [0, 1]
+        assert all(run["epochs"] == 2 and run["images_per_second"] > 0 for run in runs)  # the batch's own figures
         for run in runs:  # the same weights as the seed trained alone with the asset's settings
             config = default_train_config("paper_mlp", dataset="digits", epochs=2, seed=run["seed"])
             alone = train_gan(config, digits_train, tmp_path / f"alone{run['seed']}", QUIET)
