@@ -44,6 +44,7 @@ from gan_core.train import (
     TrainingInterrupted,
     TrainingState,
     TrainResult,
+    first_non_finite,
 )
 from gan_core.updates import (
     Players,
@@ -337,11 +338,10 @@ def _interrupted(seeds: list[SeedRun]) -> TrainingInterrupted:
 def _stop_diverged(seeds: list[SeedRun], stats: torch.Tensor, first_step: int, epoch: int) -> None:
     """Mark each seed whose statistics hold a non-finite value as stopped, with its own error (its last good
     checkpoint is kept: a stopped seed is not saved again)."""
-    finite = torch.isfinite(stats).all(dim=2)  # steps x seeds
     for index, seed in enumerate(seeds):
-        if seed.error is not None or bool(finite[:, index].all()):
+        bad = None if seed.error is not None else first_non_finite(stats[:, index])
+        if bad is None:
             continue
-        bad = int((~finite[:, index]).nonzero()[0, 0])
         kept = (
             f"its last good checkpoint {seed.checkpoint.path} is kept"
             if seed.checkpoint.path.exists()

@@ -563,11 +563,16 @@ def _check_resumable(checkpoint_path: Path, state: dict[str, Any], config: Train
         )
 
 
-def _raise_if_diverged(stats: torch.Tensor, first_step: int, epoch: int, checkpoint_path: Path) -> None:
+def first_non_finite(stats: torch.Tensor) -> int | None:
+    """The index of the first step whose statistics (steps x 4) hold NaN or inf; None when every one is finite."""
     finite_rows = torch.isfinite(stats).all(dim=1)
-    if bool(finite_rows.all()):
+    return None if bool(finite_rows.all()) else int((~finite_rows).nonzero()[0, 0])
+
+
+def _raise_if_diverged(stats: torch.Tensor, first_step: int, epoch: int, checkpoint_path: Path) -> None:
+    bad = first_non_finite(stats)
+    if bad is None:
         return
-    bad = int((~finite_rows).nonzero()[0, 0])
     kept = f"the last good checkpoint {checkpoint_path} is kept" if checkpoint_path.exists() else "no checkpoint yet"
     raise TrainingDiverged(
         f"non-finite loss at step {first_step + bad + 1} (epoch {epoch + 1}): d_loss={stats[bad, 0].item()}, "
