@@ -7,7 +7,9 @@
 # STEPS: comma-separated from benches (throughput incl. bf16/compile/DataLoader workers 0 and 4, Parzen on cuda and
 #        cpu), seeds (1, 4, 8, 16 seeds batched against sequential), tests (gan_core's tests on CUDA), graph
 #        (CUDA-graph tests and throughput; the runs use --cuda-graph only if those tests pass), cudagraph (the runs use --cuda-graph without those checks), ddp (torchrun with one
-#        NCCL rank per GPU on 20,000 MNIST images, 3 epochs, through pipelines/ddp_worker.py), or none.
+#        NCCL rank per GPU on 20,000 MNIST images, 3 epochs, through pipelines/ddp_worker.py), recipes (every
+#        candidate of bench/recipe_search.py at once until the budget is spent; needs MNIST's feature classifier at
+#        $CLASSIFIER, default .gpu_carry/models/mnist/feature_classifier.pt), or none.
 # RUN:   NOISE:SEED:DIR, e.g. uniform:0:runs/mnist_paper. A run resumes from DIR/checkpoint.pt when it is there.
 #
 # Everything worth keeping (gpu_session/: machine.txt, bench logs and JSON, pytest logs; each run's log, parzen.jsonl
@@ -76,6 +78,14 @@ PY
     echo "ddp exit $?"; grep -h "epoch\|resuming" "$out/ddp.log" | tail -4
     $py -c 'import torch; h = torch.load("runs/ddp_check/checkpoint.pt", weights_only=True)["history"]; \
 print([e["rank_weights"] for e in h][-1], h[-1]["d_loss"], h[-1]["images_per_second"])' 2>&1 | tee -a "$out/ddp.log"
+fi
+
+if has recipes; then  # issue 16: which modern recipe reaches the target, and after how many epochs
+    mkdir -p data/models/mnist
+    cp "${CLASSIFIER:-.gpu_carry/models/mnist/feature_classifier.pt}" data/models/mnist/feature_classifier.pt
+    $py bench/recipe_search.py --data-dir data --epochs 20 --eval-every 2 --parallel 12 \
+        --max-seconds $((end - SECONDS - 60)) --jsonl "$out/recipes.jsonl" >"$out/recipes.log" 2>&1
+    tail -16 "$out/recipes.log"
 fi
 
 left=$((end - SECONDS - 45))
