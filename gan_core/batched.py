@@ -50,7 +50,7 @@ from gan_core.updates import (
     Players,
     PylearnMomentumSGD,
     apply_gradients,
-    paper_learning_rate,
+    learning_rate,
     paper_momentum,
     set_hyperparameters,
 )
@@ -274,7 +274,7 @@ def _train_batch(
         first = taken[0][2] if taken[0] else 0
         stop_now = False
         for local_step in range(first, steps_per_epoch):
-            lr = paper_learning_rate(config, seeds[0].state.step)
+            lr = learning_rate(config, seeds[0].state.step, config.epochs * steps_per_epoch)
             set_hyperparameters(g_opt, lr, momentum)
             set_hyperparameters(d_opt, lr, momentum)
             rows = torch.stack([p[local_step * batch : (local_step + 1) * batch] for p in permutations])

@@ -30,8 +30,8 @@ from gan_core.storage import atomic_output
 from gan_core.updates import (
     Players,
     cuda_graph_supported,
+    learning_rate,
     make_update,
-    paper_learning_rate,
     paper_momentum,
 )
 
@@ -49,6 +49,7 @@ class Bounds:
     gt: float | None = None
     ge: float | None = None
     lt: float | None = None
+    le: float | None = None
 
 
 Positive = Bounds(gt=0)
@@ -98,6 +99,10 @@ class TrainConfig:
     # uniformly chosen one; k discriminators whose losses are averaged, the generator trained against their mean (GMAN).
     n_generators: Annotated[int, Positive] = 1
     n_discriminators: Annotated[int, Positive] = 1
+    # Decay the learning rate linearly towards 0 over this last fraction of the run's updates (0: off; either
+    # optimiser, on top of the paper's decay). It settles the players' step-to-step oscillation where an average of
+    # the weights cannot (a generator with batch norm); the span is the configured epochs' updates.
+    lr_anneal_fraction: Annotated[float, Bounds(ge=0, le=1)] = 0.0
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -115,6 +120,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
             raise ValueError(f"learning_rate must be positive and finite, got {self.learning_rate}")
+        if not 0.0 <= self.lr_anneal_fraction <= 1.0:
+            raise ValueError(f"lr_anneal_fraction must be in [0, 1], got {self.lr_anneal_fraction}")
         if not self.lr_decay >= 1.0:
             raise ValueError(f"lr_decay must be >= 1 (the rate is divided by it each update), got {self.lr_decay}")
         if self.max_train_images < 0:
@@ -134,7 +141,12 @@ class TrainConfig:
 
 
 # TrainConfig settings added after results were first stored, with their value that trains as before they existed.
-SETTINGS_ADDED_LATER: dict[str, Any] = {"ema_decay": 0.0, "n_generators": 1, "n_discriminators": 1}
+SETTINGS_ADDED_LATER: dict[str, Any] = {
+    "ema_decay": 0.0,
+    "n_generators": 1,
+    "n_discriminators": 1,
+    "lr_anneal_fraction": 0.0,
+}
 
 
 def default_train_config(
@@ -299,7 +311,7 @@ def _train(
         )
         stop_now = False
         for local_step in range(first, steps_per_epoch):
-            lr = paper_learning_rate(config, state.step) if config.optimizer == "paper" else config.learning_rate
+            lr = learning_rate(config, state.step, config.epochs * steps_per_epoch)
             indices = ranks.share(permutation[local_step * per_step : (local_step + 1) * per_step])
             stats[local_step] = update(indices, lr, momentum)
             players.update_average()

@@ -69,6 +69,15 @@ def paper_learning_rate(config: Any, updates_done: int) -> float:
     return max(config.learning_rate * math.exp(-updates_done * math.log(config.lr_decay)), config.min_learning_rate)
 
 
+def learning_rate(config: Any, updates_done: int, total_updates: int) -> float:
+    """The learning rate of update `updates_done` (from 0) of `total_updates`: the paper's decaying rate for its SGD,
+    `learning_rate` for Adam, times a linear ramp to 0 over the last `lr_anneal_fraction` of the updates."""
+    rate = paper_learning_rate(config, updates_done) if config.optimizer == "paper" else config.learning_rate
+    annealed = config.lr_anneal_fraction * total_updates
+    left = total_updates - updates_done
+    return rate if annealed <= 0 or left >= annealed else rate * max(left, 0) / annealed
+
+
 def paper_momentum(config: Any, epoch: int) -> float:
     """Momentum rising linearly from `momentum_start` (epoch 1) to `momentum_end` (epoch `momentum_saturate_epoch`)."""
     span = max(1, config.momentum_saturate_epoch - 1)
