@@ -7,8 +7,8 @@
 # STEPS: comma-separated from benches (throughput incl. bf16/compile/DataLoader workers 0 and 4, Parzen on cuda and
 #        cpu), seeds (1, 4, 8, 16 seeds batched against sequential), tests (gan_core's tests on CUDA), graph
 #        (CUDA-graph tests and throughput; the runs use --cuda-graph only if those tests pass), cudagraph (the runs use --cuda-graph without those checks), ddp (torchrun with one
-#        NCCL rank per GPU on 20,000 MNIST images, 3 epochs, through pipelines/ddp_worker.py), recipes (every
-#        candidate of bench/recipe_search.py at once until the budget is spent; needs MNIST's feature classifier at
+#        NCCL rank per GPU on 20,000 MNIST images, 3 epochs, through pipelines/ddp_worker.py), recipes (12
+#        candidates of bench/recipe_search.py at once until the budget is spent; needs MNIST's feature classifier at
 #        $CLASSIFIER, default .gpu_carry/models/mnist/feature_classifier.pt), or none.
 # RUN:   NOISE:SEED:DIR, e.g. uniform:0:runs/mnist_paper. A run resumes from DIR/checkpoint.pt when it is there.
 #
@@ -84,6 +84,8 @@ if has recipes; then  # issue 16: which modern recipe reaches the target, and af
     mkdir -p data/models/mnist
     cp "${CLASSIFIER:-.gpu_carry/models/mnist/feature_classifier.pt}" data/models/mnist/feature_classifier.pt
     $py bench/recipe_search.py --data-dir data --epochs 20 --eval-every 2 --parallel 12 \
+        --candidates dcgan dcgan_init dcgan_bn dcgan_bn_ema dcgan_bn_b128 dcgan_bn_gauss dcgan32_bn dcgan_bn_hinge \
+        sn_hinge sn_hinge_init sn_hinge_b0 dcgan_cond \
         --max-seconds $((end - SECONDS - 60)) --jsonl "$out/recipes.jsonl" >"$out/recipes.log" 2>&1
     tail -16 "$out/recipes.log"
 fi

@@ -106,10 +106,16 @@ def build_variant(image_shape: tuple[int, int, int], arch: dict[str, Any]) -> Mo
     return ModelPair(generator, discriminator, noise_dim=100)
 
 
+REGISTERED_BUILDER = updates.build_players
+
+
 def use_candidate(candidate: Candidate) -> None:
-    """Make the trainer build this candidate's pair (this process only)."""
-    if candidate.arch:
-        updates.build_players = lambda name, shape, classes=0, n_g=1, n_d=1: build_variant(shape, candidate.arch)
+    """Make the trainer build this candidate's pair (this process only): its variant, or the registered model."""
+    updates.build_players = (
+        (lambda name, shape, classes=0, n_g=1, n_d=1: build_variant(shape, candidate.arch))
+        if candidate.arch
+        else REGISTERED_BUILDER
+    )
 
 
 def run_one(name: str, args: argparse.Namespace) -> None:
@@ -133,8 +139,11 @@ def run_one(name: str, args: argparse.Namespace) -> None:
     )
     started, evaluating = time.perf_counter(), [0.0]
 
+    deadline = args.deadline or (time.time() + args.max_seconds if args.max_seconds > 0 else None)
+
     def evaluate(epoch: int, sampler: nn.Module) -> None:
-        if epoch % args.eval_every and epoch != args.epochs:
+        stopping = deadline is not None and time.time() >= deadline  # the last epoch this run trains
+        if epoch % args.eval_every and epoch != args.epochs and not stopping:
             return
         begun = time.perf_counter()
         device = next(sampler.parameters()).device
@@ -163,7 +172,6 @@ def run_one(name: str, args: argparse.Namespace) -> None:
             out.write(json.dumps(line) + "\n")
         print(json.dumps(line), flush=True)
 
-    deadline = time.time() + args.max_seconds if args.max_seconds > 0 else None
     options = RuntimeOptions(progress=False, on_epoch_end=evaluate, stop_after_time=deadline, checkpoint_every=1000)
     with tempfile.TemporaryDirectory() as run_dir:
         train_gan(config, images, run_dir, options, train_labels=labels, num_classes=10 if conditional else 0)
@@ -218,10 +226,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-images", type=int, default=0, help="train on the first N images (0: all 50,000)")
     parser.add_argument("--parallel", type=int, default=1, help="candidates trained at once, each in its own process")
-    parser.add_argument("--max-seconds", type=float, default=0, help="each candidate stops after this (0: no limit)")
+    parser.add_argument("--max-seconds", type=float, default=0, help="all candidates stop after this (0: no limit)")
     parser.add_argument("--time-steps", type=int, default=0, help="only time this many steps of each candidate")
     parser.add_argument("--jsonl", default="recipes.jsonl")
     parser.add_argument("--one", default="", help=argparse.SUPPRESS)  # a child process: train this candidate
+    parser.add_argument("--deadline", type=float, default=0, help=argparse.SUPPRESS)  # the children's shared end
     args = parser.parse_args()
     if args.one:
         run_one(args.one, args)
@@ -233,13 +242,16 @@ def main() -> None:
             with open(args.jsonl, "a") as out:
                 out.write(json.dumps(line) + "\n")
         return
-    env = {**os.environ, "OMP_NUM_THREADS": "1" if args.parallel > 1 else os.environ.get("OMP_NUM_THREADS", "")}
+    env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if args.parallel > 1 else {})}
+    # one deadline for all: a candidate that waits for a free slot gets what is left, not a budget of its own
+    deadline = ["--deadline", str(time.time() + args.max_seconds)] if args.max_seconds > 0 else []
     waiting, running = list(args.candidates), []
     while waiting or running:
         while waiting and len(running) < args.parallel:
             name = waiting.pop(0)
-            command = [sys.executable, __file__, "--one", name, *sys.argv[1:]]
-            running.append(subprocess.Popen(command, env={k: v for k, v in env.items() if v}))
+            running.append(
+                subprocess.Popen([sys.executable, __file__, "--one", name, *sys.argv[1:], *deadline], env=env)
+            )
         running = [process for process in running if process.poll() is None]
         time.sleep(1)
     summarise(args.jsonl)

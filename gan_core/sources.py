@@ -443,7 +443,7 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
             # dcgan on MNIST: a bounded default (8 epochs, about 19 CPU minutes), batch 64, the generator's average.
             # Not yet a good model: FD 68 against 2.6 for real images (bench/RESULTS.md, "A modern recipe").
             # dcgan_cond: the recommended modern recipe (Adam 2e-4, batch 64; 16 epochs are about 30 CPU minutes):
-            # FD 6.5 against 2.6 for real test images, 97 % of samples the digit asked. The only one of 20 candidates
+            # FD 6.5 against 2.6 for real test images, 97 % of samples the digit asked. The only one of 19 candidates
             # of a side-by-side search near real images in that budget (bench/RESULTS.md, "A modern recipe").
             recipes={
                 "dcgan": {"batch_size": 64, "epochs": 8, "ema_decay": 0.999},

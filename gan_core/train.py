@@ -559,9 +559,11 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
 
 def _check_resumable(checkpoint_path: Path, state: dict[str, Any], config: TrainConfig) -> None:
     """A checkpoint resumes under the same settings; `epochs` alone may be raised to extend a run, because no
-    schedule depends on the total (momentum saturates at a fixed epoch, the learning rate decays per update)."""
-    saved = {key: value for key, value in {**SETTINGS_ADDED_LATER, **state["config"]}.items() if key != "epochs"}
-    wanted = {key: value for key, value in config.to_dict().items() if key != "epochs"}
+    schedule depends on the total (momentum saturates at a fixed epoch, the learning rate decays per update), unless
+    `lr_anneal_fraction` ramps the rate down over the configured epochs: then `epochs` must match too."""
+    extendable = () if config.lr_anneal_fraction > 0 else ("epochs",)
+    saved = {key: value for key, value in {**SETTINGS_ADDED_LATER, **state["config"]}.items() if key not in extendable}
+    wanted = {key: value for key, value in config.to_dict().items() if key not in extendable}
     if saved != wanted:
         changed = sorted(key for key in saved.keys() | wanted.keys() if saved.get(key) != wanted.get(key))
         raise ValueError(

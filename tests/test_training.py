@@ -102,6 +102,9 @@ def test_learning_rate_anneals_linearly_over_the_last_fraction(digits_train, tmp
     full = [paper_learning_rate(config, step) for step in (3, 7, 11, 15)]
     expected = [full[0], full[1], full[2] * 5 / 8, full[3] * 1 / 8]
     assert [epoch["learning_rate"] for epoch in history] == pytest.approx(expected)
+    # the ramp spans the configured epochs, so an annealed run cannot be extended (the rate would jump back up)
+    with pytest.raises(ValueError, match="differing: epochs"):
+        train_gan(dataclasses.replace(config, epochs=5), digits_train, tmp_path / "run", QUIET)
 
 
 def test_same_seed_gives_bit_identical_weights_and_samples(digits_train, tmp_path) -> None:
