@@ -38,8 +38,8 @@ from gan_core.data import load_split, load_split_arrays
 from gan_core.layout import ArtifactLayout
 from gan_core.losses import ADAM_ALTERNATING
 from gan_core.metrics import build_reference_set, score_against
-from gan_core.models import ConvDiscriminator, ConvGenerator, ModelPair, get_model_spec, sample_noise
-from gan_core.sample import asked_labels
+from gan_core.models import ConvDiscriminator, ConvGenerator, ModelPair, get_model_spec
+from gan_core.sample import LoadedGenerator, asked_labels, generate
 from gan_core.train import RuntimeOptions, TrainConfig, train_gan
 
 
@@ -118,16 +118,22 @@ def use_candidate(candidate: Candidate) -> None:
     )
 
 
+def training_split(h5: Path, model: str) -> tuple[torch.Tensor, dict[str, Any]]:
+    """MNIST's training images, and for a conditional model the train_gan arguments that carry their labels."""
+    images = load_split(h5, "train")
+    if not get_model_spec(model).conditional:
+        return images, {}
+    return images, {"train_labels": torch.from_numpy(load_split_arrays(h5, "train").labels), "num_classes": 10}
+
+
 def run_one(name: str, args: argparse.Namespace) -> None:
     """Train one candidate, appending a JSON line per evaluation to args.jsonl."""
     torch.set_num_threads(1 if args.parallel > 1 else torch.get_num_threads())
     candidate = CANDIDATES[name]
     use_candidate(candidate)
-    layout = ArtifactLayout(args.data_dir)
-    h5 = layout.dataset_file("mnist")
-    images = load_split(h5, "train")
-    conditional = get_model_spec(candidate.model).conditional
-    labels = torch.from_numpy(load_split_arrays(h5, "train").labels) if conditional else None
+    h5 = ArtifactLayout(args.data_dir).dataset_file("mnist")
+    images, labelled = training_split(h5, candidate.model)
+    conditional = bool(labelled)
     classifier = load_classifier(Path(args.data_dir) / "models" / "mnist" / "feature_classifier.pt")
     reference = build_reference_set(h5, classifier, 10, 10_000)
     config = TrainConfig(
@@ -137,6 +143,7 @@ def run_one(name: str, args: argparse.Namespace) -> None:
         max_train_images=args.max_images,
         **candidate.settings,
     )
+    image_shape = tuple(images.shape[1:])
     started, evaluating = time.perf_counter(), [0.0]
 
     deadline = args.deadline or (time.time() + args.max_seconds if args.max_seconds > 0 else None)
@@ -146,24 +153,16 @@ def run_one(name: str, args: argparse.Namespace) -> None:
         if epoch % args.eval_every and epoch != args.epochs and not stopping:
             return
         begun = time.perf_counter()
-        device = next(sampler.parameters()).device
-        rng = torch.Generator(device=device).manual_seed(1234)
+        loaded = LoadedGenerator(sampler, 100, config.noise, image_shape, config.to_dict(), 10 if conditional else 0)
+        samples = generate(loaded, args.samples, seed=1234)  # drawn as the pipeline draws them
         asked = asked_labels(args.samples, 10) if conditional else None
-        with torch.no_grad():
-            noise = sample_noise(args.samples, 100, config.noise, device, generator=rng)
-            if asked is None:
-                parts = [sampler(part) for part in noise.split(1000)]
-            else:
-                wanted = torch.from_numpy(asked).to(device)
-                parts = [sampler(part, want) for part, want in zip(noise.split(1000), wanted.split(1000), strict=True)]
-            samples = torch.cat(parts).float().cpu().numpy()
         metrics = score_against(samples, reference, asked=asked).to_dict()
         evaluating[0] += time.perf_counter() - begun
         line = {
             "candidate": name,
             "epoch": epoch,
             "train_seconds": round(time.perf_counter() - started - evaluating[0], 1),
-            "device": str(device),
+            "device": str(next(sampler.parameters()).device),
             **{k: round(metrics[k], 4) for k in ("frechet_distance", "precision", "recall", "class_coverage")},
             "memorisation_ratio": round(metrics["memorisation_ratio"], 4),
             **({"conditional_accuracy": round(metrics["conditional_accuracy"], 4)} if conditional else {}),
@@ -174,7 +173,7 @@ def run_one(name: str, args: argparse.Namespace) -> None:
 
     options = RuntimeOptions(progress=False, on_epoch_end=evaluate, stop_after_time=deadline, checkpoint_every=1000)
     with tempfile.TemporaryDirectory() as run_dir:
-        train_gan(config, images, run_dir, options, train_labels=labels, num_classes=10 if conditional else 0)
+        train_gan(config, images, run_dir, options, **labelled)
 
 
 def time_steps(name: str, steps: int, data_dir: str) -> dict[str, Any]:
@@ -182,11 +181,7 @@ def time_steps(name: str, steps: int, data_dir: str) -> dict[str, Any]:
     candidate = CANDIDATES[name]
     use_candidate(candidate)
     config = TrainConfig(model=candidate.model, epochs=1, **candidate.settings)
-    h5 = ArtifactLayout(data_dir).dataset_file("mnist")
-    images = load_split(h5, "train")
-    conditional = get_model_spec(candidate.model).conditional
-    extra = {"train_labels": torch.from_numpy(load_split_arrays(h5, "train").labels), "num_classes": 10}
-    extra = extra if conditional else {}
+    images, extra = training_split(ArtifactLayout(data_dir).dataset_file("mnist"), candidate.model)
     quiet = RuntimeOptions(progress=False)
     per_step = config.batch_size * config.d_steps
     with tempfile.TemporaryDirectory() as run_dir:
