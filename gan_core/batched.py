@@ -2,16 +2,18 @@
 
 S seeds of an MLP pair (`paper_mlp`, `paper_mlp_large`) with the simultaneous update and the paper's SGD run as one
 model whose every weight has a leading seed dimension: each linear layer is one batched matrix product
-(`torch.baddbmm`) over the seeds, and the optimiser and the generator's average act element-wise on the stacked
-tensors. Each seed draws its epoch permutation, noise and dropout masks from a random generator of its own, in the
-order and with the calls a single-seed run makes on the global one, and keeps its own run directory, lock and
-checkpoint in the single-seed format: resume, sampling and every downstream step see S ordinary runs, and a seed
-trained in a batch can be continued alone (and the other way round).
+(`torch.baddbmm`) over the seeds on CUDA (one product per seed on the CPU, see `_linear`), and the optimiser and the
+generator's average act element-wise on the stacked tensors. Each seed draws its epoch permutation, noise and dropout
+masks from a random generator of its own, in the order and with the calls a single-seed run makes on the global one,
+and keeps its own run directory, lock and checkpoint in the single-seed format: resume, sampling and every downstream
+step see S ordinary runs, and a seed trained in a batch can be continued alone (and the other way round).
 
-Agreement with a seed trained alone: on the CPU the draws are the same numbers, and the batched products are computed
-per seed with the same kernels, so the weights agree bit for bit (`tests/test_batched_seeds.py` checks it after two
-epochs). On CUDA, dropout in a single-seed run is the fused kernel, which draws from the generator in another
-pattern: there the batched seeds are other draws from the same distributions, not the same run.
+Agreement with a seed trained alone: on the CPU the draws are the same numbers, every product is computed per seed
+with the call a run alone makes (`_linear`), and everything else is element-wise or a per-seed reduction of the same
+length, so the weights agree bit for bit on any CPU by construction, not because two kernels happen to sum alike
+(`tests/test_batched_seeds.py` checks it after two epochs). On CUDA, dropout in a single-seed run is the fused
+kernel, which draws from the generator in another pattern: there the batched seeds are other draws from the same
+distributions, not the same run.
 
 A seed whose loss turns NaN or infinite stops alone: its last good checkpoint is kept, the others train on, and its
 `TrainingDiverged` names it.
@@ -94,10 +96,15 @@ class StackedWeights:
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """S x B x in -> S x B x out with each seed's weight: nn.Linear batched over the seeds. A layer with one output
-    (D's logit) is a matrix-vector product, which CPU BLAS sums in another order when batched, so on the CPU it runs
-    per seed, as `nn.Linear` does (the other products agree bit for bit batched)."""
-    if weight.shape[1] == 1 and x.device.type == "cpu":
+    """S x B x in -> S x B x out with each seed's weight: nn.Linear batched over the seeds.
+
+    On the CPU each seed's product is the very call `nn.Linear` makes for a run alone (`addmm` of a B x in block by a
+    transposed out x in block, the same shapes and strides), so a batched seed matches that run bit for bit whatever
+    BLAS kernel the processor selects: one `baddbmm` over the seeds is another kernel on some CPUs (AVX-512 Xeons
+    sum in another order), and batching buys nothing on a few CPU cores anyway (bench/results/seeds_cpu.json). On CUDA
+    the seeds are one `baddbmm`, where batching is the point and bit-identity is not claimed (see the module's doc).
+    """
+    if x.device.type == "cpu":
         return torch.stack([torch.addmm(b, rows, w.t()) for rows, w, b in zip(x, weight, bias, strict=True)])
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
