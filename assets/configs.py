@@ -6,31 +6,42 @@ recommended value". Enumerated settings (loss, optimizer, update, noise) are enu
 `Literal` annotations, so Dagster rejects `loss: non_saturting` before a run starts and lists the allowed values;
 numeric bounds are the pydantic `Field` constraints of TrainConfig's annotations.
 
-Each config class names its asset (`asset_name`); `validate_run_config` builds every one present in the run, so a bad
-setting anywhere fails the first step, before any training.
+Each config class names its asset (`asset_name`); `check_run_config` builds every one present in a run config and says
+in one line what is wrong and what is allowed (`learning_rate: Input should be a finite number (allowed: > 0 and
+finite), got nan`). It is the one place that decides validity: `gan-pipeline run` calls it before any job starts, and
+every asset (`validate_run_config`) before any work, for runs launched elsewhere. Non-finite numbers are refused for
+every float setting.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import typing
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
+import annotated_types
 import dagster as dg
 import pydantic
 from pydantic import Field
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from gan_core.losses import LOSSES
 from gan_core.parzen import PAPER_SIGMAS, PAPER_VALID_POINTS
+from gan_core.sources import get_dataset_spec
 from gan_core.train import Bounds, TrainConfig, default_train_config
 
 _CONFIG_CLASSES: dict[str, type[AssetConfig]] = {}
 
 
 class AssetConfig(dg.Config):
-    """Base of every asset's config: registers the class under its asset's name for `validate_run_config`."""
+    """Base of every asset's config: registers the class under its asset's name for `check_run_config`; NaN and
+    infinities are refused for every float setting (no bound or recipe means anything for them)."""
 
+    model_config = pydantic.ConfigDict(allow_inf_nan=False)
     asset_name: ClassVar[str] = ""
 
     @classmethod
@@ -39,8 +50,9 @@ class AssetConfig(dg.Config):
         if cls.asset_name:
             _CONFIG_CLASSES[cls.asset_name] = cls
 
-    def check(self, dataset: str, model: str) -> None:
-        """Checks across fields that pydantic's per-field constraints cannot express (none by default)."""
+    def check(self, dataset: str, model: str, train_size: int | None = None) -> None:
+        """Checks across fields that pydantic's per-field constraints cannot express (none by default); `train_size`:
+        the dataset's training images, where known."""
 
 
 def _choices(name: str, values: typing.Iterable[str]) -> type[enum.Enum]:
@@ -87,7 +99,7 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
     train, and how to run them."""
 
     asset_name: ClassVar[str] = "gan_model"
-    seeds: list[int] = Field(default=[0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
     # Train the seeds as one batched model where the settings allow it (gan_core.batched: paper_mlp*, simultaneous
     # update, the paper's SGD, in process): the same weights as one by one on the CPU, and on a GPU S seeds cost
     # little more than one; false trains them one after another.
@@ -123,8 +135,33 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
         except ValueError as error:
             raise ValueError(f"gan_model config: {error}") from None
 
-    def check(self, dataset: str, model: str) -> None:
-        self.train_configs(dataset, model)
+    @pydantic.field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"must be distinct (each seed trains one model), got {seeds}: {repeated} repeated")
+        return seeds
+
+    def check(self, dataset: str, model: str, train_size: int | None = None) -> None:
+        """TrainConfig.validate for every seed, and one full step of the batch must fit in the training split (its
+        size from the dataset's spec, else `train_size`: for TFD only the stored dataset file knows it)."""
+        config = self.train_configs(dataset, model)[0]  # the seeds differ in nothing else
+        split_sizes = get_dataset_spec(dataset).split_sizes
+        train_size = split_sizes["train"] if split_sizes else train_size
+        if train_size is None:
+            return
+        images = min(train_size, config.max_train_images or train_size)
+        if config.batch_size * config.d_steps > images:
+            where = f"the training split of {dataset!r} has {train_size} images"
+            if images < train_size:
+                where = f"max_train_images={images} of the {train_size} in the training split of {dataset!r}"
+            if config.d_steps > 1:
+                where += f", and d_steps={config.d_steps} batches make one step"
+            raise ValueError(
+                f"gan_model config: batch_size: must be at most {images // config.d_steps} ({where}), "
+                f"got {config.batch_size}"
+            )
 
 
 class SamplingConfig(AssetConfig):
@@ -164,19 +201,93 @@ class ClassifierConfig(AssetConfig):
     device: str = "auto"
 
 
+_BOUND_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+_BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+
+
+def _collect_bounds(item: Any, bounds: dict[str, float]) -> bool:
+    """Gather the gt/ge/lt/le constraints found anywhere in a field (its FieldInfo, Optional[...], list[...] and
+    Annotated metadata) into `bounds`; return whether it holds a float."""
+    if item is float:
+        return True
+    if isinstance(item, annotated_types.BaseMetadata):
+        bounds.update({key: getattr(item, key) for key in _BOUND_SYMBOLS if hasattr(item, key)})
+        return False
+    parts = [item.annotation, *item.metadata] if isinstance(item, FieldInfo) else typing.get_args(item)
+    return any([_collect_bounds(part, bounds) for part in parts])  # a list: visit every part
+
+
+def allowed_values(config_class: type[AssetConfig], field: str) -> str:
+    """What a numeric setting allows, from its pydantic constraints: "> 0 and finite", "a positive integer"."""
+    bounds: dict[str, float] = {}
+    is_float = _collect_bounds(config_class.model_fields[field], bounds)
+    ranges = " and ".join(f"{_BOUND_SYMBOLS[key]} {bounds[key]:g}" for key in _BOUND_SYMBOLS if key in bounds)
+    if is_float:
+        return f"{ranges} and finite" if ranges else "a finite number"
+    names = {(("gt", 0),): "a positive integer", (("ge", 0),): "a non-negative integer"}
+    return names.get(tuple(bounds.items()), f"an integer {ranges}".rstrip())
+
+
+def describe_error(config_class: type[AssetConfig], error: ErrorDetails) -> str:
+    """One pydantic error of `config_class` (without the setting's name): pydantic's words, what is allowed, the value
+    given: "Input should be a finite number (allowed: > 0 and finite), got nan"."""
+    got = f"got {error['input']!r}"
+    if error["type"] in _BOUND_ERRORS:
+        return f"{error['msg']} (allowed: {allowed_values(config_class, str(error['loc'][0]))}), {got}"
+    if error["type"] == "value_error":  # a validator's own message
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    return f"{error['msg']} ({got})" if "got" in error["msg"] else f"{error['msg']}, {got}"
+
+
+def check_setting(asset_name: str, field: str, value: Any) -> str | None:
+    """What is wrong with one setting of an asset's config ("must be a positive integer, got 0"), or None if it is
+    allowed; for a command-line flag that sets one field."""
+    config_class = _CONFIG_CLASSES[asset_name]
+    try:
+        config_class(**{field: value})
+    except pydantic.ValidationError as error:
+        return "; ".join(
+            f"must be {allowed_values(config_class, field)}, got {e['input']!r}"
+            if e["type"] in _BOUND_ERRORS
+            else describe_error(config_class, e)
+            for e in error.errors()
+        )
+    return None
+
+
+def check_run_config(ops: Mapping[str, Any], dataset: str, model: str, train_size: int | None = None) -> None:
+    """Build every asset config in a run config's `ops` and run its cross-field check (`AssetConfig.check`); raise
+    ValueError with one line naming the asset, the setting, what is wrong and what is allowed. Ops without a config
+    class are left to Dagster's own schema."""
+    for name, settings in ops.items():
+        config_class = _CONFIG_CLASSES.get(name)
+        if config_class is None:
+            continue
+        values = (settings or {}).get("config") if isinstance(settings, Mapping) else settings
+        values = {} if values is None else values
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{name} config: must be a mapping of setting names to values, got {values!r}")
+        unknown = [key for key in values if key not in config_class.model_fields]
+        if unknown:
+            close = difflib.get_close_matches(str(unknown[0]), config_class.model_fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = ", ".join(config_class.model_fields)
+            raise ValueError(f"{name} config: unknown setting {unknown[0]!r}{hint}; known settings: {known}")
+        try:
+            config_class(**values).check(dataset, model, train_size)
+        except pydantic.ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {describe_error(config_class, e)}" for e in error.errors()
+            )
+            raise ValueError(f"{name} config: {problems}") from None
+
+
 def validate_run_config(context: dg.AssetExecutionContext) -> None:
-    """Build every asset config of this run before doing any work; raise ValueError naming the asset and setting."""
+    """`check_run_config` of this run's config and partition, before an asset does any work (a run launched from the
+    UI or a schedule meets the same checks as `gan-pipeline run`)."""
     ops = (context.run.run_config or {}).get("ops", {})
     dataset, model = "digits", "paper_mlp"
     if context.has_partition_key and isinstance(context.partition_key, dg.MultiPartitionKey):
         model = context.partition_key.keys_by_dimension.get("model", model)
         dataset = context.partition_key.keys_by_dimension.get("dataset", dataset)
-    for name, settings in ops.items():
-        config_class = _CONFIG_CLASSES.get(name)
-        if config_class is None:
-            continue
-        try:
-            config_class(**(settings or {}).get("config", {})).check(dataset, model)
-        except pydantic.ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-            raise ValueError(f"{name} config: {problems}") from None
+    check_run_config(ops, dataset, model)

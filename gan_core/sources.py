@@ -10,6 +10,8 @@ tests are derived from the registry.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import urllib.parse
@@ -204,8 +206,10 @@ def _fetch_torchvision(
         verified = _install_local_archives(spec, directory, out_dir, expected, md5_overrides or {})
         return {"source": description, "files": expected, "hash": "md5", "verified": verified}
     cls = _torchvision_dataset_class(name, mirror, md5_overrides)
+    printed = io.StringIO()  # torchvision prints each URL it tries and a progress bar: the error below says it all
     try:
-        cls(root=str(out_dir), train=True, download=True)
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            cls(root=str(out_dir), train=True, download=True)
     except (RuntimeError, OSError) as error:
         for fname, md5 in expected.items():
             for candidate in out_dir.rglob(fname):
@@ -216,12 +220,21 @@ def _fetch_torchvision(
                         f"checksum mismatch for {fname} downloaded from {where}: expected MD5 {md5}, got {actual} "
                         "(truncated or corrupted download, or a mirror serving other files)"
                     ) from error
-        raise DatasetSourceError(
-            f"could not download dataset {name!r} from {description} (setting {spec.source_variable} / "
-            f"raw_dataset config `source`): {error}"
-        ) from error
+        raise DatasetSourceError(_download_failure(spec, description if mirror else "", error)) from error
     verified = {fname: "archive MD5 (torchvision's)" for fname in expected}
     return {"source": description, "files": expected, "hash": "md5", "verified": verified}
+
+
+def _download_failure(spec: DatasetSpec, mirror: str, error: BaseException) -> str:
+    """One line for a failed download: the cause (torchvision's message lists each mirror it tried, one per line),
+    that the machine may be offline, and the setting and files that make the download unnecessary."""
+    cause = " ".join(str(error).split()) or type(error).__name__
+    files = ", ".join(expected_archives(spec.name))
+    return (
+        f"could not download dataset {spec.name!r} from {mirror or 'its official location'}: {cause}. This machine may "
+        f"have no network: set {spec.source_variable} (or the raw_dataset config `source`) to a directory holding "
+        f"{files}, or to an http(s) mirror URL serving them"
+    )
 
 
 def content_md5(archive: Path) -> str:

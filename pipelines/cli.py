@@ -6,7 +6,8 @@ Runs are recorded in the Dagster instance at $DAGSTER_HOME (default: ./.dagster_
 afterwards. The console shows one line per job, a progress bar per long step (on a terminal), every check that warned
 or failed, and a closing summary table; Dagster's own event lines only with `--verbose`. Each run's full event log,
 tracebacks included, is written to $DAGSTER_HOME/logs/<run id>.log. The command exits non-zero if a check fails or a
-step errors, printing the step, the cause and that log file.
+step errors, printing the step, the cause and that log file. A bad setting (an unknown dataset or model, malformed JSON,
+a value out of its bounds, a batch larger than the training split) is refused in one line before any job starts.
 """
 
 from __future__ import annotations
@@ -76,13 +77,21 @@ def write_run_log(instance: Any, run_id: str) -> str:
     return path
 
 
+def one_line(text: str, limit: int = 1000) -> str:
+    """`text` with its line breaks and runs of spaces collapsed (a message listing one problem a line stays whole),
+    cut at `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def _failure_line(result: Any, job_name: str, log_path: str, failed_checks: list[str]) -> str:
     """One line: the step that failed and why (or the checks that failed), and where the full log is."""
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
-        while error is not None and error.cause is not None:  # Dagster wraps the asset's own exception
+        # Dagster wraps the asset's own exception; that one is the cause (its own causes are in the log)
+        while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
             error = error.cause
-        cause = error.message.strip().splitlines()[0] if error is not None else "unknown error"
+        cause = one_line(error.message if error is not None else "") or "unknown error"
         return f"{job_name}: step {event.step_key} failed: {cause} (full log: {log_path})"
     if failed_checks:
         return f"{job_name}: checks failed: {', '.join(failed_checks)} (full log: {log_path})"
@@ -105,7 +114,20 @@ def _execute_on_celery(instance: Any, partition_key: Any, run_config: dict[str, 
         return result
 
 
-QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Without --verbose the console logger shows nothing: a failed step's events (ERROR, with Dagster's stack) would print
+# dozens of lines; the command prints the failure in one line (`_failure_line`) and the assets' warnings
+# (`_print_warnings`), and the whole log goes to the run's log file.
+QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+def _print_warnings(instance: Any, run_id: str) -> None:
+    """The warnings an asset logged in this run (not Dagster's events), one line each: what the quiet console would
+    otherwise hide (e.g. "report leaves out mnist|dcgan: ...")."""
+    import logging
+
+    for entry in instance.all_logs(run_id):
+        if entry.dagster_event is None and logging.WARNING <= entry.level < logging.ERROR:
+            print(f"      warning: {one_line(entry.user_message)}", flush=True)
 
 
 def _execute(job_name: str, defs: Any, instance: Any, **kwargs: Any) -> Any:
@@ -155,16 +177,65 @@ def run_pipeline(
     from pipelines.recovery import recover_dead_runs
 
     defs = defs or default_defs
+    run_config: dict[str, Any] = {"ops": {}}
+    if train_config:
+        run_config["ops"]["gan_model"] = {"config": train_config}
+    if sample_config:
+        run_config["ops"]["generated_samples"] = {"config": sample_config}
+    check_settings(dataset, model, run_config, defs)
     instance = instance or _open_instance()
     recover_dead_runs(instance)
-    return _run_jobs(dataset, model, train_config, sample_config, defs, instance, executor, verbose)
+    return _run_jobs(dataset, model, run_config, defs, instance, executor, verbose)
+
+
+def check_names(dataset: str, model: str) -> None:
+    """Refuse a dataset or model the registries (where the partitions come from) do not know, listing the known."""
+    from gan_core.models import MODELS
+    from gan_core.sources import DATASETS
+
+    for flag, name, registry in (("dataset", dataset, DATASETS), ("model", model, MODELS)):
+        if name not in registry:
+            raise SystemExit(f"--{flag}: unknown {flag} {name!r}; known {flag}s: {', '.join(registry)}")
+
+
+def _training_split_size(dataset: str, defs: Any) -> int | None:
+    """The dataset's training images where only its stored file knows them (TFD): read from that file if it exists."""
+    from gan_core.data import DatasetFileError, read_dataset_info
+    from gan_core.sources import get_dataset_spec
+
+    if get_dataset_spec(dataset).split_sizes:
+        return None  # the spec's sizes are used
+    storage = defs.resources.get("storage")
+    try:
+        return read_dataset_info(storage.layout.dataset_file(dataset)).split_sizes["train"]
+    except (AttributeError, DatasetFileError):
+        return None  # not built yet: the training step refuses a batch that does not fit, in one line
+
+
+def check_settings(dataset: str, model: str, run_config: dict[str, Any], defs: Any) -> None:
+    """The door: refuse, in one line and before any job starts, an unknown dataset or model, a setting out of its
+    bounds or a batch larger than the training split (assets.configs.check_run_config, which every asset also runs),
+    then anything Dagster's config schema refuses (unknown settings, wrong types)."""
+    import dagster as dg
+
+    from assets.configs import check_run_config
+
+    check_names(dataset, model)
+    ops = {"gan_model": {}, "generated_samples": {}, **run_config["ops"]}  # the recipes too must fit the dataset
+    try:
+        check_run_config(ops, dataset, model, _training_split_size(dataset, defs))
+        dg.validate_run_config(defs.resolve_job_def("training_job"), run_config)
+    except ValueError as error:
+        raise SystemExit(f"training_job: invalid settings, nothing was run: {one_line(str(error))}") from None
+    except dg.DagsterInvalidConfigError as error:
+        problems = "; ".join(e.message for e in error.errors) or str(error)
+        raise SystemExit(f"training_job: invalid settings, nothing was run: {one_line(problems)}") from None
 
 
 def _run_jobs(
     dataset: str,
     model: str,
-    train_config: dict[str, Any] | None,
-    sample_config: dict[str, Any] | None,
+    run_config: dict[str, Any],
     defs: Any,
     instance: Any,
     executor: str,
@@ -174,11 +245,6 @@ def _run_jobs(
 
     from pipelines.partitions import dataset_model_key
 
-    run_config: dict[str, Any] = {"ops": {}}
-    if train_config:
-        run_config["ops"]["gan_model"] = {"config": train_config}
-    if sample_config:
-        run_config["ops"]["generated_samples"] = {"config": sample_config}
     partition = dataset_model_key(dataset, model)
     steps = [
         ("dataset_job", f"dataset {dataset}: download, HDF5 splits, checks", {"partition_key": dataset}),
@@ -195,6 +261,8 @@ def _run_jobs(
         started = time.perf_counter()
         result = _execute(job_name, defs, instance, verbose=verbose, **kwargs)
         log_path = write_run_log(instance, result.run_id)
+        if not verbose:
+            _print_warnings(instance, result.run_id)
         failed += _print_checks(result, verbose)
         if not result.success or failed:
             raise SystemExit(_failure_line(result, job_name, log_path, failed))
@@ -253,6 +321,54 @@ def run_check(dataset: str, model: str, train_config: dict[str, Any] | None, dat
     return 0 if not outcome["failed_checks"] else 1
 
 
+def parse_train_config(text: str | None) -> dict[str, Any]:
+    """`--train-config`'s JSON object; malformed JSON or another JSON value is refused in one line."""
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        near = text[max(0, error.pos - 15) : error.pos + 15]
+        raise SystemExit(
+            f"--train-config: not valid JSON at line {error.lineno} column {error.colno} (char {error.pos}): "
+            f"{error.msg}, near {near!r}"
+        ) from None
+    if not isinstance(value, dict):
+        raise SystemExit(
+            f"--train-config: must be a JSON object of gan_model settings such as '{{\"learning_rate\": 0.05}}', "
+            f"got {type(value).__name__} {one_line(text, 80)!r}"
+        )
+    return value
+
+
+# Command-line flags that set one asset setting: checked against that setting's own bounds (assets/configs.py).
+FLAG_SETTINGS = {
+    "epochs": ("gan_model", "epochs"),
+    "seeds": ("gan_model", "seeds"),
+    "samples": ("generated_samples", "count"),
+}
+
+
+def settings_from_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The gan_model config the flags ask for; a bad flag (dataset, model, JSON, a number out of its bounds) ends the
+    command with one line naming it, before anything is opened or run."""
+    from assets.configs import check_setting
+
+    check_names(args.dataset, args.model)
+    train_config = parse_train_config(getattr(args, "train_config", None))
+    for flag, (asset_name, field) in FLAG_SETTINGS.items():
+        value = getattr(args, flag, None)
+        if value is not None and (problem := check_setting(asset_name, field, value)):
+            raise SystemExit(f"--{flag}: {problem}")
+    if args.epochs is not None:
+        train_config["epochs"] = args.epochs
+    if getattr(args, "seeds", None) is not None:
+        train_config["seeds"] = args.seeds
+    if getattr(args, "paper_settings", False):
+        train_config["dataset_recipe"] = False
+    return train_config
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="gan-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -289,19 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--data-dir", default=None, help="keep the data here (default: a temporary directory)")
     args = parser.parse_args(argv)
 
-    train_config = json.loads(getattr(args, "train_config", None) or "{}")
-    if args.epochs is not None:
-        train_config["epochs"] = args.epochs
-    if getattr(args, "seeds", None) is not None:
-        train_config["seeds"] = args.seeds
-    if getattr(args, "paper_settings", False):
-        train_config["dataset_recipe"] = False
+    train_config = settings_from_arguments(args)
     if args.command == "check":
         return run_check(args.dataset, args.model, train_config or None, args.data_dir)
     home = ensure_dagster_home()
     if sys.stderr.isatty():  # steps' stderr is captured to a file, so tell them the console can show progress bars
         os.environ.setdefault("GAN_PIPELINE_PROGRESS_BARS", "1")
-    sample_config = {"count": args.samples} if args.samples else None
+    sample_config = {"count": args.samples} if args.samples is not None else None
     outcome = run_pipeline(
         args.dataset,
         args.model,

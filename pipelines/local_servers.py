@@ -73,7 +73,7 @@ def _postgres_binary(name: str) -> str:
         [shutil.which(name)] if shutil.which(name) else []
     )
     if not found:
-        raise ServerUnavailable(f"PostgreSQL's {name} not found: apt-get install postgresql")
+        raise ServerUnavailable(f"PostgreSQL's {name} not found: apt-get update && apt-get install -y postgresql")
     return found[-1]
 
 
@@ -128,7 +128,7 @@ def redis_server() -> Iterator[RedisServer]:
     """A Redis server on a free 127.0.0.1 port without persistence, in a temporary directory; stopped on exit."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise ServerUnavailable("redis-server not found: apt-get install redis-server")
+        raise ServerUnavailable("redis-server not found: apt-get update && apt-get install -y redis-server")
     directory = Path(tempfile.mkdtemp(prefix="gan-pipeline-redis-"))
     port = free_port()
     log = directory / "server.log"

@@ -12,7 +12,46 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA, TEST_PACKAGES_LINE
+
+# The one reason a skip is allowed under `--fail-on-skip` (CI): the machine has no GPU, and CI never has one.
+GPU_SKIP_REASON = "needs a GPU"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fail-on-skip",
+        action="store_true",
+        help=f"fail every test that skips for a reason other than {GPU_SKIP_REASON!r} (.ci/run sets it through "
+        "PYTEST_ADDOPTS: CI installs every server and browser the tests need)",
+    )
+
+
+def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    return longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+
+
+def _fail_skip(config: pytest.Config, report: pytest.CollectReport | pytest.TestReport) -> None:
+    """Under --fail-on-skip, turn a skip (but a GPU one) into a failure that says why it skipped."""
+    if not (config.getoption("--fail-on-skip") and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    reason = _skip_reason(report)
+    if GPU_SKIP_REASON not in reason:
+        report.outcome = "failed"
+        report.longrepr = f"skipped under --fail-on-skip (only {GPU_SKIP_REASON!r} may skip): {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # noqa: ANN201
+    outcome = yield
+    _fail_skip(item.config, outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):  # noqa: ANN201
+    outcome = yield
+    _fail_skip(collector.config, outcome.get_result())
 
 
 @pytest.fixture
@@ -113,15 +152,13 @@ def serve_directory() -> Iterator:
 
 
 def _server_or_skip(start):  # noqa: ANN001, ANN202
-    """Enter a local server context; where its program is missing, skip (fail under CI, which installs it)."""
+    """Enter a local server context; where its program is missing, skip with the line that installs it."""
     from pipelines.local_servers import ServerUnavailable
 
     try:
         return start()
     except ServerUnavailable as missing:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(str(missing))
+        pytest.skip(f"needs Debian's server package: {missing} (all the tests' packages: {TEST_PACKAGES_LINE})")
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ def test_a_failed_step_prints_one_line_with_the_cause_and_a_log_with_the_traceba
     log = log_file.read_text()
     assert "STEP_FAILURE" in log and "in _fetch_tfd" in log and "DatasetSourceError" in log  # the full stack
     assert len(completed.stdout.splitlines()) <= 3, completed.stdout
+    assert len((completed.stdout + completed.stderr).splitlines()) <= 3  # no Dagster event lines either
 
 
 def test_refused_settings_are_one_line_and_nothing_runs(tmp_path) -> None:

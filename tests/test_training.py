@@ -235,7 +235,7 @@ def test_cuda_graph_settings_are_checked_and_the_cpu_runs_eagerly(digits_train, 
     assert state_equal(a["generator"], b["generator"]) and state_equal(a["discriminator"], b["discriminator"])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (CUDA graphs)")
 def test_cuda_graph_replay_trains_like_the_eager_loop(digits_train, tmp_path) -> None:
     config = TrainConfig(epochs=3, max_train_images=600)  # 6 steps per epoch: 3 eager warm-up steps, then replays
     cuda = RuntimeOptions(progress=False, device="cuda")
