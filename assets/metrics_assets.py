@@ -33,7 +33,7 @@ from gan_core.storage import hash_json
 from pipelines.partitions import dataset_partitions
 from pipelines.resources import StorageResource
 
-METRICS_CODE_VERSION = "2"
+METRICS_CODE_VERSION = "3"  # 3: KID's cubic kernel by multiplication (equal to the last bit or so; 7x faster)
 MAX_REFERENCE = 10_000
 
 

@@ -84,8 +84,9 @@ def one_line(text: str, limit: int = 1000) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _failure_line(result: Any, job_name: str, log_path: str, failed_checks: list[str]) -> str:
-    """One line: the step that failed and why (or the checks that failed), and where the full log is."""
+def _failure_line(result: Any, instance: Any, job_name: str, log_path: str, failed_checks: list[str]) -> str:
+    """One line: the step that failed and why (or the checks that failed, or why the run itself failed, e.g. a Celery
+    worker that died under its step), and where the full log is."""
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
         # Dagster wraps the asset's own exception; that one is the cause (its own causes are in the log)
@@ -95,6 +96,11 @@ def _failure_line(result: Any, job_name: str, log_path: str, failed_checks: list
         return f"{job_name}: step {event.step_key} failed: {cause} (full log: {log_path})"
     if failed_checks:
         return f"{job_name}: checks failed: {', '.join(failed_checks)} (full log: {log_path})"
+    for entry in instance.all_logs(result.run_id):
+        event = entry.dagster_event
+        error = getattr(getattr(event, "event_specific_data", None), "error", None) if event else None
+        if event is not None and event.is_run_failure and error is not None:
+            return f"{job_name}: run failed: {one_line(error.message)} (full log: {log_path})"
     return f"{job_name}: run did not succeed (full log: {log_path})"
 
 
@@ -265,7 +271,7 @@ def _run_jobs(
             _print_warnings(instance, result.run_id)
         failed += _print_checks(result, verbose)
         if not result.success or failed:
-            raise SystemExit(_failure_line(result, job_name, log_path, failed))
+            raise SystemExit(_failure_line(result, instance, job_name, log_path, failed))
         print(f"      done in {time.perf_counter() - started:.0f} s", flush=True)
     materialization = result.asset_materializations_for_node("evaluation_report")[0]
     metadata = {key: value.value for key, value in materialization.metadata.items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +109,40 @@ def digits_labels(digits_h5: Path):  # noqa: ANN201
     from gan_core.data import load_split_arrays
 
     return torch.from_numpy(load_split_arrays(digits_h5, "train").labels)
+
+
+@pytest.fixture(scope="session")
+def digits_data_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory holding the digits dataset (raw files, HDF5 splits) and its feature classifier, built once per
+    pytest run through the real `dataset_job`. Tests copy it (`digits_data`) instead of building their own: every
+    stored result is keyed by content, so a job run on a copy finds them and goes on from there."""
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+    from pipelines.resources import StorageResource
+    from tests.helpers import materialize_dataset
+
+    root = tmp_path_factory.mktemp("digits_data") / "data"
+    with dg.instance_for_test() as scratch_instance:
+        defs = build_definitions(storage=StorageResource(root_dir=str(root)))
+        materialize_dataset(defs, scratch_instance, "digits", with_classifier=True)
+    return root
+
+
+@pytest.fixture
+def digits_data(digits_data_template: Path, tmp_path: Path) -> Path:
+    """This test's own copy of `digits_data_template`, at tmp_path / "data"."""
+    target = tmp_path / "data"
+    shutil.copytree(digits_data_template, target)
+    return target
+
+
+@pytest.fixture
+def digits_storage(digits_data: Path):  # noqa: ANN201
+    """The storage resource over this test's copy of the built digits data."""
+    from pipelines.resources import StorageResource
+
+    return StorageResource(root_dir=str(digits_data))
 
 
 @pytest.fixture

@@ -82,14 +82,15 @@ def chromium_page(width: int = 1400, height: int = 1000) -> Iterator:
 
 
 @contextlib.contextmanager
-def digits_graph(tmp_path: Path) -> Iterator:
-    """(storage, definitions, instance) with the digits dataset and its feature classifier materialised."""
+def digits_graph(data: Path) -> Iterator:
+    """(storage, definitions, instance) over `data`, a copy of the built digits data (the `digits_data` fixture), with
+    the digits dataset and its feature classifier materialised in a new instance (found stored: seconds)."""
     import dagster as dg
 
     from pipelines.definitions import build_definitions
     from pipelines.resources import StorageResource
 
-    storage = StorageResource(root_dir=str(tmp_path / "data"))
+    storage = StorageResource(root_dir=str(data))
     defs = build_definitions(storage=storage)
     with dg.instance_for_test() as instance:
         materialize_dataset(defs, instance, "digits", with_classifier=True)

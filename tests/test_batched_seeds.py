@@ -111,8 +111,10 @@ def test_settings_that_cannot_be_batched_are_named(digits_train, tmp_path) -> No
         )
 
 
-def test_gan_model_trains_its_seeds_as_one_batch_and_the_report_shows_their_spread(digits_train, tmp_path) -> None:
-    with digits_graph(tmp_path) as (storage, defs, instance):
+def test_gan_model_trains_its_seeds_as_one_batch_and_the_report_shows_their_spread(
+    digits_train, digits_data, tmp_path
+) -> None:
+    with digits_graph(digits_data) as (storage, defs, instance):
         run_config = {
             "ops": {
                 "gan_model": {"config": {"epochs": 2, "seeds": [0, 1]}},

@@ -110,8 +110,10 @@ def pool_child(worker_pid: int) -> int:
 
 
 @pytest.mark.slow
-def test_two_celery_workers_share_partitions_under_one_gpu_slot_and_survive_a_killed_worker(tmp_path, redis) -> None:
-    home, data = tmp_path / "home", tmp_path / "data"
+def test_two_celery_workers_share_partitions_under_one_gpu_slot_and_survive_a_killed_worker(
+    digits_data, tmp_path, redis
+) -> None:
+    home, data = tmp_path / "home", digits_data  # the digits dataset and classifier, built once per pytest run
     env = environment(home, data, redis)
     with workers(env, ["worker1", "worker2"], tmp_path) as processes:
         # 1. two partitions at once on two workers

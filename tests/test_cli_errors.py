@@ -126,7 +126,8 @@ def test_verbose_keeps_dagsters_event_lines(tmp_path: Path) -> None:
     assert completed.stderr.strip().splitlines()[-1].startswith("dataset_job: step raw_dataset failed: ")
 
 
-def test_a_step_failing_at_run_time_prints_one_line_without_dagsters_stack(tmp_path: Path) -> None:
+def test_a_step_failing_at_run_time_prints_one_line_without_dagsters_stack(tmp_path: Path, digits_data: Path) -> None:
+    assert digits_data == tmp_path / "data"  # where gan_pipeline() points the command: the dataset job finds it built
     completed = gan_pipeline(tmp_path, "run", "--train-config", '{"device": "nosuch", "epochs": 1}')
     output = completed.stdout + completed.stderr
     assert completed.returncode != 0

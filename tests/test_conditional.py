@@ -10,8 +10,8 @@ from pipelines.partitions import dataset_model_key
 from tests.helpers import digits_graph
 
 
-def test_conditional_paper_mlp_through_the_graph(tmp_path) -> None:
-    with digits_graph(tmp_path) as (storage, defs, instance):
+def test_conditional_paper_mlp_through_the_graph(digits_data) -> None:
+    with digits_graph(digits_data) as (storage, defs, instance):
         run_config = {
             "ops": {
                 "gan_model": {"config": {"epochs": 2, "batch_size": 64}},

@@ -79,8 +79,8 @@ def test_two_gloo_ranks_stay_in_sync_and_follow_the_one_process_losses(storage, 
 
 
 @pytest.mark.slow
-def test_a_killed_rank_fails_the_run_clearly_leaves_no_orphans_and_the_next_run_resumes(tmp_path) -> None:
-    data = tmp_path / "data"
+def test_a_killed_rank_fails_the_run_clearly_leaves_no_orphans_and_the_next_run_resumes(digits_data) -> None:
+    data = digits_data  # the digits dataset, built once per pytest run
     script = (
         "import sys, dagster as dg\n"
         "from pipelines.definitions import build_definitions\n"

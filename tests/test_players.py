@@ -49,8 +49,8 @@ def test_a_mixture_s_samples_name_their_generator(digits_train, tmp_path) -> Non
     assert samples.shape == (9, 1, 8, 8)
 
 
-def test_multi_player_settings_through_the_graph(tmp_path) -> None:
-    with digits_graph(tmp_path) as (storage, defs, instance):
+def test_multi_player_settings_through_the_graph(digits_data) -> None:
+    with digits_graph(digits_data) as (storage, defs, instance):
         run_config = {
             "ops": {
                 "gan_model": {"config": {"epochs": 2, "n_generators": 2, "n_discriminators": 2}},

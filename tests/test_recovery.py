@@ -72,8 +72,10 @@ def gpu_slots_held(home: Path) -> list:
 
 
 @pytest.mark.slow
-def test_sigterm_then_sigkill_mid_training_then_a_rerun_that_resumes_to_the_uninterrupted_result(tmp_path) -> None:
-    home, data = tmp_path / "home", tmp_path / "data"
+def test_sigterm_then_sigkill_mid_training_then_a_rerun_that_resumes_to_the_uninterrupted_result(
+    digits_data, tmp_path
+) -> None:
+    home, data = tmp_path / "home", digits_data  # the digits dataset and classifier, built once per pytest run
 
     # 1. SIGTERM: the step finishes, writes a checkpoint, the run is canceled and its slot freed
     first = cli(home, data)
@@ -116,19 +118,15 @@ def test_sigterm_then_sigkill_mid_training_then_a_rerun_that_resumes_to_the_unin
 
 
 @pytest.mark.slow
-def test_two_processes_on_one_partition_train_once(tmp_path) -> None:
+def test_two_processes_on_one_partition_train_once(digits_data, tmp_path) -> None:
     """Two instances (as on two machines) share one data directory: one trains, the other waits and finds it cached."""
-    data = tmp_path / "data"
+    data = digits_data  # the digits dataset, built once per pytest run
     script = (
         "import json, sys, dagster as dg\n"
         "from pipelines.definitions import build_definitions\n"
         "from pipelines.resources import StorageResource\n"
         "defs = build_definitions(storage=StorageResource(root_dir=sys.argv[1]))\n"
         "with dg.instance_for_test() as instance:\n"
-        "    if sys.argv[2] == 'dataset':\n"
-        "        defs.resolve_job_def('dataset_job').execute_in_process(partition_key='digits', instance=instance,"
-        " asset_selection=[dg.AssetKey('raw_dataset'), dg.AssetKey('preprocessed_dataset')])\n"
-        "        sys.exit(0)\n"
         "    result = defs.resolve_job_def('retrain_job').execute_in_process(partition_key='digits|paper_mlp',"
         " instance=instance, run_config={'ops': {'gan_model': {'config': {'epochs': 40, 'dataset_recipe': False}}}})\n"
         "    meta = result.asset_materializations_for_node('gan_model')[0].metadata\n"
@@ -145,8 +143,7 @@ def test_two_processes_on_one_partition_train_once(tmp_path) -> None:
             text=True,
         )
 
-    assert finish(start("dataset"), 300) is not None
-    processes = [start("train"), start("train")]
+    processes = [start(), start()]
     outputs = [finish(process) for process in processes]
     assert all(process.returncode == 0 for process in processes), outputs[0][-2000:] + outputs[1][-2000:]
     results = [json.loads(out.split("RESULT ", 1)[1]) for out in outputs]
@@ -176,7 +173,10 @@ FAST = {
 }
 
 
-def test_failed_blocking_check_stops_automation_and_the_report_leaves_the_partition_out(storage, instance) -> None:
+def test_failed_blocking_check_stops_automation_and_the_report_leaves_the_partition_out(
+    digits_storage, instance
+) -> None:
+    storage = digits_storage
     defs = build_definitions(storage=storage)
     materialize_dataset(defs, instance, with_classifier=True)
     key = dataset_model_key("digits", "paper_mlp")

@@ -138,9 +138,10 @@ class DagsterDev:
 
 
 @pytest.fixture(scope="module")
-def dagster_dev(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory, digits_data_template: Path):  # noqa: ANN201
     root = tmp_path_factory.mktemp("ui")
     (root / "home").mkdir()
+    shutil.copytree(digits_data_template, root / "data")  # the digits dataset and classifier, built once per run
     shutil.copy(REPO_ROOT / "dagster.yaml", root / "home" / "dagster.yaml")
     server = DagsterDev(root / "home", root / "data", root / "dagster_dev.log")
     try:
