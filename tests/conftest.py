@@ -113,11 +113,14 @@ def digits_labels(digits_h5: Path):  # noqa: ANN201
 
 @pytest.fixture(scope="session")
 def digits_data_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data directory holding the digits dataset (raw files, HDF5 splits) and its feature classifier, built once per
-    pytest run through the real `dataset_job`. Tests copy it (`digits_data`) instead of building their own: every
-    stored result is keyed by content, so a job run on a copy finds them and goes on from there."""
+    """A data directory holding the digits dataset (raw files, HDF5 splits), its feature classifier and the report's
+    real-data reference rows, built once per pytest run through the real `dataset_job` and the report's own functions.
+    Tests copy it (`digits_data`) instead of building their own: every stored result is keyed by content, so a job run
+    on a copy finds them and goes on from there."""
     import dagster as dg
 
+    from assets.evaluation_assets import reference_result
+    from assets.metrics_assets import reference_metrics
     from pipelines.definitions import build_definitions
     from pipelines.resources import StorageResource
     from tests.helpers import materialize_dataset
@@ -126,6 +129,10 @@ def digits_data_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with dg.instance_for_test() as scratch_instance:
         defs = build_definitions(storage=StorageResource(root_dir=str(root)))
         materialize_dataset(defs, scratch_instance, "digits", with_classifier=True)
+    # the report's real-data rows (Parzen ceiling, real test images' metrics), stored as the report stores them
+    layout = StorageResource(root_dir=str(root)).layout
+    reference_result(layout, "digits")
+    reference_metrics(layout, "digits")
     return root
 
 

@@ -137,7 +137,7 @@ def test_two_celery_workers_share_partitions_under_one_gpu_slot_and_survive_a_ki
 
         # 2. the process executing gan_model dies mid-training: the run fails clearly, the re-run resumes
         before = set(data.glob("models/digits/paper_mlp/*/checkpoint.pt"))
-        run = cli_run(env, "paper_mlp", 25)
+        run = cli_run(env, "paper_mlp", 12)
         deadline = time.monotonic() + 300
         while not set(data.glob("models/digits/paper_mlp/*/checkpoint.pt")) - before:
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-3000:]
@@ -147,7 +147,7 @@ def test_two_celery_workers_share_partitions_under_one_gpu_slot_and_survive_a_ki
         output = run.communicate(timeout=300)[0]
         assert run.returncode != 0, output[-3000:]
         assert "gan_model" in output and "Worker exited prematurely: signal 9 (SIGKILL)" in output, output[-3000:]
-        rerun = cli_run(env, "paper_mlp", 25)
+        rerun = cli_run(env, "paper_mlp", 12)
         output = rerun.communicate(timeout=600)[0]
     assert rerun.returncode == 0, output[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -91,7 +91,7 @@ def test_a_killed_rank_fails_the_run_clearly_leaves_no_orphans_and_the_next_run_
         "    materialize_dataset(defs, instance)\n"
         "    result = defs.resolve_job_def('retrain_job').execute_in_process(partition_key='digits|paper_mlp',"
         " instance=instance, raise_on_error=False, run_config={'ops': {'gan_model': {'config':"
-        " {'epochs': 25, 'checkpoint_every': 1, 'launcher': 'torchrun', 'nproc_per_node': 2}}}})\n"
+        " {'epochs': 8, 'checkpoint_every': 1, 'launcher': 'torchrun', 'nproc_per_node': 2}}}})\n"
         "    print('SUCCESS', result.success)\n"
         "    for event in result.all_events:\n"
         "        if event.event_type_value in ('STEP_FAILURE', 'LOGS_CAPTURED') or 'rank' in (event.message or ''):\n"
