@@ -157,8 +157,7 @@ def _execute(job_name: str, defs: Any, instance: Any, **kwargs: Any) -> Any:
                 instance=instance, raise_on_error=False, run_id=run_id, tags=process_tags(), **kwargs
             )
     except dg.DagsterInvalidConfigError as error:  # refused before a run exists: say which setting, no traceback
-        problems = "; ".join(e.message for e in error.errors) or str(error)
-        raise SystemExit(f"{job_name}: invalid settings, nothing was run: {problems}") from None
+        raise SystemExit(_refused(job_name, error)) from None
     run = instance.get_run_by_id(run_id)
     if run is not None and run.status == dg.DagsterRunStatus.CANCELED:
         raise SystemExit(f"run {run.run_id} ({job_name}) was canceled; the next `gan-pipeline run` resumes it")
@@ -231,11 +230,15 @@ def check_settings(dataset: str, model: str, run_config: dict[str, Any], defs: A
     try:
         check_run_config(ops, dataset, model, _training_split_size(dataset, defs))
         dg.validate_run_config(defs.resolve_job_def("training_job"), run_config)
-    except ValueError as error:
-        raise SystemExit(f"training_job: invalid settings, nothing was run: {one_line(str(error))}") from None
-    except dg.DagsterInvalidConfigError as error:
-        problems = "; ".join(e.message for e in error.errors) or str(error)
-        raise SystemExit(f"training_job: invalid settings, nothing was run: {one_line(problems)}") from None
+    except (ValueError, dg.DagsterInvalidConfigError) as error:
+        raise SystemExit(_refused("training_job", error)) from None
+
+
+def _refused(job_name: str, error: Exception) -> str:
+    """The one line for settings refused before a run exists: our check's message, or each problem Dagster's config
+    schema found."""
+    problems = "; ".join(e.message for e in getattr(error, "errors", [])) or str(error)
+    return f"{job_name}: invalid settings, nothing was run: {one_line(problems)}"
 
 
 def _run_jobs(

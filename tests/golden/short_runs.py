@@ -144,7 +144,7 @@ def run_all(scratch: Path, names: tuple[str, ...] | None = None) -> dict[str, di
 
 
 def _relative(a: list[float], b: list[float], scale: float) -> float:
-    difference = math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b, strict=True)))
+    difference = math.dist(a, b)
     return difference / scale if scale > 0 else (0.0 if difference == 0 else math.inf)
 
 
@@ -153,10 +153,10 @@ def distance(measured: dict[str, Any], pinned: dict[str, Any]) -> float:
     the probed weights over the distance the pinned weights travelled from their initialisation, or the distance
     between the probed samples over the pinned samples' spread, whichever is larger."""
     pinned_weights, pinned_start = pinned["weights_probe"], pinned["initial_probe"]
-    travelled = math.sqrt(sum((x - y) ** 2 for x, y in zip(pinned_weights, pinned_start, strict=True)))
+    travelled = math.dist(pinned_weights, pinned_start)
     samples = pinned["samples_probe"]
     mean = sum(samples) / len(samples)
-    spread = math.sqrt(sum((x - mean) ** 2 for x in samples))
+    spread = math.dist(samples, [mean] * len(samples))
     return max(
         _relative(measured["weights_probe"], pinned_weights, travelled),
         _relative(measured["samples_probe"], samples, spread),
