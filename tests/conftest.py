@@ -1,5 +1,10 @@
 """Shared fixtures: a temporary data directory and its layout, a Dagster instance, the digits dataset file (built once
-per session), the MNIST files, and a local HTTP mirror. Plain helpers live in tests/helpers.py."""
+per session), the MNIST files, and a local HTTP mirror. Plain helpers live in tests/helpers.py.
+
+The suite runs on pytest-xdist workers (`-n logical` in pyproject.toml). Each worker gets an equal share of the cores
+for torch (and the processes it starts), a module's tests run on one worker in file order (`--dist loadscope`: module
+fixtures are set up once), the modules holding slow end-to-end tests start first, and the digits data is built once
+per run."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from tests.helpers import SHARED_DATA, TEST_PACKAGES_LINE
 
@@ -26,6 +32,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"fail every test that skips for a reason other than {GPU_SKIP_REASON!r} (.ci/run sets it through "
         "PYTEST_ADDOPTS: CI installs every server and browser the tests need)",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On an xdist worker: this worker's share of the cores for torch's threads and for every process it starts
+    (OMP_NUM_THREADS), so that N workers do not run N x cores spinning OpenMP threads on the same cores."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // int(workerinput["workercount"]))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The modules holding `slow` end-to-end tests first, so that the last to start are short and the workers end
+    together. A stable sort by module: each module stays whole and in file order, the same on every worker."""
+    slow_modules = {item.module for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module not in slow_modules)
 
 
 def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
@@ -112,11 +139,26 @@ def digits_labels(digits_h5: Path):  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def digits_data_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def digits_data_template(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """A data directory holding the digits dataset (raw files, HDF5 splits), its feature classifier and the report's
-    real-data reference rows, built once per pytest run through the real `dataset_job` and the report's own functions.
+    real-data reference rows, built once per pytest run through the real `dataset_job` and the report's own functions
+    (by the first xdist worker to need it, the others wait on a file lock in the run's shared temporary directory).
     Tests copy it (`digits_data`) instead of building their own: every stored result is keyed by content, so a job run
     on a copy finds them and goes on from there."""
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent  # the directory above every worker's own
+    root = shared / "digits_data_template" / "data"
+    with FileLock(shared / "digits_data_template.lock"):
+        complete = root.parent / "complete"
+        if not complete.is_file():
+            shutil.rmtree(root.parent, ignore_errors=True)  # a build interrupted before it completed
+            _build_digits_data(root)
+            complete.touch()
+    return root
+
+
+def _build_digits_data(root: Path) -> None:
     import dagster as dg
 
     from assets.evaluation_assets import reference_result
@@ -125,7 +167,7 @@ def digits_data_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipelines.resources import StorageResource
     from tests.helpers import materialize_dataset
 
-    root = tmp_path_factory.mktemp("digits_data") / "data"
+    root.mkdir(parents=True)
     with dg.instance_for_test() as scratch_instance:
         defs = build_definitions(storage=StorageResource(root_dir=str(root)))
         materialize_dataset(defs, scratch_instance, "digits", with_classifier=True)
@@ -133,7 +175,6 @@ def digits_data_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     layout = StorageResource(root_dir=str(root)).layout
     reference_result(layout, "digits")
     reference_metrics(layout, "digits")
-    return root
 
 
 @pytest.fixture

@@ -111,6 +111,7 @@ def test_settings_that_cannot_be_batched_are_named(digits_train, tmp_path) -> No
         )
 
 
+@pytest.mark.slow
 def test_gan_model_trains_its_seeds_as_one_batch_and_the_report_shows_their_spread(
     digits_train, digits_data, tmp_path
 ) -> None:

@@ -11,6 +11,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from gan_core.models import MODELS
 from gan_core.sources import DATASETS, expected_archives
 from tests.helpers import REPO_ROOT
@@ -87,6 +89,7 @@ CHECK_DOOR_CASES = {
 }
 
 
+@pytest.mark.slow
 def test_every_bad_setting_is_refused_in_one_line_before_any_job(tmp_path: Path) -> None:
     """Each case is its own `gan-pipeline` process (`run`, and `check` for two), three at a time: each spends its
     seconds importing torch and Dagster, so running them side by side keeps the suite short."""

@@ -22,6 +22,7 @@ FAST_SAMPLING = {"count": 2000}
 # What the default digits model must reach (issue 15): against real test images' FD of about 0.84.
 THRESHOLDS = {"class_coverage": 0.9, "recall": 0.5, "precision": 0.5, "memorisation_ratio": 0.8}
 MAX_FD_OVER_REAL = 5.0
+pytestmark = pytest.mark.slow
 
 
 def latest_metadata(instance: dg.DagsterInstance, asset: str) -> dict:

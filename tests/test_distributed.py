@@ -32,7 +32,8 @@ def ddp_config(epochs: int) -> dict:
 
 
 def ddp_processes() -> list[tuple[int, str]]:
-    """(pid, RANK) of every live process running a rank of pipelines.ddp_worker."""
+    """(pid, RANK) of every live process running a rank of pipelines.ddp_worker, on the whole machine (this module's
+    tests run on one xdist worker, one after the other: `--dist loadscope`)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pytest
 import scipy.io
 
 from pipelines.definitions import build_definitions
@@ -45,6 +46,7 @@ def write_cifar10_tarball(directory: Path) -> tuple[Path, np.ndarray]:
     return tarball, first
 
 
+@pytest.mark.slow
 def test_cifar10_from_a_mirror_through_the_graph(tmp_path, serve_directory) -> None:
     tarball, first_batch = write_cifar10_tarball(tmp_path)
     # torchvision checks the tarball and every file in it: pass all of their MD5s
