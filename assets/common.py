@@ -11,12 +11,12 @@ import dagster as dg
 import pandas as pd
 
 from assets.configs import validate_run_config
+from assets.partitions import dataset_model_partitions
+from assets.resources import StorageResource
 from gan_core.checks import CheckOutcome
 from gan_core.layout import ArtifactLayout, FigureName, compute_or_load
 from gan_core.report import COLUMN_GUIDE, DECIMALS, STD
 from gan_core.storage import atomic_output
-from pipelines.partitions import dataset_model_partitions
-from pipelines.resources import StorageResource
 
 Item = TypeVar("Item")
 # Materialise once dependencies update, but never from data that failed a blocking check: eager() alone does not wait

@@ -3,11 +3,11 @@
 import dagster as dg
 
 from assets.configs import RawDatasetConfig
+from assets.partitions import dataset_partitions
+from assets.resources import DatasetSourcesResource, StorageResource
 from gan_core.data import read_dataset_info, write_dataset_h5
 from gan_core.sources import build_splits, fetch_raw, get_dataset_spec, read_raw_manifest
 from gan_core.storage import hash_json
-from pipelines.partitions import dataset_partitions
-from pipelines.resources import DatasetSourcesResource, StorageResource
 
 
 @dg.asset(

@@ -4,9 +4,9 @@ import dagster as dg
 
 from assets.common import check_result
 from assets.data_assets import preprocessed_dataset
+from assets.resources import StorageResource
 from gan_core import checks
 from gan_core.sources import get_dataset_spec, read_raw_manifest
-from pipelines.resources import StorageResource
 
 
 @dg.asset_check(asset=preprocessed_dataset, blocking=True, description="Split sizes match the split definition.")

@@ -15,6 +15,7 @@ from assets.common import begin, compute_or_load_each, partition_asset, store_fi
 from assets.configs import ParzenBandwidthConfig, ParzenConfig
 from assets.metrics_assets import evaluation_metrics, paper_figures, reference_metrics
 from assets.model_assets import generated_samples
+from assets.resources import StorageResource
 from gan_core import checks, parzen
 from gan_core.data import load_split, read_dataset_info
 from gan_core.layout import ArtifactLayout, EvaluationKind, compute_or_load, read_record
@@ -24,7 +25,6 @@ from gan_core.report import metrics_table, parzen_table, summary_table, write_re
 from gan_core.sample import read_samples_h5
 from gan_core.storage import hash_json
 from gan_core.train import load_checkpoint
-from pipelines.resources import StorageResource
 
 PARZEN_CODE_VERSION = "1"
 REPORT_CODE_VERSION = "1"

@@ -8,9 +8,9 @@ from assets.evaluation_assets import (
     parzen_bandwidth,
     parzen_log_likelihood,
 )
+from assets.partitions import dataset_model_partitions
+from assets.resources import StorageResource
 from gan_core import checks
-from pipelines.partitions import dataset_model_partitions
-from pipelines.resources import StorageResource
 
 
 @dg.asset_check(asset=parzen_bandwidth, description="Warns when the chosen sigma sits at an end of the grid.")

@@ -20,6 +20,8 @@ from assets.common import (
 from assets.configs import ClassifierConfig
 from assets.data_assets import preprocessed_dataset
 from assets.model_assets import generated_samples
+from assets.partitions import dataset_partitions
+from assets.resources import StorageResource
 from gan_core import metrics
 from gan_core.classifier import default_epochs, load_classifier, train_classifier
 from gan_core.data import load_split, load_split_arrays, read_dataset_info
@@ -30,8 +32,6 @@ from gan_core.plots import grid_png, png_markdown
 from gan_core.sample import generate_from_noise, load_generator, read_sample_labels, read_samples_h5
 from gan_core.sources import get_dataset_spec
 from gan_core.storage import hash_json
-from pipelines.partitions import dataset_partitions
-from pipelines.resources import StorageResource
 
 METRICS_CODE_VERSION = "3"  # 3: KID's cubic kernel by multiplication (equal to the last bit or so; 7x faster)
 MAX_REFERENCE = 10_000

@@ -15,6 +15,7 @@ import torch
 from assets.common import begin, compute_or_load_each, partition_asset, progress_bars, run_holder, store_figure
 from assets.configs import GanTrainingConfig, SamplingConfig
 from assets.data_assets import preprocessed_dataset
+from assets.resources import StorageResource
 from assets.training import train_batched_in_process, train_in_process, train_with_torchrun
 from gan_core.batched import why_not_batched
 from gan_core.data import load_split, load_split_arrays, read_dataset_info
@@ -37,7 +38,6 @@ from gan_core.train import (
     checkpoint_weights_hash,
     load_checkpoint,
 )
-from pipelines.resources import StorageResource
 
 TRAIN_CODE_VERSION = "2"  # 2: output-bias clip 1e-7 as pylearn2; bf16 autocast also on the CPU
 SAMPLE_CODE_VERSION = "1"

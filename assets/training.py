@@ -117,7 +117,7 @@ def train_with_torchrun(
     nproc: int,
     num_classes: int = 0,
 ) -> dict[str, Any]:
-    """A DDP run of `nproc` ranks (pipelines/ddp_worker.py) as an external process through Dagster Pipes: rank 0's
+    """A DDP run of `nproc` ranks (assets/ddp_worker.py) as an external process through Dagster Pipes: rank 0's
     log lines arrive in the Dagster log and its closing message carries the result. A failed rank fails the step
     with that rank's exit code, signal and error in the log; torchrun stops the other ranks."""
     files = torchrun_files(run_dir)
@@ -134,7 +134,7 @@ def train_with_torchrun(
             "num_classes": num_classes,
         },
     )
-    command = [sys.executable, "-m", "pipelines.ddp_worker", "launch", str(nproc), str(files.settings)]
+    command = [sys.executable, "-m", "assets.ddp_worker", "launch", str(nproc), str(files.settings)]
     command += [str(files.failures), str(files.logs)]
     context.log.info(f"torchrun with {nproc} ranks: {' '.join(command)}")
     try:

@@ -7,7 +7,7 @@
 # STEPS: comma-separated from benches (throughput incl. bf16/compile/DataLoader workers 0 and 4, Parzen on cuda and
 #        cpu), seeds (1, 4, 8, 16 seeds batched against sequential), tests (gan_core's tests on CUDA), graph
 #        (CUDA-graph tests and throughput; the runs use --cuda-graph only if those tests pass), cudagraph (the runs use --cuda-graph without those checks), ddp (torchrun with one
-#        NCCL rank per GPU on 20,000 MNIST images, 3 epochs, through pipelines/ddp_worker.py), recipes (12
+#        NCCL rank per GPU on 20,000 MNIST images, 3 epochs, through assets/ddp_worker.py), recipes (12
 #        candidates of bench/recipe_search.py at once until the budget is spent; needs MNIST's feature classifier at
 #        $CLASSIFIER, default .gpu_carry/models/mnist/feature_classifier.pt), or none.
 # RUN:   NOISE:SEED:DIR, e.g. uniform:0:runs/mnist_paper. A run resumes from DIR/checkpoint.pt when it is there.
@@ -73,7 +73,7 @@ pathlib.Path("runs").mkdir(exist_ok=True)
 pathlib.Path("runs/ddp_check.json").write_text(json.dumps(settings))
 PY
     rm -rf runs/ddp_check
-    timeout 300 $py -m pipelines.ddp_worker launch "$gpus" runs/ddp_check.json runs/ddp_failures.json runs/ddp_logs \
+    timeout 300 $py -m assets.ddp_worker launch "$gpus" runs/ddp_check.json runs/ddp_failures.json runs/ddp_logs \
         >"$out/ddp.log" 2>&1
     echo "ddp exit $?"; grep -h "epoch\|resuming" "$out/ddp.log" | tail -4
     $py -c 'import torch; h = torch.load("runs/ddp_check/checkpoint.pt", weights_only=True)["history"]; \

@@ -19,9 +19,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def time_graph(home: Path, data: Path, epochs: int, samples: int) -> float:
     import dagster as dg
 
+    from assets.resources import StorageResource
     from pipelines.cli import run_pipeline
     from pipelines.definitions import build_definitions
-    from pipelines.resources import StorageResource
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         defs = build_definitions(storage=StorageResource(root_dir=str(data)))

@@ -12,46 +12,46 @@ the shared instance before it sends a pool step out. Every worker needs the same
 
 from __future__ import annotations
 
+import functools
 import os
 
 import dagster as dg
-from dagster_celery import celery_executor
+from celery import Celery
 from dagster_celery.executor import CeleryExecutor
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_task
 
-BROKER_VARIABLE = "GAN_PIPELINE_CELERY_BROKER"
-BACKEND_VARIABLE = "GAN_PIPELINE_CELERY_BACKEND"
-DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
-DEFAULT_BACKEND = "redis://127.0.0.1:6379/1"
+from pipelines.definitions import defs
+from pipelines.executors import BACKEND_VARIABLE, BROKER_VARIABLE, DEFAULT_BACKEND, DEFAULT_BROKER
+
 JOB_NAME = "celery_training_job"
 
-# the executor of `celery_training_job`: broker and result backend from the environment when a run starts
-celery_redis_executor = celery_executor.configured(
-    {
-        "broker": {"env": BROKER_VARIABLE},
-        "backend": {"env": BACKEND_VARIABLE},
-        "config_source": {"worker_prefetch_multiplier": 1, "task_acks_late": False},
-    },
-    name="celery",
-)
 
-# the Celery app the workers run (`celery -A pipelines.celery_workers worker -Q dagster`)
-app = make_app(
-    CeleryExecutor.for_cli(
-        broker=os.environ.get(BROKER_VARIABLE, DEFAULT_BROKER),
-        backend=os.environ.get(BACKEND_VARIABLE, DEFAULT_BACKEND),
-        config_source={"worker_prefetch_multiplier": 1},
-    ).app_args()
-)
-execute_plan = create_task(app)
+@functools.cache
+def worker_app() -> Celery:
+    """The Celery app the workers run, with its `execute_plan` task; the broker and backend are read from the
+    environment now (once per process), not when this module is imported."""
+    app = make_app(
+        CeleryExecutor.for_cli(
+            broker=os.environ.get(BROKER_VARIABLE, DEFAULT_BROKER),
+            backend=os.environ.get(BACKEND_VARIABLE, DEFAULT_BACKEND),
+            config_source={"worker_prefetch_multiplier": 1},
+        ).app_args()
+    )
+    create_task(app)
+    return app
+
+
+def __getattr__(name: str) -> Celery:
+    """`celery -A pipelines.celery_workers worker` looks up this module's `app`: it is built on that lookup."""
+    if name == "app":
+        return worker_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def celery_training_job() -> dg.JobDefinition:
     """The job a Celery run executes, rebuilt by each worker from this module (reconstructable)."""
-    from pipelines.definitions import defs
-
-    return defs.resolve_job_def(JOB_NAME)
+    return defs().resolve_job_def(JOB_NAME)
 
 
 def reconstructable_celery_training_job():  # noqa: ANN201 (dagster's ReconstructableJob is not public)

@@ -19,7 +19,7 @@ import sys
 import uuid
 from typing import Any
 
-from pipelines.resources import REPO_ROOT
+from assets.resources import REPO_ROOT
 
 
 def _open_instance() -> Any:
@@ -181,7 +181,7 @@ def run_pipeline(
     from pipelines.definitions import defs as default_defs
     from pipelines.recovery import recover_dead_runs
 
-    defs = defs or default_defs
+    defs = defs or default_defs()
     run_config: dict[str, Any] = {"ops": {}}
     if train_config:
         run_config["ops"]["gan_model"] = {"config": train_config}
@@ -252,7 +252,7 @@ def _run_jobs(
 ) -> dict[str, Any]:
     import time
 
-    from pipelines.partitions import dataset_model_key
+    from assets.partitions import dataset_model_key
 
     partition = dataset_model_key(dataset, model)
     steps = [
@@ -313,8 +313,8 @@ def run_check(dataset: str, model: str, train_config: dict[str, Any] | None, dat
 
     import dagster as dg
 
+    from assets.resources import StorageResource
     from pipelines.definitions import build_definitions
-    from pipelines.resources import StorageResource
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gan-pipeline-check-") as scratch:

@@ -1,4 +1,5 @@
-"""The code location: assets, checks, jobs and resources (`dagster dev` loads this through workspace.yaml)."""
+"""The code location: assets, checks, jobs, schedules, sensors and resources (`dagster dev` and `dg` load `defs`
+through workspace.yaml and pyproject.toml)."""
 
 import dagster as dg
 
@@ -11,10 +12,10 @@ from assets import (
     model_assets,
     model_checks,
 )
+from assets.resources import DatasetSourcesResource, StorageResource
 from pipelines.jobs import celery_training_job, dataset_job, report_job, retrain_job, training_job
 from pipelines.recovery import recover_dead_runs_sensor
-from pipelines.resources import DatasetSourcesResource, StorageResource
-from pipelines.schedules import retrain_schedule
+from pipelines.schedules import build_retrain_schedule
 from pipelines.sensors import evaluation_follows_training, retrain_on_data_change
 
 ASSET_MODULES = [data_assets, model_assets, evaluation_assets, metrics_assets]
@@ -24,12 +25,13 @@ CHECK_MODULES = [data_checks, model_checks, evaluation_checks, metrics_assets]
 def build_definitions(
     storage: StorageResource | None = None, sources: DatasetSourcesResource | None = None
 ) -> dg.Definitions:
-    """Definitions with the given resources (tests pass a temporary data directory)."""
+    """Definitions with the given resources (tests pass a temporary data directory); the retrain schedule's cron
+    ($GAN_PIPELINE_RETRAIN_CRON) is read now."""
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
         asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
         jobs=[dataset_job, training_job, retrain_job, report_job, celery_training_job],
-        schedules=[retrain_schedule],
+        schedules=[build_retrain_schedule()],
         sensors=[evaluation_follows_training, retrain_on_data_change, recover_dead_runs_sensor],
         resources={
             "storage": storage or StorageResource(),
@@ -38,4 +40,8 @@ def build_definitions(
     )
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location, built when a Dagster tool loads it (or a caller calls it), not when this module is imported:
+    nothing here reads the environment or builds a schedule at import."""
+    return build_definitions()

@@ -6,7 +6,7 @@ from assets.data_assets import preprocessed_dataset, raw_dataset
 from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
 from assets.metrics_assets import evaluation_metrics, feature_classifier, paper_figures
 from assets.model_assets import gan_model, generated_samples
-from pipelines.celery_workers import celery_redis_executor
+from pipelines.executors import celery_redis_executor
 
 dataset_job = dg.define_asset_job(
     "dataset_job",

@@ -36,4 +36,4 @@ k8s_training_job = dg.define_asset_job(
 
 def k8s_definitions() -> dg.Definitions:
     """The code location plus the Kubernetes job (point the Helm chart's user deployment at this function)."""
-    return dg.Definitions.merge(defs, dg.Definitions(jobs=[k8s_training_job]))
+    return dg.Definitions.merge(defs(), dg.Definitions(jobs=[k8s_training_job]))

@@ -14,10 +14,10 @@ import os
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 
+from assets.partitions import parse_dataset_model_key
 from gan_core.models import MODELS
 from gan_core.sources import DATASETS
 from pipelines.jobs import retrain_job
-from pipelines.partitions import parse_dataset_model_key
 
 CRON_VARIABLE = "GAN_PIPELINE_RETRAIN_CRON"
 PARTITIONS_VARIABLE = "GAN_PIPELINE_RETRAIN_PARTITIONS"
@@ -82,6 +82,3 @@ def build_retrain_schedule(cron: str | None = None, partition_keys: list[str] | 
             )
 
     return retrain_schedule
-
-
-retrain_schedule = build_retrain_schedule()

@@ -16,8 +16,8 @@ from assets.data_assets import preprocessed_dataset
 from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
 from assets.metrics_assets import evaluation_metrics, paper_figures
 from assets.model_assets import generated_samples
+from assets.partitions import parse_dataset_model_key
 from pipelines.jobs import retrain_job
-from pipelines.partitions import parse_dataset_model_key
 from pipelines.schedules import retrain_partitions
 
 evaluation_follows_training = dg.AutomationConditionSensorDefinition(

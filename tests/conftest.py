@@ -91,7 +91,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def storage(data_dir: Path):  # noqa: ANN201
-    from pipelines.resources import StorageResource
+    from assets.resources import StorageResource
 
     return StorageResource(root_dir=str(data_dir))
 
@@ -163,8 +163,8 @@ def _build_digits_data(root: Path) -> None:
 
     from assets.evaluation_assets import reference_result
     from assets.metrics_assets import reference_metrics
+    from assets.resources import StorageResource
     from pipelines.definitions import build_definitions
-    from pipelines.resources import StorageResource
     from tests.helpers import materialize_dataset
 
     root.mkdir(parents=True)
@@ -188,7 +188,7 @@ def digits_data(digits_data_template: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def digits_storage(digits_data: Path):  # noqa: ANN201
     """The storage resource over this test's copy of the built digits data."""
-    from pipelines.resources import StorageResource
+    from assets.resources import StorageResource
 
     return StorageResource(root_dir=str(digits_data))
 

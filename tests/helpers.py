@@ -87,8 +87,8 @@ def digits_graph(data: Path) -> Iterator:
     the digits dataset and its feature classifier materialised in a new instance (found stored: seconds)."""
     import dagster as dg
 
+    from assets.resources import StorageResource
     from pipelines.definitions import build_definitions
-    from pipelines.resources import StorageResource
 
     storage = StorageResource(root_dir=str(data))
     defs = build_definitions(storage=storage)

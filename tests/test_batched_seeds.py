@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from assets.partitions import dataset_model_key
 from gan_core.batched import train_seeds, why_not_batched
 from gan_core.train import (
     RuntimeOptions,
@@ -20,7 +21,6 @@ from gan_core.train import (
     load_checkpoint,
     train_gan,
 )
-from pipelines.partitions import dataset_model_key
 from tests.helpers import digits_graph
 
 QUIET = RuntimeOptions(progress=False, checkpoint_every=1)

@@ -5,8 +5,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from assets.partitions import dataset_model_key
 from gan_core.sample import asked_labels, read_sample_labels
-from pipelines.partitions import dataset_model_key
 from tests.helpers import digits_graph
 
 

@@ -12,9 +12,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from assets.partitions import dataset_model_key
+from assets.resources import StorageResource
 from pipelines.definitions import build_definitions
-from pipelines.partitions import dataset_model_key
-from pipelines.resources import StorageResource
 from tests.helpers import REPO_ROOT, TEST_ARTIFACTS, chromium_page
 
 FAST_TRAINING = {"epochs": 3, "seeds": [0, 1]}

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from assets.partitions import dataset_model_key
 from pipelines.definitions import build_definitions
-from pipelines.partitions import dataset_model_key
 from tests.helpers import REPO_ROOT, materialize_dataset
 
 KEY = dataset_model_key("digits", "paper_mlp")
@@ -32,7 +32,7 @@ def ddp_config(epochs: int) -> dict:
 
 
 def ddp_processes() -> list[tuple[int, str]]:
-    """(pid, RANK) of every live process running a rank of pipelines.ddp_worker, on the whole machine (this module's
+    """(pid, RANK) of every live process running a rank of assets.ddp_worker, on the whole machine (this module's
     tests run on one xdist worker, one after the other: `--dist loadscope`)."""
     found = []
     for entry in Path("/proc").iterdir():
@@ -43,7 +43,7 @@ def ddp_processes() -> list[tuple[int, str]]:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if "pipelines.ddp_worker rank" in cmdline:
+        if "assets.ddp_worker rank" in cmdline:
             rank = next((v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"RANK=")), "?")
             found.append((int(entry.name), rank))
     return found
@@ -85,7 +85,7 @@ def test_a_killed_rank_fails_the_run_clearly_leaves_no_orphans_and_the_next_run_
     script = (
         "import sys, dagster as dg\n"
         "from pipelines.definitions import build_definitions\n"
-        "from pipelines.resources import StorageResource\n"
+        "from assets.resources import StorageResource\n"
         "from tests.helpers import materialize_dataset\n"
         "defs = build_definitions(storage=StorageResource(root_dir=sys.argv[1]))\n"
         "with dg.instance_for_test() as instance:\n"

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import scipy.io
 
+from assets.partitions import dataset_model_key
+from assets.resources import DatasetSourcesResource, StorageResource
 from pipelines.definitions import build_definitions
-from pipelines.partitions import dataset_model_key
-from pipelines.resources import DatasetSourcesResource, StorageResource
 
 
 def write_cifar10_tarball(directory: Path) -> tuple[Path, np.ndarray]:

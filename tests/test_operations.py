@@ -9,11 +9,11 @@ import yaml
 from assets.data_assets import preprocessed_dataset
 from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
 from assets.model_assets import gan_model, generated_samples
+from assets.partitions import dataset_model_key
+from assets.resources import REPO_ROOT, StorageResource
 from pipelines.definitions import build_definitions
 from pipelines.jobs import retrain_job
-from pipelines.partitions import dataset_model_key
-from pipelines.resources import REPO_ROOT, StorageResource
-from pipelines.schedules import build_retrain_schedule, parse_partitions, retrain_schedule
+from pipelines.schedules import build_retrain_schedule, parse_partitions
 from pipelines.sensors import build_data_change_sensor
 from tests.helpers import materialize_dataset
 
@@ -48,7 +48,7 @@ def test_schedule_requests_one_idempotent_run_per_partition() -> None:
     next_week = evaluate(schedule, later)
     assert {r.run_key for r in next_week}.isdisjoint({r.run_key for r in first})
     assert schedule.job_name == "retrain_job" and schedule.cron_schedule == "0 3 * * 1"
-    assert retrain_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert build_retrain_schedule().default_status == dg.DefaultScheduleStatus.STOPPED
 
 
 def test_schedule_partitions_setting_is_checked() -> None:

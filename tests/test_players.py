@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from assets.partitions import dataset_model_key
 from gan_core.models import GeneratorMixture
 from gan_core.sample import generate, generate_from_noise, generator_of_each, load_generator, read_sample_generators
 from gan_core.train import RuntimeOptions, default_train_config, train_gan
-from pipelines.partitions import dataset_model_key
 from tests.helpers import digits_graph
 
 QUIET = RuntimeOptions(progress=False)

@@ -16,8 +16,8 @@ import dagster as dg
 import pytest
 import torch
 
+from assets.partitions import dataset_model_key
 from pipelines.definitions import build_definitions
-from pipelines.partitions import dataset_model_key
 from tests.helpers import REPO_ROOT, materialize_dataset
 
 EPOCHS = 30
@@ -124,7 +124,7 @@ def test_two_processes_on_one_partition_train_once(digits_data, tmp_path) -> Non
     script = (
         "import json, sys, dagster as dg\n"
         "from pipelines.definitions import build_definitions\n"
-        "from pipelines.resources import StorageResource\n"
+        "from assets.resources import StorageResource\n"
         "defs = build_definitions(storage=StorageResource(root_dir=sys.argv[1]))\n"
         "with dg.instance_for_test() as instance:\n"
         "    result = defs.resolve_job_def('retrain_job').execute_in_process(partition_key='digits|paper_mlp',"

@@ -57,8 +57,8 @@ SCRIPT = textwrap.dedent(
     import dagster as dg
     from assets.configs import GanTrainingConfig
     from pipelines.definitions import build_definitions
-    from pipelines.partitions import dataset_model_key, dataset_model_partitions, dataset_partitions
-    from pipelines.resources import StorageResource
+    from assets.partitions import dataset_model_key, dataset_model_partitions, dataset_partitions
+    from assets.resources import StorageResource
 
     storage = StorageResource(root_dir=sys.argv[1])
     defs = build_definitions(storage=storage)

@@ -1,7 +1,7 @@
 """Data-parallel training under torchrun, started by the `gan_model` asset through Dagster Pipes.
 
-    python -m pipelines.ddp_worker launch N SETTINGS.json FAILURES.json LOG_DIR   # what PipesSubprocessClient runs
-      -> torchrun --standalone --nproc-per-node N -m pipelines.ddp_worker rank SETTINGS.json   # N ranks
+    python -m assets.ddp_worker launch N SETTINGS.json FAILURES.json LOG_DIR   # what PipesSubprocessClient runs
+      -> torchrun --standalone --nproc-per-node N -m assets.ddp_worker rank SETTINGS.json   # N ranks
 
 SETTINGS.json (written by the asset) holds the TrainConfig, the dataset file, the run directory and the runtime
 options. `launch` is torchrun itself (torch.distributed.run), in this process: if a rank fails, torchrun stops the
@@ -29,7 +29,7 @@ def launch(nproc: int, settings_path: str, failures_path: str, log_dir: str) -> 
 
     args = parse_args(
         ["--standalone", f"--nproc-per-node={nproc}", f"--log-dir={log_dir}", "--redirects=3", "--tee=3"]
-        + ["-m", "pipelines.ddp_worker", "rank", settings_path]
+        + ["-m", "assets.ddp_worker", "rank", settings_path]
     )
     try:
         run(args)
