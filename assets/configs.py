@@ -1,6 +1,6 @@
 """Run configuration (`dg.Config`) of every asset, and a check of a whole run's config before any work starts.
 
-The training settings are derived from `gan_core.train.TrainConfig`, not copied: every field of it (but the model, which
+The training settings are derived from `gan_core.config.TrainConfig`, not copied: every field of it (but the model, which
 is the partition, and the seed, which `seeds` lists) is a setting here, unset meaning "the model's and the loss's
 recommended value". Enumerated settings (loss, optimizer, update, noise) are enums built from the registries and the
 `Literal` annotations, so Dagster rejects `loss: non_saturting` before a run starts and lists the allowed values;
@@ -29,10 +29,10 @@ from pydantic import Field
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from gan_core.config import Bounds, TrainConfig, default_train_config
 from gan_core.losses import LOSSES
 from gan_core.parzen import PAPER_SIGMAS, PAPER_VALID_POINTS
 from gan_core.sources import get_dataset_spec
-from gan_core.train import Bounds, TrainConfig, default_train_config
 
 _CONFIG_CLASSES: dict[str, type[AssetConfig]] = {}
 
@@ -77,7 +77,7 @@ def _training_settings() -> type[AssetConfig]:
             hint = Annotated[base, Field(**{k: v for b in bounds for k, v in b.items() if v is not None})]
         annotations[field.name] = Optional[hint]  # noqa: UP045 (pydantic needs the typing form here)
     namespace = {"__annotations__": annotations, "__module__": __name__, **dict.fromkeys(annotations)}
-    namespace["__doc__"] = "Every training setting of gan_core.train.TrainConfig; unset = the recommended value."
+    namespace["__doc__"] = "Every training setting of gan_core.config.TrainConfig; unset = the recommended value."
     return type("TrainingSettings", (AssetConfig,), namespace)  # type: ignore[return-value]
 
 
@@ -110,7 +110,7 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
     device: str = "auto"
     compile: bool = False
     # On CUDA, replay the simultaneous paper-SGD step as a CUDA graph (8x the eager loop at batch 100 on an H100).
-    # Unset: wherever it applies (gan_core.train.RuntimeOptions.use_cuda_graph); true: required; false: never.
+    # Unset: wherever it applies (gan_core.config.RuntimeOptions.use_cuda_graph); true: required; false: never.
     cuda_graph: Optional[bool] = None  # noqa: UP045
     checkpoint_every: int = Field(default=5, gt=0)  # epochs
     checkpoint_minutes: float = Field(default=5.0, gt=0)  # also inside an epoch, once this long since the last one

@@ -58,10 +58,11 @@ def train_rank(settings_path: str) -> None:
     import torch
     import torch.distributed as dist
 
+    from gan_core.config import RuntimeOptions, TrainConfig
     from gan_core.data import load_split, load_split_arrays
     from gan_core.distributed import init_from_environment
     from gan_core.models import get_model_spec
-    from gan_core.train import RuntimeOptions, TrainConfig, train_gan
+    from gan_core.train import train_gan
 
     settings: dict[str, Any] = json.loads(Path(settings_path).read_text())
     context = init_from_environment()

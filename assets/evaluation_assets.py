@@ -17,6 +17,7 @@ from assets.metrics_assets import evaluation_metrics, paper_figures, reference_m
 from assets.model_assets import generated_samples
 from assets.resources import StorageResource
 from gan_core import checks, parzen
+from gan_core.checkpoint import load_checkpoint
 from gan_core.data import load_split, read_dataset_info
 from gan_core.layout import ArtifactLayout, EvaluationKind, compute_or_load, read_record
 from gan_core.parzen import evaluate_parzen, select_sigma, standard_error
@@ -24,7 +25,6 @@ from gan_core.plots import line_png, png_markdown
 from gan_core.report import metrics_table, parzen_table, summary_table, write_report
 from gan_core.sample import read_samples_h5
 from gan_core.storage import hash_json
-from gan_core.train import load_checkpoint
 
 PARZEN_CODE_VERSION = "1"
 REPORT_CODE_VERSION = "1"

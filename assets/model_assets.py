@@ -18,6 +18,8 @@ from assets.data_assets import preprocessed_dataset
 from assets.resources import StorageResource
 from assets.training import train_batched_in_process, train_in_process, train_with_torchrun
 from gan_core.batched import why_not_batched
+from gan_core.checkpoint import checkpoint_weights_hash, load_checkpoint
+from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.data import load_split, load_split_arrays, read_dataset_info
 from gan_core.models import get_model_spec, sample_noise
 from gan_core.plots import grid_png, line_png, png_markdown
@@ -32,12 +34,6 @@ from gan_core.sample import (
 )
 from gan_core.sources import get_dataset_spec
 from gan_core.storage import hash_json
-from gan_core.train import (
-    RuntimeOptions,
-    TrainConfig,
-    checkpoint_weights_hash,
-    load_checkpoint,
-)
 
 TRAIN_CODE_VERSION = "2"  # 2: output-bias clip 1e-7 as pylearn2; bf16 autocast also on the CPU
 SAMPLE_CODE_VERSION = "1"

@@ -6,9 +6,9 @@ from assets.common import check_result, dataset_and_model
 from assets.model_assets import gan_model, generated_samples
 from assets.resources import StorageResource
 from gan_core import checks
+from gan_core.checkpoint import load_checkpoint
 from gan_core.data import load_split_arrays
 from gan_core.sample import read_samples_h5
-from gan_core.train import load_checkpoint
 
 
 @dg.asset_check(asset=gan_model, blocking=True, description="Training ran every epoch and ended with finite losses.")

@@ -16,17 +16,12 @@ import torch
 from dagster._core.errors import DagsterPipesExecutionError  # raised by PipesSubprocessClient; not exported
 
 from gan_core.batched import train_seeds
+from gan_core.checkpoint import TrainingInterrupted
+from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.layout import torchrun_files
 from gan_core.signals import stop_on_signals
 from gan_core.storage import write_json_atomic
-from gan_core.train import (
-    RuntimeOptions,
-    TrainConfig,
-    TrainingDiverged,
-    TrainingInterrupted,
-    TrainResult,
-    train_gan,
-)
+from gan_core.train import TrainingDiverged, TrainResult, train_gan
 
 
 @contextlib.contextmanager

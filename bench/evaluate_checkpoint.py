@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gan_core.checkpoint import load_checkpoint
 from gan_core.classifier import load_classifier
 from gan_core.data import load_split
 from gan_core.layout import ArtifactLayout
@@ -23,7 +24,6 @@ from gan_core.metrics import build_reference_set, score_against
 from gan_core.parzen import PAPER_SIGMAS, evaluate_parzen
 from gan_core.sample import generate, load_generator
 from gan_core.sources import get_dataset_spec
-from gan_core.train import load_checkpoint
 
 
 def main() -> None:

@@ -21,11 +21,12 @@ import torch
 from common import ensure_dataset, write_json
 
 from gan_core.classifier import train_classifier
+from gan_core.config import RuntimeOptions, default_train_config
 from gan_core.data import load_split, load_split_arrays
 from gan_core.metrics import build_reference_set, score_against
 from gan_core.sample import generate, load_generator
 from gan_core.sources import get_dataset_spec
-from gan_core.train import RuntimeOptions, default_train_config, train_gan
+from gan_core.train import train_gan
 
 MEASURES = ("class_coverage", "class_kl", "recall", "precision", "frechet_distance")
 

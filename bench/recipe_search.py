@@ -34,13 +34,14 @@ from torch import nn
 
 import gan_core.updates as updates
 from gan_core.classifier import load_classifier
+from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.data import load_split, load_split_arrays
 from gan_core.layout import ArtifactLayout
 from gan_core.losses import ADAM_ALTERNATING
 from gan_core.metrics import build_reference_set, score_against
 from gan_core.models import ConvDiscriminator, ConvGenerator, ModelPair, get_model_spec
 from gan_core.sample import LoadedGenerator, asked_labels, generate
-from gan_core.train import RuntimeOptions, TrainConfig, train_gan
+from gan_core.train import train_gan
 
 
 @dataclass(frozen=True)

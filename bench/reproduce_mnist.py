@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 from common import ensure_mnist
 
+from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.data import load_split
 from gan_core.parzen import evaluate_parzen
 from gan_core.sample import LoadedGenerator, generate
-from gan_core.train import RuntimeOptions, TrainConfig, train_gan
+from gan_core.train import train_gan
 
 
 def main() -> None:

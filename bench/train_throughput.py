@@ -30,11 +30,12 @@ from common import ensure_mnist, write_json
 from torch.utils.data import DataLoader, Subset
 
 from gan_core.batched import train_seeds
+from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.data import load_split
 from gan_core.devices import resolve_device
 from gan_core.losses import discriminator_loss, generator_loss
 from gan_core.models import build_models, init_output_bias_from_marginals, sample_noise
-from gan_core.train import RuntimeOptions, TrainConfig, train_gan
+from gan_core.train import train_gan
 
 
 def gan_core_images_per_second(

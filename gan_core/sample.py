@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from gan_core.checkpoint import load_checkpoint
 from gan_core.devices import resolve_device
 from gan_core.models import build_players, sample_noise
 from gan_core.storage import atomic_output
-from gan_core.train import load_checkpoint
 
 SAMPLES_FORMAT = 1
 

@@ -59,7 +59,7 @@ class DatasetSpec:
     classifier_accuracy_target: float = 0.0  # test accuracy the feature classifier must reach (0: no target)
     source_help: str = ""  # for datasets that cannot be downloaded: how to obtain the source file
     # Training settings recommended for a model on this dataset, applied over the model's and the loss's recipes
-    # (gan_core.train.default_train_config); the asset setting `dataset_recipe: false` trains without them.
+    # (gan_core.config.default_train_config); the asset setting `dataset_recipe: false` trains without them.
     recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # MD5 of each archive's decompressed content ({archive name: MD5}), recorded beside torchvision's MD5 of the archive
     # bytes: a local copy that was re-compressed (other bytes, same files) is accepted by its content, and says so.

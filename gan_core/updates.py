@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from gan_core.config import TrainConfig
 from gan_core.losses import DiscriminatorTerms, Loss, get_loss
 from gan_core.models import (
     ModelPair,
     build_players,
-    get_model_spec,
     init_output_bias_from_marginals,
     sample_noise,
 )
@@ -64,12 +64,12 @@ class PylearnMomentumSGD(torch.optim.Optimizer):
             torch._foreach_add_(params, velocities)
 
 
-def paper_learning_rate(config: Any, updates_done: int) -> float:
+def paper_learning_rate(config: TrainConfig, updates_done: int) -> float:
     """Learning rate divided by `lr_decay` after every update, floored at `min_learning_rate`."""
     return max(config.learning_rate * math.exp(-updates_done * math.log(config.lr_decay)), config.min_learning_rate)
 
 
-def learning_rate(config: Any, updates_done: int, total_updates: int) -> float:
+def learning_rate(config: TrainConfig, updates_done: int, total_updates: int) -> float:
     """The learning rate of update `updates_done` (from 0) of `total_updates`: the paper's decaying rate for its SGD,
     `learning_rate` for Adam, times a linear ramp to 0 over the last `lr_anneal_fraction` of the updates."""
     rate = paper_learning_rate(config, updates_done) if config.optimizer == "paper" else config.learning_rate
@@ -78,7 +78,7 @@ def learning_rate(config: Any, updates_done: int, total_updates: int) -> float:
     return rate if annealed <= 0 or left >= annealed else rate * max(left, 0) / annealed
 
 
-def paper_momentum(config: Any, epoch: int) -> float:
+def paper_momentum(config: TrainConfig, epoch: int) -> float:
     """Momentum rising linearly from `momentum_start` (epoch 1) to `momentum_end` (epoch `momentum_saturate_epoch`)."""
     span = max(1, config.momentum_saturate_epoch - 1)
     alpha = min(1.0, max(0.0, (epoch - 1) / span))
@@ -119,7 +119,7 @@ class Players:
     ema_decay: float = 0.0
 
     @classmethod
-    def build(cls, config: Any, images: torch.Tensor, compile: bool = False, num_classes: int = 0) -> Players:
+    def build(cls, config: TrainConfig, images: torch.Tensor, compile: bool = False, num_classes: int = 0) -> Players:
         """Build the model pair on the images' device (output bias from the pixel means) and its optimisers."""
         pair = build_players(
             config.model, tuple(images.shape[1:]), num_classes, config.n_generators, config.n_discriminators
@@ -182,7 +182,7 @@ class Players:
             self.average.load_state_dict(state["generator_average"])
 
 
-def _make_optimizer(config: Any, params: Any) -> torch.optim.Optimizer:
+def _make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
     if config.optimizer == "paper":
         return PylearnMomentumSGD(params, lr=config.learning_rate, momentum=config.momentum_start)
     return torch.optim.Adam(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2))
@@ -200,7 +200,7 @@ def apply_gradients(
 class _Objective:
     """The loss terms of one configuration, evaluated under bf16 autocast when asked."""
 
-    def __init__(self, players: Players, config: Any, autocast: torch.autocast) -> None:
+    def __init__(self, players: Players, config: TrainConfig, autocast: torch.autocast) -> None:
         self.players, self.config, self.autocast = players, config, autocast
         self.loss: Loss = get_loss(config.loss)
         self.g_params = list(players.generator.parameters())
@@ -254,7 +254,7 @@ class _UpdateRule:
     def __init__(
         self,
         players: Players,
-        config: Any,
+        config: TrainConfig,
         images: torch.Tensor,
         autocast: torch.autocast,
         labels: torch.Tensor | None = None,
@@ -347,16 +347,8 @@ class CudaGraphUpdate:
 UpdateRule = Callable[[torch.Tensor, float, float | None], torch.Tensor]
 
 
-def cuda_graph_supported(config: Any) -> bool:
-    """Whether the step of `config` can be replayed as a CUDA graph: the simultaneous update with the paper's SGD, for
-    an unconditional model (the graph's static input is the image batch alone)."""
-    simultaneous_sgd = config.update == "simultaneous" and config.optimizer == "paper"
-    two_players = getattr(config, "n_generators", 1) == 1 and getattr(config, "n_discriminators", 1) == 1
-    return simultaneous_sgd and two_players and not get_model_spec(config.model).conditional
-
-
 def make_update(
-    config: Any,
+    config: TrainConfig,
     players: Players,
     images: torch.Tensor,
     use_cuda_graph: bool,

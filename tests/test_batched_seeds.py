@@ -13,14 +13,9 @@ import torch
 
 from assets.partitions import dataset_model_key
 from gan_core.batched import train_seeds, why_not_batched
-from gan_core.train import (
-    RuntimeOptions,
-    TrainingDiverged,
-    checkpoint_weights_hash,
-    default_train_config,
-    load_checkpoint,
-    train_gan,
-)
+from gan_core.checkpoint import checkpoint_weights_hash, load_checkpoint
+from gan_core.config import RuntimeOptions, default_train_config
+from gan_core.train import TrainingDiverged, train_gan
 from tests.helpers import digits_graph
 
 QUIET = RuntimeOptions(progress=False, checkpoint_every=1)

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from assets.partitions import dataset_model_key
+from gan_core.config import RuntimeOptions, default_train_config
 from gan_core.models import GeneratorMixture
 from gan_core.sample import generate, generate_from_noise, generator_of_each, load_generator, read_sample_generators
-from gan_core.train import RuntimeOptions, default_train_config, train_gan
+from gan_core.train import train_gan
 from tests.helpers import digits_graph
 
 QUIET = RuntimeOptions(progress=False)

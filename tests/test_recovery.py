@@ -56,9 +56,10 @@ def instance_at(home: Path) -> dg.DagsterInstance:
 
 def uninterrupted_samples_hash(data: Path) -> str:
     """The samples of an uninterrupted run of the same settings (train_gan and generate: the asset's own code)."""
+    from gan_core.config import RuntimeOptions, default_train_config
     from gan_core.data import load_split
     from gan_core.sample import generate, load_generator, samples_hash
-    from gan_core.train import RuntimeOptions, default_train_config, train_gan
+    from gan_core.train import train_gan
 
     train = load_split(data / "datasets" / "digits.h5", "train")
     config = default_train_config("paper_mlp", epochs=EPOCHS)
@@ -152,8 +153,10 @@ def test_two_processes_on_one_partition_train_once(digits_data, tmp_path) -> Non
     assert "waiting for" in waiter and "holds it" in waiter and "Dagster run" in waiter
     assert results[0]["checkpoint"] == results[1]["checkpoint"]
 
+    from gan_core.checkpoint import checkpoint_weights_hash
+    from gan_core.config import RuntimeOptions, default_train_config
     from gan_core.data import load_split
-    from gan_core.train import RuntimeOptions, checkpoint_weights_hash, default_train_config, train_gan
+    from gan_core.train import train_gan
 
     single = train_gan(
         default_train_config("paper_mlp", epochs=40),

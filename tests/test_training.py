@@ -12,20 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from gan_core.checkpoint import TrainingInterrupted, load_checkpoint
+from gan_core.config import RuntimeOptions, TrainConfig, default_train_config
 from gan_core.data import load_split, write_dataset_h5
 from gan_core.losses import LOSSES
 from gan_core.models import MODELS, Maxout, build_models, init_output_bias_from_marginals, sample_noise
 from gan_core.sample import asked_labels, generate, generate_from_noise, load_generator
 from gan_core.sources import DATASETS, build_splits, fetch_raw
-from gan_core.train import (
-    RuntimeOptions,
-    TrainConfig,
-    TrainingDiverged,
-    TrainingInterrupted,
-    default_train_config,
-    load_checkpoint,
-    train_gan,
-)
+from gan_core.train import TrainingDiverged, train_gan
 from gan_core.updates import learning_rate, paper_learning_rate, paper_momentum
 
 QUIET = RuntimeOptions(progress=False, checkpoint_every=1)

@@ -112,8 +112,10 @@ def _initial_weights(config: Any, images: torch.Tensor) -> dict[str, dict[str, t
 
 def fingerprint(name: str, images: torch.Tensor, scratch: Path, **changes: Any) -> dict[str, Any]:
     """Train pinned run `name` (its settings with `changes` applied) on the CPU and return its hashes and probes."""
+    from gan_core.checkpoint import checkpoint_weights_hash, load_checkpoint
+    from gan_core.config import RuntimeOptions, default_train_config
     from gan_core.sample import generate, load_generator
-    from gan_core.train import RuntimeOptions, checkpoint_weights_hash, default_train_config, load_checkpoint, train_gan
+    from gan_core.train import train_gan
 
     settings = {**RUNS[name], **changes}
     config = default_train_config(settings.pop("model"), settings.pop("loss", "non_saturating"), **settings)
