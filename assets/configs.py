@@ -1,7 +1,7 @@
 """Run configuration (`dg.Config`) of every asset, and a check of a whole run's config before any work starts.
 
-The training settings are derived from `gan_core.config.TrainConfig`, not copied: every field of it (but the model, which
-is the partition, and the seed, which `seeds` lists) is a setting here, unset meaning "the model's and the loss's
+The training settings are derived from `gan_core.config.TrainConfig`, not copied: every field of it (but the model,
+which is the partition, and the seed, which `seeds` lists) is a setting here, unset meaning "the model's and the loss's
 recommended value". Enumerated settings (loss, optimizer, update, noise) are enums built from the registries and the
 `Literal` annotations, so Dagster rejects `loss: non_saturting` before a run starts and lists the allowed values;
 numeric bounds are the pydantic `Field` constraints of TrainConfig's annotations.
