@@ -14,7 +14,8 @@ from assets.configs import validate_run_config
 from assets.partitions import dataset_model_partitions
 from assets.resources import StorageResource
 from gan_core.checks import CheckOutcome
-from gan_core.layout import ArtifactLayout, FigureName, compute_or_load
+from gan_core.layout import ArtifactLayout, FigureName
+from gan_core.records import compute_or_load
 from gan_core.report import COLUMN_GUIDE, DECIMALS, STD
 from gan_core.storage import atomic_output
 

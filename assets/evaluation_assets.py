@@ -19,9 +19,10 @@ from assets.resources import StorageResource
 from gan_core import checks, parzen
 from gan_core.checkpoint import load_checkpoint
 from gan_core.data import load_split, read_dataset_info
-from gan_core.layout import ArtifactLayout, EvaluationKind, compute_or_load, read_record
+from gan_core.layout import ArtifactLayout, EvaluationKind
 from gan_core.parzen import evaluate_parzen, select_sigma, standard_error
 from gan_core.plots import line_png, png_markdown
+from gan_core.records import compute_or_load, read_record
 from gan_core.report import metrics_table, parzen_table, summary_table, write_report
 from gan_core.sample import read_samples_h5
 from gan_core.storage import hash_json

@@ -26,9 +26,10 @@ from gan_core import metrics
 from gan_core.classifier import default_epochs, load_classifier, train_classifier
 from gan_core.data import load_split, load_split_arrays, read_dataset_info
 from gan_core.devices import resolve_device
-from gan_core.layout import ArtifactLayout, compute_or_load
+from gan_core.layout import ArtifactLayout
 from gan_core.models import sample_noise
 from gan_core.plots import grid_png, png_markdown
+from gan_core.records import compute_or_load
 from gan_core.sample import generate_from_noise, load_generator, read_sample_labels, read_samples_h5
 from gan_core.sources import get_dataset_spec
 from gan_core.storage import hash_json

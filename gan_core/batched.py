@@ -36,7 +36,8 @@ from torch import nn
 from gan_core.checkpoint import Checkpoint, TrainingInterrupted, TrainingState
 from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.devices import resolve_device
-from gan_core.layout import checkpoint_file, exclusive
+from gan_core.layout import checkpoint_file
+from gan_core.locks import exclusive
 from gan_core.losses import get_loss
 from gan_core.models import Maxout, MaxoutDiscriminator, MLPGenerator, get_model_spec, sample_noise
 from gan_core.train import EpochTracker, TrainingDiverged, TrainResult, first_non_finite

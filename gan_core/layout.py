@@ -1,4 +1,4 @@
-"""Every stored path and file name below the data root, and the one compute-or-load helper.
+"""Every stored path and file name below the data root, and the typed records stored there.
 
     raw/<dataset>/                      source files + manifest.json (checksums)
     datasets/<dataset>.h5               train/valid/test splits (gan_core.data)
@@ -13,32 +13,24 @@
     figures/<dataset>/<model>/<figure>.png              samples, loss_curves, sigma_search, figure2_*, figure3_*
     reports/report.{html,md}, reports/*.csv
 
-Results are keyed by a content hash of everything they depend on, never "the latest file": `compute_or_load` returns
-the record stored under the same key, or computes, stores (atomically) and returns a new one. Nothing outside this
-module writes a file name.
+Results are keyed by a content hash of everything they depend on, never "the latest file" (gan_core.records:
+`compute_or_load`; gan_core.locks: one process at a time). Nothing outside this module writes a file name, but the
+lock files beside a locked path (gan_core.locks).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import os
 import re
-import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TypedDict, cast
 
-from filelock import FileLock, Timeout
-
-from gan_core.storage import hash_json, write_json_atomic
+from gan_core.records import read_record, write_record
 
 CHECKPOINT_NAME = "checkpoint.pt"
 PREVIOUS_CHECKPOINT_NAME = "checkpoint.prev.pt"  # the last good checkpoint before the current one
-LOCK_SUFFIX = ".lock"
-OWNER_SUFFIX = ".lock.owner"
 RUN_RECORD_NAME = "run.json"
 RAW_MANIFEST_NAME = "manifest.json"
 PARTITION_INDEX_NAME = "latest.json"
@@ -153,37 +145,6 @@ def torchrun_files(run_dir: str | os.PathLike[str]) -> TorchrunFiles:
     return TorchrunFiles(run_dir / "torchrun.json", run_dir / "torchrun_failures.json", run_dir / "torchrun_logs")
 
 
-@contextlib.contextmanager
-def exclusive(
-    path: str | os.PathLike[str], holder: str = "", log: Callable[[str], None] | None = None
-) -> Iterator[None]:
-    """Hold the inter-process lock of `path` (`<path>.lock`, the `filelock` package; the operating system releases it
-    when the holding process dies). While another process holds it, log who (`holder`, its pid and host, from
-    `<path>.lock.owner`) and wait."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path) + LOCK_SUFFIX)
-    owner = Path(str(path) + OWNER_SUFFIX)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        try:
-            held_by = owner.read_text().strip()
-        except OSError:
-            held_by = "another process"
-        if log:
-            log(f"waiting for {path}: {held_by} holds it")
-        lock.acquire()
-    try:
-        owner.write_text(
-            f"{holder or 'a process'} (pid {os.getpid()} on {socket.gethostname()}, since {time.ctime()})\n"
-        )
-        yield
-    finally:
-        owner.unlink(missing_ok=True)
-        lock.release()
-
-
 class ArtifactLayout:
     """Paths below one data root. Every component is checked, so no name can escape the root."""
 
@@ -255,10 +216,6 @@ class ArtifactLayout:
     def parzen_scores(self, dataset: str, model: str) -> list[ParzenScore]:
         return cast(list[ParzenScore], self.read_partition_index("parzen", dataset, model)["runs"])
 
-    def metric_scores(self, dataset: str, model: str) -> list[dict[str, Any]]:
-        """One row per seed: gan_core.metrics.SampleMetrics fields with dataset, model, seed and the record's key."""
-        return self.read_partition_index("metrics", dataset, model)["runs"]
-
     def classifier(self, dataset: str) -> ClassifierRecord:
         return cast(ClassifierRecord, read_record(self.classifier_record(dataset), f"feature_classifier for {dataset}"))
 
@@ -286,66 +243,3 @@ class ArtifactLayout:
     def report_file(self, name: str) -> Path:
         """A report file: report.html, report.md, <table>.csv."""
         return self.path("reports", name)
-
-
-def read_record(path: Path, what: str) -> dict[str, Any]:
-    """A stored JSON record; a missing file names the asset (`what`) that writes it."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: materialise {what} first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}): materialise {what} again") from error
-
-
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    """Store a JSON record atomically."""
-    write_json_atomic(path, record)
-
-
-def compute_or_load(
-    path: Path | Callable[[str], Path],
-    key_parts: dict[str, Any],
-    compute: Callable[[], dict[str, Any]],
-    log: Callable[[str], None] | None = None,
-    holder: str = "",
-) -> tuple[dict[str, Any], bool]:
-    """The record at `path` if it was stored under the same key (the hash of `key_parts`) and every file it lists
-    under "files" still exists; else `compute()`, stored there atomically with its key. Returns (record, cached).
-    `path` may be a function of the key, for records whose file name carries it.
-
-    `key_parts` holds everything the record depends on: input content hashes, settings and the code version. An
-    unreadable record (named in the log), or one stored under another key, is recomputed and replaced. One process
-    computes a record at a time (`exclusive`): a second one asking for the same record waits, logging the holder,
-    then finds it stored and returns it as cached.
-    """
-    key = hash_json(key_parts)
-    path = path(key) if callable(path) else path
-    stored = _stored_record(path, key, log)
-    if stored is not None:
-        return stored, True
-    with exclusive(path, holder, log):
-        stored = _stored_record(path, key, log)
-        if stored is not None:
-            return stored, True
-        record = {"key": key, **compute()}
-        write_json_atomic(path, record)
-    return record, False
-
-
-def _stored_record(path: Path, key: str, log: Callable[[str], None] | None) -> dict[str, Any] | None:
-    """The record at `path` if it holds `key` and every file it owns exists."""
-    if not path.is_file():
-        return None
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        if log:
-            log(f"stored record {path} is unreadable ({error}); computing it again")
-        return None
-    if not isinstance(stored, dict) or stored.get("key") != key:
-        return None
-    missing = [file for file in stored.get("files", []) if not Path(file).is_file()]
-    if missing and log:
-        log(f"stored record {path} lists missing file(s) {missing}; computing it again")
-    return None if missing else stored

@@ -116,11 +116,6 @@ def get_loss(name: str) -> Loss:
     return lookup(LOSSES, name, "loss")
 
 
-def check_loss_name(name: str) -> str:
-    """Return `name` if it is a known loss, else raise naming the known ones."""
-    return get_loss(name).name
-
-
 def discriminator_loss(name: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> DiscriminatorTerms:
     """The discriminator/critic objective of loss `name` (without its penalty)."""
     return get_loss(name).discriminator_terms(real_logits, fake_logits)

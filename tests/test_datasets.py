@@ -12,7 +12,7 @@ import scipy.io
 
 from gan_core.checkpoint import load_checkpoint
 from gan_core.data import DatasetFileError, load_split, load_split_arrays, read_dataset_info, write_dataset_h5
-from gan_core.layout import compute_or_load
+from gan_core.records import compute_or_load
 from gan_core.sources import DATASETS, DatasetSourceError, build_splits, expected_archives, fetch_raw, read_raw_manifest
 from gan_core.storage import atomic_output, hash_json, sha256_file
 from tests.helpers import SHARED_DATA, read_idx_gz, write_idx_gz

@@ -298,7 +298,7 @@ def test_a_truncated_checkpoint_is_named_and_the_previous_one_used(digits_train,
 
 
 def test_a_second_trainer_of_one_run_directory_waits_and_finds_it_finished(digits_train, tmp_path) -> None:
-    from gan_core.layout import exclusive
+    from gan_core.locks import exclusive
 
     config = TrainConfig(epochs=1, max_train_images=200)
     logs: list[str] = []
