@@ -74,14 +74,9 @@ def train_rank(settings_path: str) -> None:
     try:
         with pipes as channel:
             log = channel.log.info if channel is not None else (print if context.is_main else None)
+            # the asset's options (RuntimeOptions.portable), on this rank's device, without a graph or a bar
             options = RuntimeOptions(
-                device=str(context.device),
-                cuda_graph=False,
-                checkpoint_every=settings["checkpoint_every"],
-                checkpoint_seconds=settings["checkpoint_seconds"],
-                progress=False,
-                holder=settings.get("holder", ""),
-                distributed=context,
+                **settings["options"], device=str(context.device), cuda_graph=False, progress=False, distributed=context
             )
             images = load_split(settings["dataset_file"], "train")
             config = TrainConfig(**settings["config"])
@@ -98,17 +93,8 @@ def train_rank(settings_path: str) -> None:
                 num_classes=settings.get("num_classes", 0),
             )
             if channel is not None:
-                channel.report_custom_message(
-                    {
-                        "checkpoint": str(result.checkpoint_path),
-                        "epochs": result.epochs,
-                        "steps": result.steps,
-                        "wall_seconds": result.wall_seconds,
-                        "images_per_second": result.images_per_second,
-                        "device": f"{result.device} x {context.world_size} ranks",
-                        "history": result.history,
-                    }
-                )
+                summary = {**result.summary(), "device": f"{result.device} x {context.world_size} ranks"}
+                channel.report_custom_message({**summary, "history": result.history})
     finally:
         dist.destroy_process_group()
 

@@ -1,5 +1,5 @@
 """How `gan_model` runs one seed's training: in this process, or as a torchrun job of N ranks through Dagster Pipes.
-Both return the same fields (checkpoint, epochs, steps, wall seconds, images/s, device)."""
+Both return the same fields (gan_core.train.RunSummary: checkpoint, epochs, steps, wall seconds, images/s, device)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.layout import torchrun_files
 from gan_core.signals import stop_on_signals
 from gan_core.storage import write_json_atomic
-from gan_core.train import TrainingDiverged, TrainResult, train_gan
+from gan_core.train import RunSummary, TrainingDiverged, train_gan
 
 
 @contextlib.contextmanager
@@ -37,18 +37,6 @@ def _cancel_on_stop(context: dg.AssetExecutionContext) -> Iterator[Callable[[], 
             if run is not None and run.status != dg.DagsterRunStatus.CANCELING:  # a signal, not the UI
                 context.instance.report_run_canceling(run, "stopped by a signal during training")
             raise dg.DagsterExecutionInterruptedError(str(stopped)) from None
-
-
-def run_fields(result: TrainResult) -> dict[str, Any]:
-    """What gan_model records of a trained run (the torchrun worker reports the same fields)."""
-    return {
-        "checkpoint": str(result.checkpoint_path),
-        "epochs": result.epochs,
-        "steps": result.steps,
-        "wall_seconds": result.wall_seconds,
-        "images_per_second": result.images_per_second,
-        "device": result.device,
-    }
 
 
 def train_in_process(
@@ -75,7 +63,7 @@ def train_in_process(
             )
         except TrainingDiverged as diverged:
             raise dg.Failure(str(diverged), allow_retries=False) from diverged
-    return run_fields(result)
+    return dict(result.summary())
 
 
 def train_batched_in_process(
@@ -99,7 +87,7 @@ def train_batched_in_process(
             context.log.error(str(outcome))
             diverged[seed] = outcome
         else:
-            trained[seed] = run_fields(outcome)
+            trained[seed] = dict(outcome.summary())
     return trained, diverged
 
 
@@ -123,9 +111,7 @@ def train_with_torchrun(
             "config": config.to_dict(),
             "dataset_file": str(dataset_file),
             "run_dir": str(run_dir),
-            "checkpoint_every": options.checkpoint_every,
-            "checkpoint_seconds": options.checkpoint_seconds,
-            "holder": options.holder,
+            "options": options.portable(),
             "num_classes": num_classes,
         },
     )
@@ -140,9 +126,7 @@ def train_with_torchrun(
             context.log.error(line)
         raise dg.Failure(f"torchrun training failed: {'; '.join(described) or error}", allow_retries=False) from error
     (message,) = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "checkpoint" in m][-1:]
-    return {
-        key: message[key] for key in ("checkpoint", "epochs", "steps", "wall_seconds", "images_per_second", "device")
-    }
+    return {key: message[key] for key in RunSummary.__annotations__}
 
 
 def describe_rank_failures(failures_file: Path) -> list[str]:

@@ -68,7 +68,8 @@ if has ddp; then
 import json, pathlib
 from gan_core.config import TrainConfig
 settings = {"config": TrainConfig(epochs=3, max_train_images=20000).to_dict(), "dataset_file": "data/datasets/mnist.h5",
-            "run_dir": "runs/ddp_check", "checkpoint_every": 1, "checkpoint_seconds": 300.0, "holder": "gpu_session"}
+            "run_dir": "runs/ddp_check",
+            "options": {"checkpoint_every": 1, "checkpoint_seconds": 300.0, "holder": "gpu_session"}}
 pathlib.Path("runs").mkdir(exist_ok=True)
 pathlib.Path("runs/ddp_check.json").write_text(json.dumps(settings))
 PY

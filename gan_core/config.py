@@ -173,6 +173,11 @@ class RuntimeOptions:
         wanted = self.cuda_graph is not False and cuda_graph_supported(config) and not self.compile
         return wanted and device.type == "cuda"
 
+    def portable(self) -> dict[str, Any]:
+        """The plain settings another process needs to train as this one (a torchrun rank: `RuntimeOptions(**these,
+        device=..., distributed=...)`); the device, callables and progress display stay with each process."""
+        return {name: getattr(self, name) for name in ("checkpoint_every", "checkpoint_seconds", "holder")}
+
     def should_stop(self, epoch: int) -> bool:
         return (self.stop_after_epoch is not None and epoch >= self.stop_after_epoch) or (
             self.stop_after_time is not None and time.time() >= self.stop_after_time

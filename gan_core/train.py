@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 
@@ -20,13 +21,26 @@ from gan_core.checkpoint import Checkpoint, TrainingState
 from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.devices import resolve_device
 from gan_core.distributed import Ranks
-from gan_core.layout import checkpoint_file, exclusive
+from gan_core.layout import checkpoint_file
+from gan_core.locks import exclusive
 from gan_core.models import get_model_spec
 from gan_core.updates import Players, learning_rate, make_update, paper_momentum
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+class RunSummary(TypedDict):
+    """What a stored run records of its training: the fields of gan_model's run record, and of the closing message a
+    torchrun job's rank 0 sends (the one list of them)."""
+
+    checkpoint: str
+    epochs: int
+    steps: int
+    wall_seconds: float
+    images_per_second: float
+    device: str
 
 
 @dataclass
@@ -46,6 +60,16 @@ class TrainResult:
     @property
     def final(self) -> dict[str, float]:
         return self.history[-1] if self.history else {}
+
+    def summary(self) -> RunSummary:
+        return RunSummary(
+            checkpoint=str(self.checkpoint_path),
+            epochs=self.epochs,
+            steps=self.steps,
+            wall_seconds=self.wall_seconds,
+            images_per_second=self.images_per_second,
+            device=self.device,
+        )
 
 
 def train_gan(
