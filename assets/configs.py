@@ -29,7 +29,7 @@ from pydantic import Field
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from gan_core.config import Bounds, TrainConfig, default_train_config
+from gan_core.config import Bounds, RuntimeOptions, TrainConfig, default_train_config
 from gan_core.losses import LOSSES
 from gan_core.parzen import PAPER_SIGMAS, PAPER_VALID_POINTS
 from gan_core.sources import get_dataset_spec
@@ -118,6 +118,19 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
     # as an external process through Dagster Pipes; the batch is split across the ranks
     launcher: Launcher = Launcher.in_process
     nproc_per_node: int = Field(default=2, ge=1)
+
+    def runtime_options(self, holder: str, progress: bool | None) -> RuntimeOptions:
+        """How to run (the one place these settings become gan_core's RuntimeOptions); `holder` names the run to a
+        second trainer that waits for it, `progress` switches the progress bars."""
+        return RuntimeOptions(
+            device=self.device,
+            compile=self.compile,
+            cuda_graph=self.cuda_graph,
+            checkpoint_every=self.checkpoint_every,
+            checkpoint_seconds=self.checkpoint_minutes * 60,
+            holder=holder,
+            progress=progress,
+        )
 
     def train_settings(self) -> dict[str, Any]:
         """The TrainConfig overrides set in this config (enum members as their values)."""

@@ -16,11 +16,9 @@ from assets.common import begin, compute_or_load_each, partition_asset, progress
 from assets.configs import GanTrainingConfig, SamplingConfig
 from assets.data_assets import preprocessed_dataset
 from assets.resources import StorageResource
-from assets.training import train_batched_in_process, train_in_process, train_with_torchrun
-from gan_core.batched import why_not_batched
-from gan_core.checkpoint import checkpoint_weights_hash, load_checkpoint
-from gan_core.config import RuntimeOptions, TrainConfig
-from gan_core.data import load_split, load_split_arrays, read_dataset_info
+from assets.training import TRAIN_CODE_VERSION, train_partition
+from gan_core.checkpoint import load_checkpoint
+from gan_core.data import read_dataset_info
 from gan_core.models import get_model_spec, sample_noise
 from gan_core.plots import grid_png, line_png, png_markdown
 from gan_core.sample import (
@@ -32,10 +30,8 @@ from gan_core.sample import (
     read_samples_h5,
     write_samples_h5,
 )
-from gan_core.sources import get_dataset_spec
 from gan_core.storage import hash_json
 
-TRAIN_CODE_VERSION = "2"  # 2: output-bias clip 1e-7 as pylearn2; bf16 autocast also on the CPU
 SAMPLE_CODE_VERSION = "1"
 
 
@@ -52,74 +48,8 @@ def gan_model(
     """Trained GAN checkpoints (one per seed) for a dataset x model partition."""
     dataset, model, layout = begin(context, storage)
     info = read_dataset_info(layout.dataset_file(dataset))
-    train_images = load_split(info.path, "train")
-    num_classes = get_dataset_spec(dataset).num_classes
-    conditional = get_model_spec(model).conditional  # only a conditional model reads the labels (a second read)
-    train_labels = torch.from_numpy(load_split_arrays(info.path, "train").labels) if conditional else None
-    options = RuntimeOptions(
-        device=config.device,
-        compile=config.compile,
-        cuda_graph=config.cuda_graph,
-        checkpoint_every=config.checkpoint_every,
-        checkpoint_seconds=config.checkpoint_minutes * 60,
-        holder=run_holder(context),
-        progress=progress_bars(),
-    )
-
-    def identity_parts(train_config: TrainConfig) -> dict:
-        parts = {"train": train_config.identity(), "data": info.content_hash, "code": TRAIN_CODE_VERSION}
-        if config.launcher.value == "torchrun":  # per-rank noise: N ranks train other weights than one process
-            parts["ranks"] = config.nproc_per_node
-        return parts
-
-    batched: dict[int, dict] = {}  # seeds trained as one batched model below: their runs' fields
-
-    def train(train_config: TrainConfig) -> dict:
-        run_dir = layout.run_dir(dataset, model, hash_json(identity_parts(train_config)))
-        if train_config.seed in batched:
-            trained = batched[train_config.seed]
-        else:
-            context.log.info(f"seed {train_config.seed}: training into {run_dir}")
-            if config.launcher.value == "torchrun":
-                trained = train_with_torchrun(
-                    context, train_config, info.path, run_dir, options, config.nproc_per_node, num_classes
-                )
-            else:
-                trained = train_in_process(
-                    context, train_config, train_images, run_dir, options, train_labels, num_classes
-                )
-        return {
-            "seed": train_config.seed,
-            "identity": run_dir.name,
-            **trained,
-            "weights_hash": checkpoint_weights_hash(trained["checkpoint"]),
-            "config": train_config.to_dict(),
-            "files": [trained["checkpoint"]],
-        }
-
-    train_configs = config.train_configs(dataset, model)
-    diverged = {}
-    if config.batch_seeds and config.launcher.value == "in_process" and why_not_batched(train_configs[0]) is None:
-        keys = {c.seed: hash_json(identity_parts(c)) for c in train_configs}
-        pending = [c for c in train_configs if not layout.run_record(dataset, model, keys[c.seed]).is_file()]
-        if len(pending) > 1:
-            run_dirs = [layout.run_dir(dataset, model, keys[c.seed]) for c in pending]
-            batched, diverged = train_batched_in_process(context, pending, train_images, run_dirs, options)
-            train_configs = [c for c in train_configs if c.seed not in diverged]  # the others are recorded below
-    runs = compute_or_load_each(
-        context,
-        train_configs,
-        lambda train_config, key: layout.run_record(dataset, model, key),
-        identity_parts,
-        train,
-        lambda run: f"checkpoint {run['checkpoint']}",
-    )
-    if diverged:
-        raise dg.Failure(
-            f"seed(s) {sorted(diverged)} diverged (the other seeds' runs are stored): "
-            + "; ".join(str(error) for error in diverged.values()),
-            allow_retries=False,
-        )
+    options = config.runtime_options(holder=run_holder(context), progress=progress_bars())
+    runs = train_partition(context, config, options, layout, info, dataset, model)
     layout.write_partition_index(
         "models", dataset, model, {"dataset": dataset, "model": model, "dataset_hash": info.content_hash, "runs": runs}
     )

@@ -1,5 +1,6 @@
-"""How `gan_model` runs one seed's training: in this process, or as a torchrun job of N ranks through Dagster Pipes.
-Both return the same fields (gan_core.train.RunSummary: checkpoint, epochs, steps, wall seconds, images/s, device)."""
+"""How `gan_model` trains a partition's seeds: the one choice between S seeds as one batched model, one seed at a time
+in this process, or one seed at a time as a torchrun job of N ranks through Dagster Pipes. Each stores a run record
+per seed with the same fields (gan_core.train.RunSummary, plus the seed, identity, weights hash and config)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,93 @@ import dagster as dg
 import torch
 from dagster._core.errors import DagsterPipesExecutionError  # raised by PipesSubprocessClient; not exported
 
-from gan_core.batched import train_seeds
-from gan_core.checkpoint import TrainingInterrupted
+from assets.common import compute_or_load_each
+from assets.configs import GanTrainingConfig
+from gan_core.batched import train_seeds, why_not_batched
+from gan_core.checkpoint import TrainingInterrupted, checkpoint_weights_hash
 from gan_core.config import RuntimeOptions, TrainConfig
-from gan_core.layout import torchrun_files
+from gan_core.data import DatasetInfo, load_split, load_split_arrays
+from gan_core.layout import ArtifactLayout, torchrun_files
+from gan_core.models import get_model_spec
 from gan_core.signals import stop_on_signals
-from gan_core.storage import write_json_atomic
+from gan_core.sources import get_dataset_spec
+from gan_core.storage import hash_json, write_json_atomic
 from gan_core.train import RunSummary, TrainingDiverged, train_gan
+
+TRAIN_CODE_VERSION = "2"  # 2: output-bias clip 1e-7 as pylearn2; bf16 autocast also on the CPU
+
+
+def train_partition(
+    context: dg.AssetExecutionContext,
+    settings: GanTrainingConfig,
+    options: RuntimeOptions,
+    layout: ArtifactLayout,
+    info: DatasetInfo,
+    dataset: str,
+    model: str,
+) -> list[dict[str, Any]]:
+    """The run record of every seed `settings` lists (stored, or trained and stored now) on `dataset`'s file (`info`):
+    the seeds that can be are trained as one batched model first, the others one at a time (in process or by torchrun,
+    per `settings`). A seed that diverges fails the step once every other seed's run is stored."""
+    train_configs = settings.train_configs(dataset, model)
+    torchrun = settings.launcher.value == "torchrun"
+    images = load_split(info.path, "train")
+    num_classes = get_dataset_spec(dataset).num_classes
+    conditional = get_model_spec(model).conditional  # only a conditional model reads the labels (a second read)
+    labels = torch.from_numpy(load_split_arrays(info.path, "train").labels) if conditional else None
+
+    def identity_parts(train_config: TrainConfig) -> dict:
+        parts = {"train": train_config.identity(), "data": info.content_hash, "code": TRAIN_CODE_VERSION}
+        if torchrun:  # per-rank noise: N ranks train other weights than one process
+            parts["ranks"] = settings.nproc_per_node
+        return parts
+
+    batched: dict[int, dict] = {}  # seeds trained as one batched model below: their runs' fields
+
+    def train(train_config: TrainConfig) -> dict:
+        run_dir = layout.run_dir(dataset, model, hash_json(identity_parts(train_config)))
+        if train_config.seed in batched:
+            trained = batched[train_config.seed]
+        else:
+            context.log.info(f"seed {train_config.seed}: training into {run_dir}")
+            if torchrun:
+                trained = train_with_torchrun(
+                    context, train_config, info.path, run_dir, options, settings.nproc_per_node, num_classes
+                )
+            else:
+                trained = train_in_process(context, train_config, images, run_dir, options, labels, num_classes)
+        return {
+            "seed": train_config.seed,
+            "identity": run_dir.name,
+            **trained,
+            "weights_hash": checkpoint_weights_hash(trained["checkpoint"]),
+            "config": train_config.to_dict(),
+            "files": [trained["checkpoint"]],
+        }
+
+    diverged = {}
+    if settings.batch_seeds and not torchrun and why_not_batched(train_configs[0]) is None:
+        keys = {c.seed: hash_json(identity_parts(c)) for c in train_configs}
+        pending = [c for c in train_configs if not layout.run_record(dataset, model, keys[c.seed]).is_file()]
+        if len(pending) > 1:
+            run_dirs = [layout.run_dir(dataset, model, keys[c.seed]) for c in pending]
+            batched, diverged = train_batched_in_process(context, pending, images, run_dirs, options)
+            train_configs = [c for c in train_configs if c.seed not in diverged]  # the others are recorded below
+    runs = compute_or_load_each(
+        context,
+        train_configs,
+        lambda train_config, key: layout.run_record(dataset, model, key),
+        identity_parts,
+        train,
+        lambda run: f"checkpoint {run['checkpoint']}",
+    )
+    if diverged:
+        raise dg.Failure(
+            f"seed(s) {sorted(diverged)} diverged (the other seeds' runs are stored): "
+            + "; ".join(str(error) for error in diverged.values()),
+            allow_retries=False,
+        )
+    return runs
 
 
 @contextlib.contextmanager
