@@ -31,6 +31,7 @@ from gan_core.sample import (
     write_samples_h5,
 )
 from gan_core.storage import hash_json
+from gan_core.updates import STEP_STATISTICS
 
 SAMPLE_CODE_VERSION = "1"
 
@@ -73,10 +74,7 @@ def gan_model(
             "wall_seconds": round(first["wall_seconds"], 2),
             "images_per_second": round(first["images_per_second"], 1),
             "device": first["device"],
-            **{
-                f"final_{key}": round(history[-1].get(key, float("nan")), 5)
-                for key in ("d_loss", "g_loss", "d_real", "d_fake")
-            },
+            **{f"final_{key}": round(history[-1].get(key, float("nan")), 5) for key in STEP_STATISTICS},
             "config": dg.MetadataValue.json(first["config"]),
             "loss_curve": dg.MetadataValue.md(png_markdown(loss_png, "loss curve")),
             "sample_grid": dg.MetadataValue.md(png_markdown(grid_png(preview), "samples")),

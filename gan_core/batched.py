@@ -42,12 +42,15 @@ from gan_core.losses import get_loss
 from gan_core.models import Maxout, MaxoutDiscriminator, MLPGenerator, get_model_spec, sample_noise
 from gan_core.train import EpochTracker, TrainingDiverged, TrainResult, first_non_finite
 from gan_core.updates import (
+    STEP_STATISTICS,
     Players,
     PylearnMomentumSGD,
     apply_gradients,
     learning_rate,
+    named_statistics,
     paper_momentum,
     set_hyperparameters,
+    step_statistics,
 )
 
 
@@ -270,7 +273,9 @@ def _train_batch(
             t[0] if t else torch.randperm(images.shape[0], device=device, generator=s.rng)
             for t, s in zip(taken, seeds, strict=True)
         ]
-        stats = torch.stack([t[1] if t else torch.zeros(steps_per_epoch, 4, device=device) for t in taken], dim=1)
+        stats = torch.stack(
+            [t[1] if t else torch.zeros(steps_per_epoch, len(STEP_STATISTICS), device=device) for t in taken], dim=1
+        )
         first = taken[0][2] if taken[0] else 0
         stop_now = False
         for local_step in range(first, steps_per_epoch):
@@ -298,12 +303,7 @@ def _train_batch(
             if average is not None:
                 with torch.no_grad():
                     torch._foreach_lerp_(average.leaves(), generators.leaves(), 1.0 - config.ema_decay)
-            stats[local_step] = torch.stack(
-                [
-                    torch.stack([t.loss.detach(), g.detach(), t.d_real, t.d_fake])
-                    for t, g in zip(terms, g_losses, strict=True)
-                ]
-            )
+            stats[local_step] = torch.stack([step_statistics(t, g) for t, g in zip(terms, g_losses, strict=True)])
             for seed in seeds:
                 seed.state.step += 1
             if local_step % 100 == 99 or local_step == steps_per_epoch - 1:
@@ -347,10 +347,10 @@ def _stop_diverged(seeds: list[SeedRun], stats: torch.Tensor, first_step: int, e
             if seed.checkpoint.path.exists()
             else ("it has no checkpoint yet")
         )
+        step = named_statistics(stats[bad, index])
         seed.error = TrainingDiverged(
             f"seed {seed.config.seed}: non-finite loss at step {first_step + bad + 1} (epoch {epoch + 1}): "
-            f"d_loss={stats[bad, index, 0].item()}, g_loss={stats[bad, index, 1].item()}; the other seeds trained "
-            f"on; {kept}"
+            f"d_loss={step['d_loss']}, g_loss={step['g_loss']}; the other seeds trained on; {kept}"
         )
 
 

@@ -24,7 +24,14 @@ from gan_core.distributed import Ranks
 from gan_core.layout import checkpoint_file
 from gan_core.locks import exclusive
 from gan_core.models import get_model_spec
-from gan_core.updates import Players, learning_rate, make_update, paper_momentum
+from gan_core.updates import (
+    STEP_STATISTICS,
+    Players,
+    learning_rate,
+    make_update,
+    named_statistics,
+    paper_momentum,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -151,7 +158,7 @@ def _train(
         momentum = paper_momentum(config, epoch + 1) if config.optimizer == "paper" else None
         permutation, stats, first = state.take_epoch_progress() or (
             ranks.permutation(images.shape[0], device),
-            torch.zeros(steps_per_epoch, 4, device=device),  # d_loss, g_loss, D(x), D(G(z))
+            torch.zeros(steps_per_epoch, len(STEP_STATISTICS), device=device),
             0,
         )
         stop_now = False
@@ -220,17 +227,14 @@ class EpochTracker:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - self.started
-        d_loss, g_loss, d_real, d_fake = stats.mean(0).tolist()
+        means = named_statistics(stats.mean(0))
         rate = self.images_per_epoch / seconds
         state.epoch, state.elapsed = epoch, state.elapsed + seconds
         state.history.append(
             {
                 "epoch": epoch,
                 "step": state.step,
-                "d_loss": d_loss,
-                "g_loss": g_loss,
-                "d_real": d_real,
-                "d_fake": d_fake,
+                **means,
                 "images_per_second": rate,
                 "seconds": seconds,
                 "learning_rate": lr,
@@ -239,11 +243,12 @@ class EpochTracker:
         )
         if self.log:
             self.log(
-                f"epoch {epoch}/{self.config.epochs} step {state.step}: d_loss {d_loss:.4f} g_loss {g_loss:.4f} "
-                f"D(x) {d_real:.3f} D(G(z)) {d_fake:.3f} {rate:.0f} img/s on {self.device}"
+                f"epoch {epoch}/{self.config.epochs} step {state.step}: d_loss {means['d_loss']:.4f} "
+                f"g_loss {means['g_loss']:.4f} D(x) {means['d_real']:.3f} D(G(z)) {means['d_fake']:.3f} "
+                f"{rate:.0f} img/s on {self.device}"
             )
         self.bar.update(1)
-        self.bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", img_s=f"{rate:.0f}")
+        self.bar.set_postfix(d_loss=f"{means['d_loss']:.3f}", g_loss=f"{means['g_loss']:.3f}", img_s=f"{rate:.0f}")
 
     def result(self, checkpoint_path: Path, state: TrainingState, finished: bool) -> TrainResult:
         self.bar.close()
@@ -264,7 +269,8 @@ class EpochTracker:
 
 
 def first_non_finite(stats: torch.Tensor) -> int | None:
-    """The index of the first step whose statistics (steps x 4) hold NaN or inf; None when every one is finite."""
+    """The index of the first step whose statistics (steps x STEP_STATISTICS) hold NaN or inf; None when every one
+    is finite."""
     finite_rows = torch.isfinite(stats).all(dim=1)
     return None if bool(finite_rows.all()) else int((~finite_rows).nonzero()[0, 0])
 
@@ -274,7 +280,8 @@ def _raise_if_diverged(stats: torch.Tensor, first_step: int, epoch: int, checkpo
     if bad is None:
         return
     kept = f"the last good checkpoint {checkpoint_path} is kept" if checkpoint_path.exists() else "no checkpoint yet"
+    step = named_statistics(stats[bad])
     raise TrainingDiverged(
-        f"non-finite loss at step {first_step + bad + 1} (epoch {epoch + 1}): d_loss={stats[bad, 0].item()}, "
-        f"g_loss={stats[bad, 1].item()}; lower the learning rate or check the data for NaN; {kept}"
+        f"non-finite loss at step {first_step + bad + 1} (epoch {epoch + 1}): d_loss={step['d_loss']}, "
+        f"g_loss={step['g_loss']}; lower the learning rate or check the data for NaN; {kept}"
     )

@@ -64,6 +64,21 @@ class PylearnMomentumSGD(torch.optim.Optimizer):
             torch._foreach_add_(params, velocities)
 
 
+# What every training step records, one row of an epoch's statistics (a steps x 4 tensor) in this order: the
+# discriminator's and the generator's losses, and the batch means of D(x) and D(G(z)).
+STEP_STATISTICS = ("d_loss", "g_loss", "d_real", "d_fake")
+
+
+def step_statistics(terms: DiscriminatorTerms, g_loss: torch.Tensor) -> torch.Tensor:
+    """One step's row of STEP_STATISTICS."""
+    return torch.stack([terms.loss.detach(), g_loss.detach(), terms.d_real, terms.d_fake])
+
+
+def named_statistics(row: torch.Tensor) -> dict[str, float]:
+    """A row of STEP_STATISTICS (or their means) by name."""
+    return dict(zip(STEP_STATISTICS, row.tolist(), strict=True))
+
+
 def paper_learning_rate(config: TrainConfig, updates_done: int) -> float:
     """Learning rate divided by `lr_decay` after every update, floored at `min_learning_rate`."""
     return max(config.learning_rate * math.exp(-updates_done * math.log(config.lr_decay)), config.min_learning_rate)
@@ -277,7 +292,7 @@ class SimultaneousUpdate(_UpdateRule):
         g_grads = torch.autograd.grad(g_loss, objective.g_params)
         apply_gradients(self.players.d_opt, objective.d_params, self.players.sync(d_grads))
         apply_gradients(self.players.g_opt, objective.g_params, self.players.sync(g_grads))
-        return torch.stack([terms.loss.detach(), g_loss.detach(), terms.d_real, terms.d_fake])
+        return step_statistics(terms, g_loss)
 
     def __call__(self, indices: torch.Tensor, lr: float, momentum: float | None) -> torch.Tensor:
         self.players.set_hyperparameters(lr, momentum)
@@ -303,7 +318,7 @@ class AlternatingUpdate(_UpdateRule):
         g_loss = objective.generator_loss(fake_logits)
         g_grads = torch.autograd.grad(g_loss, objective.g_params)
         apply_gradients(self.players.g_opt, objective.g_params, self.players.sync(g_grads))
-        return torch.stack([terms.loss.detach(), g_loss.detach(), terms.d_real, terms.d_fake])
+        return step_statistics(terms, g_loss)
 
 
 class CudaGraphUpdate:
