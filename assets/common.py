@@ -60,7 +60,7 @@ def partition_asset(
     )
 
 
-def begin(context: dg.AssetExecutionContext, storage: StorageResource) -> tuple[str, str, ArtifactLayout]:
+def checked_partition(context: dg.AssetExecutionContext, storage: StorageResource) -> tuple[str, str, ArtifactLayout]:
     """Check the whole run's config, then (dataset, model, layout) of this dataset x model partition."""
     validate_run_config(context)
     return (*dataset_and_model(context), storage.layout)

@@ -50,7 +50,7 @@ class AssetConfig(dg.Config):
         if cls.asset_name:
             _CONFIG_CLASSES[cls.asset_name] = cls
 
-    def check(self, dataset: str, model: str, train_size: int | None = None) -> None:
+    def check_across_fields(self, dataset: str, model: str, train_size: int | None = None) -> None:
         """Checks across fields that pydantic's per-field constraints cannot express (none by default); `train_size`:
         the dataset's training images, where known."""
 
@@ -156,7 +156,7 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
             raise ValueError(f"must be distinct (each seed trains one model), got {seeds}: {repeated} repeated")
         return seeds
 
-    def check(self, dataset: str, model: str, train_size: int | None = None) -> None:
+    def check_across_fields(self, dataset: str, model: str, train_size: int | None = None) -> None:
         """TrainConfig.validate for every seed, and one full step of the batch must fit in the training split (its
         size from the dataset's spec, else `train_size`: for TFD only the stored dataset file knows it)."""
         config = self.train_configs(dataset, model)[0]  # the seeds differ in nothing else
@@ -287,7 +287,7 @@ def check_run_config(ops: Mapping[str, Any], dataset: str, model: str, train_siz
             known = ", ".join(config_class.model_fields)
             raise ValueError(f"{name} config: unknown setting {unknown[0]!r}{hint}; known settings: {known}")
         try:
-            config_class(**values).check(dataset, model, train_size)
+            config_class(**values).check_across_fields(dataset, model, train_size)
         except pydantic.ValidationError as error:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {describe_error(config_class, e)}" for e in error.errors()

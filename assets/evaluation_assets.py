@@ -11,7 +11,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from assets.common import begin, compute_or_load_each, partition_asset, store_figure, table_metadata
+from assets.common import checked_partition, compute_or_load_each, partition_asset, store_figure, table_metadata
 from assets.configs import ParzenBandwidthConfig, ParzenConfig
 from assets.metrics_assets import evaluation_metrics, paper_figures, reference_metrics
 from assets.model_assets import generated_samples
@@ -37,7 +37,7 @@ def parzen_bandwidth(
     context: dg.AssetExecutionContext, config: ParzenBandwidthConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
     """The Parzen window width sigma with the highest mean log-likelihood on the first validation images."""
-    dataset, model, layout = begin(context, storage)
+    dataset, model, layout = checked_partition(context, storage)
     valid = load_split(layout.dataset_file(dataset), "valid", limit=config.n_valid).flatten(1)
     dataset_hash = read_dataset_info(layout.dataset_file(dataset)).content_hash
 
@@ -109,7 +109,7 @@ def parzen_log_likelihood(
     context: dg.AssetExecutionContext, config: ParzenConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
     """Mean Parzen log-likelihood of the test images +- standard error (the paper's Table 1 number)."""
-    dataset, model, layout = begin(context, storage)
+    dataset, model, layout = checked_partition(context, storage)
     test = load_split(layout.dataset_file(dataset), "test").flatten(1)
 
     def score(bandwidth: dict) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from assets.common import (
-    begin,
+    checked_partition,
     compute_or_load_each,
     dataset_and_model,
     partition_asset,
@@ -138,7 +138,7 @@ def score_images(images: np.ndarray, reference: metrics.ReferenceSet, asked: np.
 def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """FD, KID, improved precision/recall, density/coverage, class coverage and KL, inception score and the
     memorisation ratio of each seed's samples against real training images."""
-    dataset, model, layout = begin(context, storage)
+    dataset, model, layout = checked_partition(context, storage)
     classifier_key = layout.classifier(dataset)["key"]
     n_train = read_dataset_info(layout.dataset_file(dataset)).split_sizes["train"]
     reference = None

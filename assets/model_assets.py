@@ -12,7 +12,14 @@ import dagster as dg
 import numpy as np
 import torch
 
-from assets.common import begin, compute_or_load_each, partition_asset, progress_bars, run_holder, store_figure
+from assets.common import (
+    checked_partition,
+    compute_or_load_each,
+    partition_asset,
+    progress_bars,
+    run_holder,
+    store_figure,
+)
 from assets.configs import GanTrainingConfig, SamplingConfig
 from assets.data_assets import preprocessed_dataset
 from assets.resources import StorageResource
@@ -47,7 +54,7 @@ def gan_model(
     context: dg.AssetExecutionContext, config: GanTrainingConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
     """Trained GAN checkpoints (one per seed) for a dataset x model partition."""
-    dataset, model, layout = begin(context, storage)
+    dataset, model, layout = checked_partition(context, storage)
     info = read_dataset_info(layout.dataset_file(dataset))
     options = config.runtime_options(holder=run_holder(context), progress=progress_bars())
     runs = train_partition(context, config, options, layout, info, dataset, model)
@@ -93,7 +100,7 @@ def generated_samples(
     context: dg.AssetExecutionContext, config: SamplingConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
     """Samples from each trained seed's generator (10,000 by default), in HDF5 with the noise seed."""
-    dataset, model, layout = begin(context, storage)
+    dataset, model, layout = checked_partition(context, storage)
     started = time.perf_counter()
 
     def draw(run: dict) -> dict:

@@ -107,12 +107,12 @@ def build_variant(image_shape: tuple[int, int, int], arch: dict[str, Any]) -> Mo
     return ModelPair(generator, discriminator, noise_dim=100)
 
 
-REGISTERED_BUILDER = updates.build_players
+REGISTERED_BUILDER = updates.build_model_pair
 
 
 def use_candidate(candidate: Candidate) -> None:
     """Make the trainer build this candidate's pair (this process only): its variant, or the registered model."""
-    updates.build_players = (
+    updates.build_model_pair = (
         (lambda name, shape, classes=0, n_g=1, n_d=1: build_variant(shape, candidate.arch))
         if candidate.arch
         else REGISTERED_BUILDER

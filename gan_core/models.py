@@ -345,7 +345,7 @@ class DiscriminatorEnsemble(nn.Module):
         return torch.stack([d(x) if labels is None else d(x, labels) for d in self.discriminators])
 
 
-def build_players(
+def build_model_pair(
     name: str, image_shape: ImageShape, num_classes: int = 0, n_generators: int = 1, n_discriminators: int = 1
 ) -> ModelPair:
     """The named pair, or with several generators (a `GeneratorMixture`) and/or several discriminators (a

@@ -20,7 +20,7 @@ from torch import nn
 
 from gan_core.checkpoint import load_checkpoint
 from gan_core.devices import resolve_device
-from gan_core.models import build_players, sample_noise
+from gan_core.models import build_model_pair, sample_noise
 from gan_core.storage import atomic_output
 
 SAMPLES_FORMAT = 1
@@ -58,7 +58,7 @@ def load_generator(checkpoint_path: str | os.PathLike[str], device: str | torch.
     image_shape = tuple(int(v) for v in state["image_shape"])
     num_classes = int(state.get("num_classes", 0))
     n_generators = int(config.get("n_generators", 1))
-    generator = build_players(config["model"], image_shape, num_classes, n_generators).generator  # type: ignore[arg-type]
+    generator = build_model_pair(config["model"], image_shape, num_classes, n_generators).generator  # type: ignore[arg-type]
     generator.load_state_dict(state.get("generator_average") or state["generator"])  # the average when kept
     return LoadedGenerator(
         generator.to(dev).eval(),

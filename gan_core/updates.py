@@ -27,7 +27,7 @@ from gan_core.config import TrainConfig
 from gan_core.losses import DiscriminatorTerms, Loss, get_loss
 from gan_core.models import (
     ModelPair,
-    build_players,
+    build_model_pair,
     init_output_bias_from_marginals,
     sample_noise,
 )
@@ -136,7 +136,7 @@ class Players:
     @classmethod
     def build(cls, config: TrainConfig, images: torch.Tensor, compile: bool = False, num_classes: int = 0) -> Players:
         """Build the model pair on the images' device (output bias from the pixel means) and its optimisers."""
-        pair = build_players(
+        pair = build_model_pair(
             config.model, tuple(images.shape[1:]), num_classes, config.n_generators, config.n_discriminators
         )
         pair = dataclasses.replace(
