@@ -58,7 +58,10 @@ def why_not_batched(config: TrainConfig) -> str | None:
     """Why seeds of `config` cannot be trained as one batched model, or None when they can."""
     spec = get_model_spec(config.model)
     reasons = [
-        (spec.conditional or not spec.name.startswith("paper_mlp"), f"model {config.model!r} is not a plain MLP pair"),
+        (
+            not spec.batchable,
+            f"model {config.model!r} is not a plain MLP pair (its ModelSpec does not declare batchable=True)",
+        ),
         (config.update != "simultaneous", f"update={config.update!r} (batching covers 'simultaneous')"),
         (config.optimizer != "paper", f"optimizer={config.optimizer!r} (batching covers the paper's SGD)"),
         (config.n_generators > 1 or config.n_discriminators > 1, "several generators or discriminators"),
@@ -227,7 +230,10 @@ def _restore_seed(
     torch.manual_seed(config.seed)
     players = Players.build(config, images)
     if not isinstance(players.generator, MLPGenerator) or not isinstance(players.discriminator, MaxoutDiscriminator):
-        raise ValueError(f"model {config.model!r} is not an MLPGenerator / MaxoutDiscriminator pair")
+        raise ValueError(
+            f"model {config.model!r} declares batchable=True (ModelSpec) but is not an MLPGenerator / "
+            "MaxoutDiscriminator pair: set batchable=False in its registry entry"
+        )
     checkpoint = Checkpoint(Path(out_dir), config, device, options.checkpoint_seconds, log)
     state = checkpoint.restore(players)
     rng = torch.Generator(device)

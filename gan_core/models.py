@@ -241,6 +241,9 @@ class ModelSpec:
     recipe: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     conditional: bool = False  # both players see the class label; samples are drawn for asked labels
+    # its seeds can be trained as one stacked model (gan_core.batched): an unconditional MLPGenerator and
+    # MaxoutDiscriminator pair, whose layers the batched forward walks
+    batchable: bool = False
 
 
 MODELS: Mapping[str, ModelSpec] = MappingProxyType(
@@ -249,6 +252,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
             "paper_mlp",
             _paper_mlp((1200, 1200), 240, 5),
             description="the paper's MNIST model: ReLU MLP generator, maxout discriminator with dropout",
+            batchable=True,
         ),
         "dcgan": ModelSpec(
             "dcgan",
@@ -280,17 +284,20 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
             _paper_mlp((1200, 1200), 240, 5),
             recipe={"n_generators": 3},
             description="three paper_mlp generators sharing one discriminator (a mixture, MGAN-style, no classifier)",
+            batchable=True,
         ),
         "paper_mlp_3d": ModelSpec(
             "paper_mlp_3d",
             _paper_mlp((1200, 1200), 240, 5),
             recipe={"n_discriminators": 3},
             description="one paper_mlp generator against three discriminators (GMAN, the mean of their losses)",
+            batchable=True,
         ),
         "paper_mlp_large": ModelSpec(
             "paper_mlp_large",
             _paper_mlp((8000, 8000), 1600, 5),
             description="the paper's wider fully connected variant (CIFAR-10 / TFD scale): G 8000 x 2, D maxout 1600",
+            batchable=True,
         ),
     }
 )

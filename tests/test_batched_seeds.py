@@ -96,6 +96,10 @@ def test_a_diverging_seed_stops_alone_and_keeps_its_last_good_checkpoint(digits_
 def test_settings_that_cannot_be_batched_are_named(digits_train, tmp_path) -> None:
     adam = default_train_config("dcgan", epochs=1)
     assert "optimizer='adam'" in why_not_batched(adam) and "not a plain MLP pair" in why_not_batched(adam)
+    conditional = why_not_batched(default_train_config("paper_mlp_cond", epochs=1))
+    assert (
+        conditional == "model 'paper_mlp_cond' is not a plain MLP pair (its ModelSpec does not declare batchable=True)"
+    )
     with pytest.raises(ValueError, match="cannot be trained as one batched model"):
         train_seeds([adam, default_train_config("dcgan", epochs=1, seed=1)], digits_train, [tmp_path, tmp_path])
     with pytest.raises(ValueError, match="differ only in `seed`"):

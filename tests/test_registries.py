@@ -48,7 +48,7 @@ SCRIPT = textwrap.dedent(
         recipes={"tiny_mlp": {"momentum_end": 0.6}},
     )})
     models.MODELS = MappingProxyType({**models.MODELS, "tiny_mlp": models.ModelSpec(
-        "tiny_mlp", models._paper_mlp((32,), 16, 2), recipe={"learning_rate": 0.05}
+        "tiny_mlp", models._paper_mlp((32,), 16, 2), recipe={"learning_rate": 0.05}, batchable=True
     )})
     losses.LOSSES = MappingProxyType({**losses.LOSSES, "least_squares": losses.Loss(
         "least_squares", least_squares_terms, lambda fake: 0.5 * (fake - 1).pow(2).mean(), recipe={"batch_size": 50}
@@ -56,6 +56,7 @@ SCRIPT = textwrap.dedent(
 
     import dagster as dg
     from assets.configs import GanTrainingConfig
+    from gan_core.batched import why_not_batched
     from pipelines.definitions import build_definitions
     from assets.partitions import dataset_model_key, dataset_model_partitions, dataset_partitions
     from assets.resources import StorageResource
@@ -68,6 +69,8 @@ SCRIPT = textwrap.dedent(
         "loss_choice": GanTrainingConfig(loss="least_squares").loss.value == "least_squares",
         "recipe": GanTrainingConfig(loss="least_squares").train_configs("tiny", "tiny_mlp")[0].to_dict(),
         "no_dataset_recipe": GanTrainingConfig(dataset_recipe=False).train_configs("tiny", "tiny_mlp")[0].to_dict(),
+        # batchability is the entry's declaration, not its name
+        "why_not_batched": why_not_batched(GanTrainingConfig().train_configs("tiny", "tiny_mlp")[0]),
     }
     with dg.instance_for_test() as instance:
         data = defs.resolve_job_def("dataset_job").execute_in_process(partition_key="tiny", instance=instance)
@@ -103,6 +106,7 @@ def test_one_entry_each_adds_a_dataset_a_model_and_a_loss(tmp_path) -> None:
     assert found["recipe"]["learning_rate"] == 0.05 and found["recipe"]["batch_size"] == 50
     assert found["recipe"]["optimizer"] == "paper" and found["recipe"]["momentum_end"] == 0.6
     assert found["no_dataset_recipe"]["momentum_end"] == 0.7  # dataset_recipe: false, the paper's value
+    assert found["why_not_batched"] is None  # an MLP named otherwise than paper_mlp* is batched where declared
     checks = found["dataset_checks"]
     assert checks["split_sizes_match"][0] and checks["no_empty_classes"][0]
     assert checks["classifier_accuracy_target"][1] == 0.5  # the spec's target, not a default of 0
