@@ -9,7 +9,6 @@ import time
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 
 from assets.common import checked_partition, compute_or_load_each, partition_asset, store_figure, table_metadata
 from assets.configs import ParzenBandwidthConfig, ParzenConfig
@@ -20,10 +19,10 @@ from gan_core import checks, parzen
 from gan_core.checkpoint import load_checkpoint
 from gan_core.data import load_split, read_dataset_info
 from gan_core.layout import ArtifactLayout, EvaluationKind
-from gan_core.parzen import evaluate_parzen, select_sigma, standard_error
-from gan_core.plots import line_png, png_markdown
+from gan_core.parzen import evaluate_parzen, search_bandwidth, standard_error
+from gan_core.plots import png_markdown, sigma_search_png
 from gan_core.records import compute_or_load, read_record
-from gan_core.report import metrics_table, parzen_table, summary_table, write_report
+from gan_core.report import metrics_table, parzen_table, sigma_search_table, summary_table, write_report
 from gan_core.sample import read_samples_h5
 from gan_core.storage import hash_json
 
@@ -43,19 +42,8 @@ def parzen_bandwidth(
 
     def search(run: dict) -> dict:
         samples = read_samples_h5(run["path"])[0]
-        started = time.perf_counter()
-        sigma, means = select_sigma(
-            samples.reshape(len(samples), -1), valid, config.sigmas, config.block_size, config.device
-        )
-        return {
-            "seed": run["seed"],
-            "samples_path": run["path"],
-            "samples_hash": run["content_hash"],
-            "sigma": sigma,
-            "valid_mean_by_sigma": [[s, means[s]] for s in config.sigmas],
-            "n_valid": int(valid.shape[0]),
-            "seconds": time.perf_counter() - started,
-        }
+        found = search_bandwidth(samples, valid, config.sigmas, config.block_size, config.device)
+        return {"seed": run["seed"], "samples_path": run["path"], "samples_hash": run["content_hash"], **found}
 
     entries = compute_or_load_each(
         context,
@@ -74,20 +62,7 @@ def parzen_bandwidth(
     layout.write_partition_index("bandwidth", dataset, model, {"runs": entries})
     first = entries[0]
     grid = [s for s, _ in first["valid_mean_by_sigma"]]
-    table = pd.DataFrame(
-        [
-            {"seed": e["seed"], "sigma": s, "mean_valid_log_likelihood": v, "chosen": s == e["sigma"]}
-            for e in entries
-            for s, v in e["valid_mean_by_sigma"]
-        ]
-    )
-    plot = line_png(
-        grid,
-        {f"seed {e['seed']}": [v for _, v in e["valid_mean_by_sigma"]] for e in entries},
-        "sigma",
-        "mean validation log-likelihood (nats)",
-        logx=True,
-    )
+    plot = sigma_search_png(entries)
     store_figure(layout, dataset, model, "sigma_search", plot)
     return dg.MaterializeResult(
         metadata={
@@ -97,7 +72,7 @@ def parzen_bandwidth(
             "sigma_grid_max": max(grid),
             "n_valid": first["n_valid"],
             "cached": all(e["cached"] for e in entries),
-            "table": table_metadata(table),
+            "table": table_metadata(sigma_search_table(entries)),
             "plot": dg.MetadataValue.md(png_markdown(plot, "sigma search")),
         },
         data_version=dg.DataVersion(hash_json([[e["samples_hash"], e["sigma"]] for e in entries])),

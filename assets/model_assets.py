@@ -9,8 +9,6 @@ settings. Several seeds are trained by listing them in `seeds`.
 import time
 
 import dagster as dg
-import numpy as np
-import torch
 
 from assets.common import (
     checked_partition,
@@ -26,16 +24,14 @@ from assets.resources import StorageResource
 from assets.training import TRAIN_CODE_VERSION, train_partition
 from gan_core.checkpoint import load_checkpoint
 from gan_core.data import read_dataset_info
-from gan_core.models import get_model_spec, sample_noise
+from gan_core.models import get_model_spec
 from gan_core.plots import grid_png, line_png, png_markdown
 from gan_core.sample import (
-    asked_labels,
     generate,
-    generate_from_noise,
-    generator_of_each,
     load_generator,
     read_samples_h5,
-    write_samples_h5,
+    samples_per_class,
+    write_checkpoint_samples,
 )
 from gan_core.storage import hash_json
 from gan_core.updates import STEP_STATISTICS
@@ -105,13 +101,11 @@ def generated_samples(
 
     def draw(run: dict) -> dict:
         path = layout.samples_file(dataset, model, run["identity"], config.count, config.sample_seed)
-        loaded = load_generator(run["checkpoint"], config.device)
-        samples = generate(loaded, config.count, config.sample_seed, config.batch_size)
-        labels = asked_labels(config.count, loaded.num_classes) if loaded.num_classes else None
-        members = generator_of_each(config.count, loaded.n_generators) if loaded.n_generators > 1 else None
         provenance = {"checkpoint": run["checkpoint"], "weights_hash": run["weights_hash"], "train_seed": run["seed"]}
         provenance.update(dataset=dataset, model=model, count=config.count)
-        digest = write_samples_h5(path, samples, config.sample_seed, provenance, labels, members)
+        digest = write_checkpoint_samples(
+            path, run["checkpoint"], config.count, config.sample_seed, provenance, config.batch_size, config.device
+        )
         return {"seed": run["seed"], "path": str(path), "content_hash": digest, "files": [str(path)]}
 
     entries = compute_or_load_each(
@@ -137,10 +131,7 @@ def generated_samples(
     store_figure(layout, dataset, model, "samples", grid)
     extra = {}
     if get_model_spec(model).conditional:  # one row per class: samples drawn for that label
-        loaded = load_generator(layout.trained_runs(dataset, model)[0]["checkpoint"], "cpu")
-        rows = np.repeat(np.arange(loaded.num_classes), 10)
-        noise = sample_noise(len(rows), loaded.noise_dim, loaded.noise, "cpu", torch.Generator().manual_seed(0))
-        class_grid = grid_png(generate_from_noise(loaded, noise, rows), columns=10)
+        class_grid = grid_png(samples_per_class(layout.trained_runs(dataset, model)[0]["checkpoint"]), columns=10)
         store_figure(layout, dataset, model, "class_grid", class_grid)
         extra["class_grid"] = dg.MetadataValue.md(
             "One row per class (0 at the top)\n\n" + png_markdown(class_grid, "per-class samples")

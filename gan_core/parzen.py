@@ -10,8 +10,10 @@ of points. `dtype=torch.float64` gives a float64 computation throughout.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -132,6 +134,21 @@ class ParzenResult:
         result = asdict(self)
         result["valid_mean_by_sigma"] = {str(k): v for k, v in self.valid_mean_by_sigma.items()}
         return result
+
+
+def search_bandwidth(
+    samples: np.ndarray, valid: torch.Tensor, sigmas: list[float], block_size: int, device: str
+) -> dict[str, Any]:
+    """`select_sigma` over one sample set (N x ...), as stored: the chosen sigma, the validation mean per sigma of
+    the grid, the number of validation images and the seconds it took."""
+    started = time.perf_counter()
+    sigma, means = select_sigma(samples.reshape(len(samples), -1), valid, sigmas, block_size, device)
+    return {
+        "sigma": sigma,
+        "valid_mean_by_sigma": [[s, means[s]] for s in sigmas],
+        "n_valid": int(valid.shape[0]),
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def standard_error(values: np.ndarray) -> tuple[float, float]:

@@ -6,6 +6,7 @@ import base64
 import io
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,3 +77,16 @@ def line_png(
 def png_markdown(png: bytes, alt: str = "figure") -> str:
     """Markdown that shows a PNG inline (Dagster has no image metadata type)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def sigma_search_png(searches: Sequence[dict[str, Any]]) -> bytes:
+    """The Parzen bandwidth search of each seed (stored `parzen_bandwidth` records): mean validation log-likelihood
+    against sigma, log scale, one line per seed."""
+    grid = [s for s, _ in searches[0]["valid_mean_by_sigma"]]
+    return line_png(
+        grid,
+        {f"seed {e['seed']}": [v for _, v in e["valid_mean_by_sigma"]] for e in searches},
+        "sigma",
+        "mean validation log-likelihood (nats)",
+        logx=True,
+    )

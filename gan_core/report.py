@@ -100,6 +100,17 @@ def _pm(mean: float, error: float) -> str:
     return f"{mean:.1f} ± {error:.1f}"
 
 
+def sigma_search_table(searches: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per seed and sigma of the stored bandwidth searches, the chosen sigma of each seed marked."""
+    return pd.DataFrame(
+        [
+            {"seed": e["seed"], "sigma": s, "mean_valid_log_likelihood": v, "chosen": s == e["sigma"]}
+            for e in searches
+            for s, v in e["valid_mean_by_sigma"]
+        ]
+    )
+
+
 def parzen_table(
     project_results: Iterable[dict[str, Any]], reference_results: Iterable[dict[str, Any]]
 ) -> pd.DataFrame:

@@ -149,6 +149,34 @@ def write_samples_h5(
     return digest
 
 
+def write_checkpoint_samples(
+    path: str | os.PathLike[str],
+    checkpoint_path: str | os.PathLike[str],
+    count: int,
+    seed: int,
+    provenance: dict[str, Any],
+    batch_size: int = 1000,
+    device: str | torch.device = "auto",
+) -> str:
+    """Draw `count` samples from the generator of `checkpoint_path` (noise seeded by `seed`; a conditional model's
+    for `asked_labels`, a mixture's with each sample's generator) and write them to `path` with `provenance`; returns
+    the samples' content hash."""
+    loaded = load_generator(checkpoint_path, device)
+    samples = generate(loaded, count, seed, batch_size)
+    labels = asked_labels(count, loaded.num_classes) if loaded.num_classes else None
+    members = generator_of_each(count, loaded.n_generators) if loaded.n_generators > 1 else None
+    return write_samples_h5(path, samples, seed, provenance, labels, members)
+
+
+def samples_per_class(checkpoint_path: str | os.PathLike[str], per_class: int = 10) -> np.ndarray:
+    """A conditional generator's samples, `per_class` for each class in turn (class 0 first), from noise seed 0: the
+    rows of a per-class grid."""
+    loaded = load_generator(checkpoint_path, "cpu")
+    rows = np.repeat(np.arange(loaded.num_classes), per_class)
+    noise = sample_noise(len(rows), loaded.noise_dim, loaded.noise, "cpu", torch.Generator().manual_seed(0))
+    return generate_from_noise(loaded, noise, rows)
+
+
 def read_samples_h5(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
     """(samples, attributes) of a samples file; a clear error names a missing or malformed file."""
     path = Path(path)
