@@ -139,14 +139,14 @@ def digits_labels(digits_h5: Path):  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def digits_data_template(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+def digits_data_template(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """A data directory holding the digits dataset (raw files, HDF5 splits), its feature classifier and the report's
     real-data reference rows, built once per pytest run through the real `dataset_job` and the report's own functions
     (by the first xdist worker to need it, the others wait on a file lock in the run's shared temporary directory).
     Tests copy it (`digits_data`) instead of building their own: every stored result is keyed by content, so a job run
     on a copy finds them and goes on from there."""
     shared = tmp_path_factory.getbasetemp()
-    if worker_id != "master":
+    if hasattr(request.config, "workerinput"):  # an xdist worker (also works without the xdist plugin loaded)
         shared = shared.parent  # the directory above every worker's own
     root = shared / "digits_data_template" / "data"
     with FileLock(shared / "digits_data_template.lock"):
