@@ -191,5 +191,5 @@ def cuda_graph_supported(config: TrainConfig) -> bool:
     """Whether the step of `config` can be replayed as a CUDA graph: the simultaneous update with the paper's SGD, for
     an unconditional model (the graph's static input is the image batch alone)."""
     simultaneous_sgd = config.update == "simultaneous" and config.optimizer == "paper"
-    two_players = getattr(config, "n_generators", 1) == 1 and getattr(config, "n_discriminators", 1) == 1
+    two_players = config.n_generators == 1 and config.n_discriminators == 1
     return simultaneous_sgd and two_players and not get_model_spec(config.model).conditional
