@@ -100,9 +100,10 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
 
     asset_name: ClassVar[str] = "gan_model"
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
-    # Train the seeds as one batched model where the settings allow it (gan_core.batched: a model declared batchable,
-    # simultaneous update, the paper's SGD, in process): the same weights as one by one on the CPU, and on a GPU S seeds
-    # cost little more than one; false trains them one after another.
+    # Train the seeds in one loop (gan_core.train.train_seeds): stacked as one batched model on CUDA where the settings
+    # allow it (gan_core.batched: a model declared batchable, simultaneous update, the paper's SGD), so S seeds cost
+    # little more than one; elsewhere in turn, each bit-identical to the seed alone. In process only; false trains
+    # them one after another.
     batch_seeds: bool = True
     # Apply the dataset's recommended settings for this model (gan_core.sources DatasetSpec.recipes; digits has
     # settings fitted to its 8x8 images); false trains with the model's own recipe (the paper's for paper_mlp).

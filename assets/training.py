@@ -1,5 +1,6 @@
-"""How `gan_model` trains a partition's seeds: the one choice between S seeds as one batched model, one seed at a time
-in this process, or one seed at a time as a torchrun job of N ranks through Dagster Pipes. Each stores a run record
+"""How `gan_model` trains a partition's seeds: the one choice between S seeds in one loop (gan_core.train.train_seeds:
+stacked as one batched model on CUDA, in turn elsewhere), one seed at a time in this process, or one seed at a time as
+a torchrun job of N ranks through Dagster Pipes. Each stores a run record
 per seed with the same fields (gan_core.train.RunSummary, plus the seed, identity, weights hash and config)."""
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ from dagster._core.errors import DagsterPipesExecutionError  # raised by PipesSu
 
 from assets.common import compute_or_load_each
 from assets.configs import GanTrainingConfig
-from gan_core.batched import train_seeds, why_not_batched
+from gan_core.batched import stacks_seeds
 from gan_core.checkpoint import TrainingInterrupted, checkpoint_weights_hash
 from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.data import DatasetInfo, load_split, load_split_arrays
+from gan_core.devices import resolve_device
 from gan_core.layout import ArtifactLayout, torchrun_files
 from gan_core.models import get_model_spec
+from gan_core.runs import RunSummary, TrainingDiverged
 from gan_core.signals import stop_on_signals
 from gan_core.sources import get_dataset_spec
 from gan_core.storage import hash_json, write_json_atomic
-from gan_core.train import RunSummary, TrainingDiverged, train_gan
+from gan_core.train import train_gan, train_seeds
 
 TRAIN_CODE_VERSION = "2"  # 2: output-bias clip 1e-7 as pylearn2; bf16 autocast also on the CPU
 
@@ -42,7 +45,7 @@ def train_partition(
     model: str,
 ) -> list[dict[str, Any]]:
     """The run record of every seed `settings` lists (stored, or trained and stored now) on `dataset`'s file (`info`):
-    the seeds that can be are trained as one batched model first, the others one at a time (in process or by torchrun,
+    with `batch_seeds` the seeds not stored yet train in one loop, otherwise one at a time (in process or by torchrun,
     per `settings`). A seed that diverges fails the step once every other seed's run is stored."""
     train_configs = settings.train_configs(dataset, model)
     torchrun = settings.launcher.value == "torchrun"
@@ -81,7 +84,7 @@ def train_partition(
         }
 
     diverged = {}
-    if settings.batch_seeds and not torchrun and why_not_batched(train_configs[0]) is None:
+    if settings.batch_seeds and not torchrun:
         keys = {c.seed: hash_json(identity_parts(c)) for c in train_configs}
         pending = [c for c in train_configs if not layout.run_record(dataset, model, keys[c.seed]).is_file()]
         if len(pending) > 1:
@@ -154,10 +157,11 @@ def train_batched_in_process(
     run_dirs: list[Path],
     options: RuntimeOptions,
 ) -> tuple[dict[int, dict[str, Any]], dict[int, TrainingDiverged]]:
-    """gan_core.batched.train_seeds here: (the fields of each seed's trained run, the seeds that diverged with their
+    """gan_core.train.train_seeds here: (the fields of each seed's trained run, the seeds that diverged with their
     errors). A termination cancels the run as `train_in_process` does."""
     seeds = [config.seed for config in configs]
-    context.log.info(f"seeds {seeds}: training as one batched model (gan_model config batch_seeds)")
+    how = "stacked" if stacks_seeds(configs[0], options, resolve_device(options.device), len(seeds)) else "in turn"
+    context.log.info(f"seeds {seeds}: training as one batched model ({how}; gan_model config batch_seeds)")
     with _cancel_on_stop(context) as stop_requested:
         outcomes = train_seeds(
             configs, images, run_dirs, replace(options, stop_requested=stop_requested), context.log.info

@@ -27,7 +27,10 @@ try:
     from gan_core.config import RuntimeOptions, default_train_config
 except ImportError:  # before gan_core/train.py was split (2026-12-02)
     from gan_core.train import RuntimeOptions, checkpoint_weights_hash, default_train_config
-from gan_core.batched import train_seeds
+try:
+    from gan_core.train import train_seeds
+except ImportError:  # before one loop served one seed and many (2026-12-02)
+    from gan_core.batched import train_seeds
 from gan_core.data import load_split, load_split_arrays, write_dataset_h5
 from gan_core.sample import generate, load_generator
 from gan_core.sources import build_splits, fetch_raw, get_dataset_spec

@@ -12,7 +12,7 @@ the second one's rate, so compilation and capture are left out).
     python bench/train_throughput.py --mnist-source ../shared/data/mnist --seeds 1 4 8 [--images 10000]
 
 `--seeds S...` measures instead, for each S, one epoch of S seeds trained as one batched model
-(`gan_core.batched.train_seeds`) against the same S seeds trained one after another (`train_gan`), and one seed
+(`gan_core.train.train_seeds`) against the same S seeds trained one after another (`train_gan`), and one seed
 alone, side by side in this run: seed-images/s (every seed's images per second) and the batch's time over one seed's
 (the goal on a GPU: 8 seeds in at most 1.5x the time of one). Times are wall seconds of the whole call, checkpoints
 included, best of two.
@@ -23,19 +23,19 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from common import ensure_mnist, write_json
 from torch.utils.data import DataLoader, Subset
 
-from gan_core.batched import train_seeds
 from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.data import load_split
 from gan_core.devices import resolve_device
 from gan_core.losses import discriminator_loss, generator_loss
 from gan_core.models import build_models, init_output_bias_from_marginals, sample_noise
-from gan_core.train import train_gan
+from gan_core.train import train_gan, train_seeds
 
 
 def gan_core_images_per_second(
@@ -62,7 +62,7 @@ def seeds_seconds(train: torch.Tensor, device: str, seeds: int, batched: bool) -
         dirs = [Path(out) / f"seed{seed}" for seed in range(seeds)]
         started = time.perf_counter()
         if batched:
-            train_seeds(configs, train, dirs, options)
+            train_seeds(configs, train, dirs, replace(options, stack_seeds=True))
         else:
             for config, run_dir in zip(configs, dirs, strict=True):
                 train_gan(config, train, run_dir, options)

@@ -111,10 +111,9 @@ class Checkpoint:
         state: TrainingState,
         image_shape: torch.Size,
         epoch_progress: tuple[torch.Tensor, torch.Tensor, int] | None = None,
-        rng: torch.Generator | None = None,
     ) -> None:
-        """Write the checkpoint atomically and durably, keeping the one it replaces as the previous one. The random
-        state saved is the global one, or `rng`'s (a seed trained in a batch draws from a generator of its own)."""
+        """Write the checkpoint atomically and durably, keeping the one it replaces as the previous one, with the
+        global random state (a run taking turns with others has its own stream in place while it saves)."""
         if not self.writes:
             self.last_saved = time.monotonic()  # keep the cadence on ranks that do not write
             return
@@ -127,10 +126,8 @@ class Checkpoint:
             "noise_dim": players.pair.noise_dim,
             "num_classes": players.pair.num_classes,
             **players.state(),
-            "rng_cpu": rng.get_state() if rng is not None and rng.device.type == "cpu" else torch.get_rng_state(),
-            "rng_cuda": (rng.get_state() if rng is not None else torch.cuda.get_rng_state(self.device))
-            if self.device.type == "cuda"
-            else None,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "history": state.history,
             "elapsed_seconds": state.elapsed,
             "device": str(self.device),
@@ -141,14 +138,6 @@ class Checkpoint:
         with atomic_output(self.path, keep_previous=self.previous) as tmp:
             torch.save(payload, tmp)
         self.last_saved = time.monotonic()
-
-    def raise_if(self, stop_requested: bool, state: TrainingState) -> None:
-        """Raise TrainingInterrupted (after a save) when a stop was requested."""
-        if stop_requested:
-            raise TrainingInterrupted(
-                f"training stopped on request at step {state.step} (epoch {state.epoch + 1}); "
-                f"checkpoint {self.path} written, the next run resumes from it"
-            )
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> dict[str, Any]:

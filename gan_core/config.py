@@ -149,6 +149,9 @@ class RuntimeOptions:
     # Replay the simultaneous paper-SGD step as a CUDA graph: None = wherever it applies (CUDA, that update and
     # optimiser, no compile); True = required (an error names what stands in the way); False = never.
     cuda_graph: bool | None = None
+    # Train several seeds as one stacked model (gan_core.batched): None = on CUDA wherever it applies (elsewhere the
+    # seeds take turns in one loop, each bit-identical to the seed trained alone); True = required; False = in turn.
+    stack_seeds: bool | None = None
     checkpoint_every: int = 5  # epochs between checkpoints
     checkpoint_seconds: float = 300.0  # also checkpoint inside an epoch once this long has passed since the last one
     progress: bool | None = None  # progress bar: None = on a terminal (tqdm decides); True / False = always / never

@@ -212,20 +212,29 @@ def apply_gradients(
     optimizer.step()
 
 
-class _Objective:
-    """The loss terms of one configuration, evaluated under bf16 autocast when asked."""
+class Objective:
+    """The loss terms of one configuration for a generator `g_run` and a discriminator `d_run` (the players' modules,
+    or, for seeds stacked as one model, the same modules called on one seed's weights), under bf16 autocast when
+    asked."""
 
-    def __init__(self, players: Players, config: TrainConfig, autocast: torch.autocast) -> None:
-        self.players, self.config, self.autocast = players, config, autocast
+    def __init__(
+        self,
+        config: TrainConfig,
+        noise_dim: int,
+        device: torch.device,
+        g_run: Callable[..., torch.Tensor],
+        d_run: Callable[..., torch.Tensor],
+        autocast: torch.autocast,
+    ) -> None:
+        self.config, self.noise_dim, self.device, self.autocast = config, noise_dim, device, autocast
+        self.g_run, self.d_run_any = g_run, d_run
         self.loss: Loss = get_loss(config.loss)
-        self.g_params = list(players.generator.parameters())
-        self.d_params = list(players.discriminator.parameters())
 
     def fake(self, batch: int, labels: torch.Tensor | None = None) -> torch.Tensor:
         """A batch from fresh noise (of the asked `labels` for a conditional model)."""
-        noise = sample_noise(batch, self.players.pair.noise_dim, self.config.noise, self.g_params[0].device)
+        noise = sample_noise(batch, self.noise_dim, self.config.noise, self.device)
         with self.autocast:
-            return self.players.g_run(noise) if labels is None else self.players.g_run(noise, labels)
+            return self.g_run(noise) if labels is None else self.g_run(noise, labels)
 
     def discriminator_terms(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> DiscriminatorTerms:
         """The loss's terms; for k discriminators (logits k x batch) the mean of each one's terms (GMAN's mean)."""
@@ -244,7 +253,7 @@ class _Objective:
 
     def d_run(self, labels: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
         """D as a function of images alone: conditional on `labels` for a conditional model."""
-        run = self.players.d_run
+        run = self.d_run_any
         return run if labels is None else lambda images: run(images, labels)
 
     def discriminator(
@@ -261,6 +270,14 @@ class _Objective:
             terms = DiscriminatorTerms(penalised, terms.d_real, terms.d_fake)
         return terms, fake_logits.float()
 
+    def simultaneous(
+        self, real: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[DiscriminatorTerms, torch.Tensor]:
+        """The simultaneous update's losses on the batch `real`: D's terms and G's loss from one noise draw (and one
+        set of dropout masks), a conditional model's fakes drawn for the real batch's `labels`."""
+        terms, fake_logits = self.discriminator(real, self.fake(real.shape[0], labels), labels)
+        return terms, self.generator_loss(fake_logits)
+
 
 class _UpdateRule:
     """What every update rule holds: the players, the training images on the device (and, for a conditional model,
@@ -276,7 +293,10 @@ class _UpdateRule:
     ) -> None:
         self.players, self.images, self.labels = players, images, labels
         self.batch, self.d_steps = config.batch_size, config.d_steps
-        self.objective = _Objective(players, config, autocast)
+        self.g_params = list(players.generator.parameters())
+        self.d_params = list(players.discriminator.parameters())
+        device = self.g_params[0].device
+        self.objective = Objective(config, players.pair.noise_dim, device, players.g_run, players.d_run, autocast)
 
 
 class SimultaneousUpdate(_UpdateRule):
@@ -285,13 +305,11 @@ class SimultaneousUpdate(_UpdateRule):
     def step_on(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """One update on the batch `real` (the part a CUDA graph captures); a conditional model's fakes are drawn for
         the real batch's `labels`."""
-        objective = self.objective
-        terms, fake_logits = objective.discriminator(real, objective.fake(self.batch, labels), labels)
-        g_loss = objective.generator_loss(fake_logits)
-        d_grads = torch.autograd.grad(terms.loss, objective.d_params, retain_graph=True)
-        g_grads = torch.autograd.grad(g_loss, objective.g_params)
-        apply_gradients(self.players.d_opt, objective.d_params, self.players.sync(d_grads))
-        apply_gradients(self.players.g_opt, objective.g_params, self.players.sync(g_grads))
+        terms, g_loss = self.objective.simultaneous(real, labels)
+        d_grads = torch.autograd.grad(terms.loss, self.d_params, retain_graph=True)
+        g_grads = torch.autograd.grad(g_loss, self.g_params)
+        apply_gradients(self.players.d_opt, self.d_params, self.players.sync(d_grads))
+        apply_gradients(self.players.g_opt, self.g_params, self.players.sync(g_grads))
         return step_statistics(terms, g_loss)
 
     def __call__(self, indices: torch.Tensor, lr: float, momentum: float | None) -> torch.Tensor:
@@ -309,15 +327,15 @@ class AlternatingUpdate(_UpdateRule):
             rows = indices[k * batch : (k + 1) * batch]
             labels = None if self.labels is None else self.labels[rows]
             terms, _ = objective.discriminator(self.images[rows], objective.fake(batch, labels).detach(), labels)
-            d_grads = torch.autograd.grad(terms.loss, objective.d_params)
-            apply_gradients(self.players.d_opt, objective.d_params, self.players.sync(d_grads))
+            d_grads = torch.autograd.grad(terms.loss, self.d_params)
+            apply_gradients(self.players.d_opt, self.d_params, self.players.sync(d_grads))
         labels = None if self.labels is None else self.labels[indices[:batch]]  # G draws for the first batch's labels
         fake = objective.fake(batch, labels)
         with objective.autocast:
             fake_logits = objective.d_run(labels)(fake).float()
         g_loss = objective.generator_loss(fake_logits)
-        g_grads = torch.autograd.grad(g_loss, objective.g_params)
-        apply_gradients(self.players.g_opt, objective.g_params, self.players.sync(g_grads))
+        g_grads = torch.autograd.grad(g_loss, self.g_params)
+        apply_gradients(self.players.g_opt, self.g_params, self.players.sync(g_grads))
         return step_statistics(terms, g_loss)
 
 
