@@ -30,7 +30,7 @@ from gan_core.runs import RunSummary, TrainingDiverged
 from gan_core.signals import stop_on_signals
 from gan_core.sources import get_dataset_spec
 from gan_core.storage import hash_json, write_json_atomic
-from gan_core.train import train_gan, train_seeds
+from gan_core.train import train_seeds
 
 TRAIN_CODE_VERSION = "2"  # 2: output-bias clip 1e-7 as pylearn2; bf16 autocast also on the CPU
 
@@ -49,10 +49,10 @@ def train_partition(
     per `settings`). A seed that diverges fails the step once every other seed's run is stored."""
     train_configs = settings.train_configs(dataset, model)
     torchrun = settings.launcher.value == "torchrun"
-    images = load_split(info.path, "train")
     num_classes = get_dataset_spec(dataset).num_classes
     conditional = get_model_spec(model).conditional  # only a conditional model reads the labels (a second read)
     labels = torch.from_numpy(load_split_arrays(info.path, "train").labels) if conditional else None
+    training_data = (load_split(info.path, "train"), labels, num_classes if conditional else 0)
 
     def identity_parts(train_config: TrainConfig) -> dict:
         parts = {"train": train_config.identity(), "data": info.content_hash, "code": TRAIN_CODE_VERSION}
@@ -60,49 +60,50 @@ def train_partition(
             parts["ranks"] = settings.nproc_per_node
         return parts
 
-    batched: dict[int, dict] = {}  # seeds trained as one batched model below: their runs' fields
+    def run_dir(train_config: TrainConfig) -> Path:
+        return layout.run_dir(dataset, model, hash_json(identity_parts(train_config)))
+
+    trained: dict[int, dict] = {}  # seeds trained in process below: their runs' fields
+    diverged: dict[int, TrainingDiverged] = {}
+    if not torchrun:  # the seeds not stored yet, in one loop (batch_seeds) or one by one
+        pending = [c for c in train_configs if not layout.run_record(dataset, model, run_dir(c).name).is_file()]
+        for group in [pending] if settings.batch_seeds else [[c] for c in pending]:
+            done, failed = train_in_process(context, group, list(map(run_dir, group)), options, training_data)
+            trained, diverged = {**trained, **done}, {**diverged, **failed}
 
     def train(train_config: TrainConfig) -> dict:
-        run_dir = layout.run_dir(dataset, model, hash_json(identity_parts(train_config)))
-        if train_config.seed in batched:
-            trained = batched[train_config.seed]
-        else:
-            context.log.info(f"seed {train_config.seed}: training into {run_dir}")
-            if torchrun:
-                trained = train_with_torchrun(
-                    context, train_config, info.path, run_dir, options, settings.nproc_per_node, num_classes
-                )
-            else:
-                trained = train_in_process(context, train_config, images, run_dir, options, labels, num_classes)
+        seed = train_config.seed
+        if seed not in trained and torchrun:
+            trained[seed] = train_with_torchrun(
+                context, train_config, info.path, run_dir(train_config), options, settings.nproc_per_node, num_classes
+            )
+        elif seed not in trained:  # its record was there a moment ago and is gone: train it now
+            done, failed = train_in_process(context, [train_config], [run_dir(train_config)], options, training_data)
+            if failed:
+                raise dg.Failure(str(failed[seed]), allow_retries=False)
+            trained.update(done)
+        fields = trained[seed]
         return {
             "seed": train_config.seed,
-            "identity": run_dir.name,
-            **trained,
-            "weights_hash": checkpoint_weights_hash(trained["checkpoint"]),
+            "identity": run_dir(train_config).name,
+            **fields,
+            "weights_hash": checkpoint_weights_hash(fields["checkpoint"]),
             "config": train_config.to_dict(),
-            "files": [trained["checkpoint"]],
+            "files": [fields["checkpoint"]],
         }
 
-    diverged = {}
-    if settings.batch_seeds and not torchrun:
-        keys = {c.seed: hash_json(identity_parts(c)) for c in train_configs}
-        pending = [c for c in train_configs if not layout.run_record(dataset, model, keys[c.seed]).is_file()]
-        if len(pending) > 1:
-            run_dirs = [layout.run_dir(dataset, model, keys[c.seed]) for c in pending]
-            batched, diverged = train_batched_in_process(context, pending, images, run_dirs, options)
-            train_configs = [c for c in train_configs if c.seed not in diverged]  # the others are recorded below
     runs = compute_or_load_each(
         context,
-        train_configs,
+        [c for c in train_configs if c.seed not in diverged],
         lambda train_config, key: layout.run_record(dataset, model, key),
         identity_parts,
         train,
         lambda run: f"checkpoint {run['checkpoint']}",
     )
     if diverged:
+        others = " (the other seeds' runs are stored)" if len(train_configs) > 1 else ""
         raise dg.Failure(
-            f"seed(s) {sorted(diverged)} diverged (the other seeds' runs are stored): "
-            + "; ".join(str(error) for error in diverged.values()),
+            f"seed(s) {sorted(diverged)} diverged{others}: " + "; ".join(map(str, diverged.values())),
             allow_retries=False,
         )
     return runs
@@ -125,47 +126,24 @@ def _cancel_on_stop(context: dg.AssetExecutionContext) -> Iterator[Callable[[], 
 
 def train_in_process(
     context: dg.AssetExecutionContext,
-    config: TrainConfig,
-    images: torch.Tensor,
-    run_dir: Path,
-    options: RuntimeOptions,
-    labels: torch.Tensor | None = None,
-    num_classes: int = 0,
-) -> dict[str, Any]:
-    """train_gan here. A termination finishes the step, writes a checkpoint and cancels the run; a divergence fails the
-    step without retries (it would diverge again)."""
-    with _cancel_on_stop(context) as stop_requested:
-        try:
-            result = train_gan(
-                config,
-                images,
-                run_dir,
-                replace(options, stop_requested=stop_requested),
-                context.log.info,
-                train_labels=labels,
-                num_classes=num_classes,
-            )
-        except TrainingDiverged as diverged:
-            raise dg.Failure(str(diverged), allow_retries=False) from diverged
-    return dict(result.summary())
-
-
-def train_batched_in_process(
-    context: dg.AssetExecutionContext,
     configs: list[TrainConfig],
-    images: torch.Tensor,
     run_dirs: list[Path],
     options: RuntimeOptions,
+    training_data: tuple[torch.Tensor, torch.Tensor | None, int],
 ) -> tuple[dict[int, dict[str, Any]], dict[int, TrainingDiverged]]:
-    """gan_core.train.train_seeds here: (the fields of each seed's trained run, the seeds that diverged with their
-    errors). A termination cancels the run as `train_in_process` does."""
+    """gan_core.train.train_seeds here, for one seed or several in one loop: (the fields of each seed's trained run,
+    the seeds that diverged with their errors; a divergence is not retried, it would diverge again) on `training_data`
+    (images, labels, classes). A termination finishes the step, writes a checkpoint and cancels the run."""
     seeds = [config.seed for config in configs]
-    how = "stacked" if stacks_seeds(configs[0], options, resolve_device(options.device), len(seeds)) else "in turn"
-    context.log.info(f"seeds {seeds}: training as one batched model ({how}; gan_model config batch_seeds)")
+    if len(seeds) == 1:
+        context.log.info(f"seed {seeds[0]}: training into {run_dirs[0]}")
+    else:
+        how = "stacked" if stacks_seeds(configs[0], options, resolve_device(options.device), len(seeds)) else "in turn"
+        context.log.info(f"seeds {seeds}: training as one batched model ({how}; gan_model config batch_seeds)")
+    images, labels, num_classes = training_data
     with _cancel_on_stop(context) as stop_requested:
-        outcomes = train_seeds(
-            configs, images, run_dirs, replace(options, stop_requested=stop_requested), context.log.info
-        )
+        options = replace(options, stop_requested=stop_requested)
+        outcomes = train_seeds(configs, images, run_dirs, options, context.log.info, labels, num_classes)
     trained, diverged = {}, {}
     for seed, outcome in zip(seeds, outcomes, strict=True):
         if isinstance(outcome, TrainingDiverged):

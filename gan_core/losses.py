@@ -15,14 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan_core.registry import lookup
+from gan_core.registry import by_name, lookup
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,11 @@ def _critic_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> Discr
     return DiscriminatorTerms(loss, real_logits.mean().detach(), fake_logits.mean().detach())
 
 
+def _critic_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """G raises the critic's value of its samples (WGAN-GP and the hinge loss alike)."""
+    return -fake_logits.mean()
+
+
 def _hinge_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> DiscriminatorTerms:
     loss = F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
     return DiscriminatorTerms(loss, real_logits.mean().detach(), fake_logits.mean().detach())
@@ -78,36 +82,34 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) 
 # Radford et al. (2016): Adam with lr 2e-4 and beta1 0.5, D and G updated in turn (also the dcgan models' recipe)
 ADAM_ALTERNATING = {"optimizer": "adam", "update": "alternating", "learning_rate": 2e-4, "adam_beta1": 0.5}
 
-LOSSES: Mapping[str, Loss] = MappingProxyType(
-    {
-        "minimax": Loss(
-            "minimax",
-            _bce_terms,
-            lambda fake_logits: -F.softplus(fake_logits).mean(),  # log(1 - sigmoid(l)) = -softplus(l)
-            description="the paper's equation: G minimises log(1 - D(G(z)))",
-        ),
-        "non_saturating": Loss(
-            "non_saturating",
-            _bce_terms,
-            lambda fake_logits: F.softplus(-fake_logits).mean(),  # -log sigmoid(l)
-            description="G minimises -log D(G(z)), as the paper recommends and its code does",
-        ),
-        "wgan_gp": Loss(
-            "wgan_gp",
-            _critic_terms,
-            lambda fake_logits: -fake_logits.mean(),
-            penalty=gradient_penalty,
-            recipe={**ADAM_ALTERNATING, "learning_rate": 1e-4, "adam_beta2": 0.9, "d_steps": 5},
-            description="Wasserstein critic with gradient penalty (Gulrajani et al., 2017), Adam, 5 critic steps",
-        ),
-        "hinge": Loss(
-            "hinge",
-            _hinge_terms,
-            lambda fake_logits: -fake_logits.mean(),
-            recipe=ADAM_ALTERNATING,
-            description="hinge loss (Lim & Ye, 2017; Miyato et al., 2018), Adam, D and G in turn",
-        ),
-    }
+LOSSES: Mapping[str, Loss] = by_name(
+    Loss(
+        "minimax",
+        _bce_terms,
+        lambda fake_logits: -F.softplus(fake_logits).mean(),  # log(1 - sigmoid(l)) = -softplus(l)
+        description="the paper's equation: G minimises log(1 - D(G(z)))",
+    ),
+    Loss(
+        "non_saturating",
+        _bce_terms,
+        lambda fake_logits: F.softplus(-fake_logits).mean(),  # -log sigmoid(l)
+        description="G minimises -log D(G(z)), as the paper recommends and its code does",
+    ),
+    Loss(
+        "wgan_gp",
+        _critic_terms,
+        _critic_generator_loss,
+        penalty=gradient_penalty,
+        recipe={**ADAM_ALTERNATING, "learning_rate": 1e-4, "adam_beta2": 0.9, "d_steps": 5},
+        description="Wasserstein critic with gradient penalty (Gulrajani et al., 2017), Adam, 5 critic steps",
+    ),
+    Loss(
+        "hinge",
+        _hinge_terms,
+        _critic_generator_loss,
+        recipe=ADAM_ALTERNATING,
+        description="hinge loss (Lim & Ye, 2017; Miyato et al., 2018), Adam, D and G in turn",
+    ),
 )
 
 

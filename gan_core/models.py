@@ -12,14 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import nn
 
 from gan_core.losses import ADAM_ALTERNATING
-from gan_core.registry import lookup
+from gan_core.registry import by_name, lookup
 
 ImageShape = tuple[int, int, int]
 
@@ -246,60 +245,60 @@ class ModelSpec:
     batchable: bool = False
 
 
-MODELS: Mapping[str, ModelSpec] = MappingProxyType(
-    {
-        "paper_mlp": ModelSpec(
-            "paper_mlp",
-            _paper_mlp((1200, 1200), 240, 5),
-            description="the paper's MNIST model: ReLU MLP generator, maxout discriminator with dropout",
-            batchable=True,
-        ),
-        "dcgan": ModelSpec(
-            "dcgan",
-            _dcgan(64),
-            recipe=ADAM_ALTERNATING,
-            description="DCGAN-style convolutional pair for 8..56-pixel images, Adam (Radford et al., 2016)",
-        ),
-        "paper_mlp_cond": ModelSpec(
-            "paper_mlp_cond",
-            _paper_mlp((1200, 1200), 240, 5, conditional=True),
-            description="conditional paper_mlp (Mirza & Osindero, 2014): one-hot label beside G's noise and D's pixels",
-            conditional=True,
-        ),
-        "dcgan_cond": ModelSpec(
-            "dcgan_cond",
-            _dcgan(64, conditional=True),
-            recipe=ADAM_ALTERNATING,
-            description="conditional dcgan: one-hot label beside G's noise, one plane per class beside D's input",
-            conditional=True,
-        ),
-        "dcgan_sn": ModelSpec(
-            "dcgan_sn",
-            _dcgan(64, spectral_norm=True),
-            recipe={**ADAM_ALTERNATING, "batch_size": 64, "epochs": 8, "ema_decay": 0.999},
-            description="dcgan with a spectrally normalised D (Miyato et al., 2018), Adam, batch 64, generator average",
-        ),
-        "paper_mlp_3g": ModelSpec(
-            "paper_mlp_3g",
-            _paper_mlp((1200, 1200), 240, 5),
-            recipe={"n_generators": 3},
-            description="three paper_mlp generators sharing one discriminator (a mixture, MGAN-style, no classifier)",
-            batchable=True,
-        ),
-        "paper_mlp_3d": ModelSpec(
-            "paper_mlp_3d",
-            _paper_mlp((1200, 1200), 240, 5),
-            recipe={"n_discriminators": 3},
-            description="one paper_mlp generator against three discriminators (GMAN, the mean of their losses)",
-            batchable=True,
-        ),
-        "paper_mlp_large": ModelSpec(
-            "paper_mlp_large",
-            _paper_mlp((8000, 8000), 1600, 5),
-            description="the paper's wider fully connected variant (CIFAR-10 / TFD scale): G 8000 x 2, D maxout 1600",
-            batchable=True,
-        ),
-    }
+# paper_mlp with several generators or discriminators: name -> (the recipe's player counts, description)
+_SEVERAL_PLAYERS = {
+    "paper_mlp_3g": (
+        {"n_generators": 3},
+        "three paper_mlp generators sharing one discriminator (a mixture, MGAN-style, no classifier)",
+    ),
+    "paper_mlp_3d": (
+        {"n_discriminators": 3},
+        "one paper_mlp generator against three discriminators (GMAN, the mean of their losses)",
+    ),
+}
+
+MODELS: Mapping[str, ModelSpec] = by_name(
+    ModelSpec(
+        "paper_mlp",
+        _paper_mlp((1200, 1200), 240, 5),
+        description="the paper's MNIST model: ReLU MLP generator, maxout discriminator with dropout",
+        batchable=True,
+    ),
+    ModelSpec(
+        "dcgan",
+        _dcgan(64),
+        recipe=ADAM_ALTERNATING,
+        description="DCGAN-style convolutional pair for 8..56-pixel images, Adam (Radford et al., 2016)",
+    ),
+    ModelSpec(
+        "paper_mlp_cond",
+        _paper_mlp((1200, 1200), 240, 5, conditional=True),
+        description="conditional paper_mlp (Mirza & Osindero, 2014): one-hot label beside G's noise and D's pixels",
+        conditional=True,
+    ),
+    ModelSpec(
+        "dcgan_cond",
+        _dcgan(64, conditional=True),
+        recipe=ADAM_ALTERNATING,
+        description="conditional dcgan: one-hot label beside G's noise, one plane per class beside D's input",
+        conditional=True,
+    ),
+    ModelSpec(
+        "dcgan_sn",
+        _dcgan(64, spectral_norm=True),
+        recipe={**ADAM_ALTERNATING, "batch_size": 64, "epochs": 8, "ema_decay": 0.999},
+        description="dcgan with a spectrally normalised D (Miyato et al., 2018), Adam, batch 64, generator average",
+    ),
+    *(
+        ModelSpec(name, _paper_mlp((1200, 1200), 240, 5), recipe=players, description=text, batchable=True)
+        for name, (players, text) in _SEVERAL_PLAYERS.items()
+    ),
+    ModelSpec(
+        "paper_mlp_large",
+        _paper_mlp((8000, 8000), 1600, 5),
+        description="the paper's wider fully connected variant (CIFAR-10 / TFD scale): G 8000 x 2, D maxout 1600",
+        batchable=True,
+    ),
 )
 
 

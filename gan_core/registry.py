@@ -1,11 +1,26 @@
-"""Looking an entry up in one of the registries (datasets, models, losses) by name."""
+"""The registries (datasets, models, losses): built from their entries, and an entry looked up by name."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
+from types import MappingProxyType
+from typing import Protocol, TypeVar
+
+
+class Named(Protocol):
+    name: str
+
 
 Entry = TypeVar("Entry")
+NamedEntry = TypeVar("NamedEntry", bound=Named)
+
+
+def by_name(*entries: NamedEntry) -> Mapping[str, NamedEntry]:
+    """A read-only registry of `entries` under their own names (each name written once, in its entry)."""
+    registry = {entry.name: entry for entry in entries}
+    if len(registry) != len(entries):
+        raise ValueError(f"registry entries share a name: {[entry.name for entry in entries]}")
+    return MappingProxyType(registry)
 
 
 def lookup(registry: Mapping[str, Entry], name: str, what: str, error: type[Exception] = ValueError) -> Entry:
