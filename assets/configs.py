@@ -113,6 +113,9 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
     # On CUDA, replay the simultaneous paper-SGD step as a CUDA graph (8x the eager loop at batch 100 on an H100).
     # Unset: wherever it applies (gan_core.config.RuntimeOptions.use_cuda_graph); true: required; false: never.
     cuda_graph: Optional[bool] = None  # noqa: UP045
+    # With batch_seeds, stack the seeds as one batched model (gan_core.batched). Unset: on CUDA wherever it applies,
+    # in turn elsewhere (each seed bit-identical to the seed alone); true: required; false: in turn.
+    stack_seeds: Optional[bool] = None  # noqa: UP045
     checkpoint_every: int = Field(default=5, gt=0)  # epochs
     checkpoint_minutes: float = Field(default=5.0, gt=0)  # also inside an epoch, once this long since the last one
     # in_process (default), or torchrun: a DDP run of `nproc_per_node` ranks (NCCL on GPUs, gloo on the CPU) started
@@ -127,24 +130,22 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
             device=self.device,
             compile=self.compile,
             cuda_graph=self.cuda_graph,
+            stack_seeds=self.stack_seeds,
             checkpoint_every=self.checkpoint_every,
             checkpoint_seconds=self.checkpoint_minutes * 60,
             holder=holder,
             progress=progress,
         )
 
-    def train_settings(self) -> dict[str, Any]:
-        """The TrainConfig overrides set in this config (enum members as their values)."""
-        names = [field.name for field in dataclasses.fields(TrainConfig) if field.name not in ("model", "seed")]
-        values = {name: getattr(self, name) for name in names}
-        return {name: value.value if isinstance(value, enum.Enum) else value for name, value in values.items()}
-
     def train_configs(self, dataset: str, model: str) -> list[TrainConfig]:
-        """One validated TrainConfig per seed."""
-        settings = self.train_settings()
+        """One validated TrainConfig per seed: the model's, loss's and (with `dataset_recipe`) dataset's recipes, then
+        every setting given here (enum members as their values); the one place this config becomes TrainConfigs."""
+        names = [field.name for field in dataclasses.fields(TrainConfig) if field.name not in ("model", "seed")]
+        given = {name: getattr(self, name) for name in names}
+        settings = {name: value.value if isinstance(value, enum.Enum) else value for name, value in given.items()}
         loss = settings.pop("loss") or "non_saturating"
-        recipe_of = dataset if self.dataset_recipe else None
         try:
+            recipe_of = dataset if self.dataset_recipe else None
             return [default_train_config(model, loss, recipe_of, seed=seed, **settings) for seed in self.seeds]
         except ValueError as error:
             raise ValueError(f"gan_model config: {error}") from None

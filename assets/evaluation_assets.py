@@ -5,21 +5,20 @@ read back (marked `cached`) instead of recomputed.
 """
 
 import functools
-import time
 
 import dagster as dg
-import numpy as np
+import pandas as pd
 
 from assets.common import checked_partition, compute_or_load_each, partition_asset, store_figure, table_metadata
 from assets.configs import ParzenBandwidthConfig, ParzenConfig
 from assets.metrics_assets import evaluation_metrics, paper_figures, reference_metrics
 from assets.model_assets import generated_samples
 from assets.resources import StorageResource
-from gan_core import checks, parzen
+from gan_core import checks
 from gan_core.checkpoint import load_checkpoint
 from gan_core.data import load_split, read_dataset_info
 from gan_core.layout import ArtifactLayout, EvaluationKind
-from gan_core.parzen import evaluate_parzen, search_bandwidth, standard_error
+from gan_core.parzen import across_seeds, evaluate_parzen, score_test_set, search_bandwidth
 from gan_core.plots import png_markdown, sigma_search_png
 from gan_core.records import compute_or_load, read_record
 from gan_core.report import metrics_table, parzen_table, sigma_search_table, summary_table, write_report
@@ -39,6 +38,12 @@ def parzen_bandwidth(
     dataset, model, layout = checked_partition(context, storage)
     valid = load_split(layout.dataset_file(dataset), "valid", limit=config.n_valid).flatten(1)
     dataset_hash = read_dataset_info(layout.dataset_file(dataset)).content_hash
+    settings = {
+        "sigmas": config.sigmas,
+        "n_valid": config.n_valid,
+        "dataset": dataset_hash,
+        "code": PARZEN_CODE_VERSION,
+    }
 
     def search(run: dict) -> dict:
         samples = read_samples_h5(run["path"])[0]
@@ -49,13 +54,7 @@ def parzen_bandwidth(
         context,
         layout.sample_sets(dataset, model),
         lambda run, key: layout.evaluation_record("bandwidth", dataset, model, key),
-        lambda run: {
-            "samples": run["content_hash"],
-            "sigmas": config.sigmas,
-            "n_valid": config.n_valid,
-            "dataset": dataset_hash,
-            "code": PARZEN_CODE_VERSION,
-        },
+        lambda run: {"samples": run["content_hash"], **settings},
         search,
         lambda entry: f"sigma {entry['sigma']:.4f}",
     )
@@ -89,23 +88,8 @@ def parzen_log_likelihood(
 
     def score(bandwidth: dict) -> dict:
         samples = read_samples_h5(bandwidth["samples_path"])[0]
-        started = time.perf_counter()
-        values = parzen.parzen_log_likelihood(
-            samples.reshape(len(samples), -1), test, bandwidth["sigma"], config.block_size, config.device
-        )
-        std, sem = standard_error(values)
-        return {
-            "dataset": dataset,
-            "model": model,
-            "seed": bandwidth["seed"],
-            "sigma": bandwidth["sigma"],
-            "mean_log_likelihood": float(values.mean()),
-            "standard_error": sem,
-            "std": std,
-            "n_samples": int(len(samples)),
-            "n_test": int(len(values)),
-            "seconds": time.perf_counter() - started,
-        }
+        scored = score_test_set(samples, test, bandwidth["sigma"], config.block_size, config.device)
+        return {"dataset": dataset, "model": model, "seed": bandwidth["seed"], "sigma": bandwidth["sigma"], **scored}
 
     results = compute_or_load_each(
         context,
@@ -116,11 +100,11 @@ def parzen_log_likelihood(
         lambda result: f"{result['mean_log_likelihood']:.2f} +- {result['standard_error']:.2f} nats",
     )
     layout.write_partition_index("parzen", dataset, model, {"runs": results})
-    means = np.array([r["mean_log_likelihood"] for r in results])
+    mean, error_bar = across_seeds(results)
     return dg.MaterializeResult(
         metadata={
-            "mean_log_likelihood": float(means.mean()),
-            "standard_error": results[0]["standard_error"] if len(results) == 1 else float(means.std(ddof=1)),
+            "mean_log_likelihood": mean,
+            "standard_error": error_bar,
             "seeds": len(results),
             "sigma": results[0]["sigma"],
             "n_samples": results[0]["n_samples"],
@@ -182,6 +166,34 @@ def collect_project_results(layout: ArtifactLayout, kind: EvaluationKind = "parz
     return [row for path in layout.partition_indexes(kind) for row in read_record(path, kind)["runs"]]
 
 
+def reportable_results(layout: ArtifactLayout) -> tuple[list[dict], dict[str, str]]:
+    """(every stored Parzen result of a partition that may be reported, one row per seed; {"dataset|model": why the
+    others are left out})."""
+    project = collect_project_results(layout)
+    if not project:
+        raise FileNotFoundError(
+            f"no Parzen results under {layout.path('evaluation')}: materialise "
+            "parzen_log_likelihood for at least one partition first"
+        )
+    stored = sorted({(row["dataset"], row["model"]) for row in project})
+    left_out = {f"{d}|{m}": "; ".join(problems) for d, m in stored if (problems := partition_problems(layout, d, m))}
+    return [row for row in project if f"{row['dataset']}|{row['model']}" not in left_out], left_out
+
+
+def report_tables(
+    layout: ArtifactLayout, project: list[dict], left_out: dict[str, str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The report's Parzen table (the paper's Table 1 beside `project`, with a real-data reference row per dataset)
+    and its metrics table (the reported partitions' metrics beside the real-data and memorising references)."""
+    datasets = sorted({row["dataset"] for row in project})
+    references = [reference_result(layout, dataset) for dataset in datasets]
+    metric_rows = [
+        row for row in collect_project_results(layout, "metrics") if f"{row['dataset']}|{row['model']}" not in left_out
+    ]
+    metric_references = [row for dataset in datasets for row in reference_metrics(layout, dataset)]
+    return parzen_table(project, references), metrics_table(project, metric_rows, metric_references, references)
+
+
 @dg.asset(
     deps=[parzen_log_likelihood, evaluation_metrics, paper_figures],
     code_version=REPORT_CODE_VERSION,
@@ -194,25 +206,10 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
     """The paper's Table 1 beside this project's Parzen results for every materialised partition, with a real-data
     reference row per dataset; written as CSV, Markdown and HTML."""
     layout = storage.layout
-    project = collect_project_results(layout)
-    if not project:
-        raise FileNotFoundError(
-            f"no Parzen results under {layout.path('evaluation')}: materialise "
-            "parzen_log_likelihood for at least one partition first"
-        )
-    stored = sorted({(row["dataset"], row["model"]) for row in project})
-    left_out = {f"{d}|{m}": "; ".join(problems) for d, m in stored if (problems := partition_problems(layout, d, m))}
+    project, left_out = reportable_results(layout)
     for key, reason in left_out.items():
         context.log.warning(f"report leaves out {key}: {reason}")
-    project = [row for row in project if f"{row['dataset']}|{row['model']}" not in left_out]
-    datasets = sorted({row["dataset"] for row in project})
-    references = [reference_result(layout, dataset) for dataset in datasets]
-    table = parzen_table(project, references)
-    metric_rows = [
-        row for row in collect_project_results(layout, "metrics") if f"{row['dataset']}|{row['model']}" not in left_out
-    ]
-    metric_references = [row for dataset in datasets for row in reference_metrics(layout, dataset)]
-    metrics = metrics_table(project, metric_rows, metric_references, references)
+    table, metrics = report_tables(layout, project, left_out)
     covered = sorted({f"{row['dataset']}|{row['model']}" for row in project})
     figures = {partition: files for partition, files in layout.figures().items() if partition in covered}
     paths = write_report(

@@ -23,7 +23,7 @@ from assets.model_assets import generated_samples
 from assets.partitions import dataset_partitions
 from assets.resources import StorageResource
 from gan_core import metrics
-from gan_core.classifier import default_epochs, load_classifier, train_classifier
+from gan_core.classifier import default_epochs, load_classifier, train_dataset_classifier
 from gan_core.data import load_split, load_split_arrays, read_dataset_info
 from gan_core.devices import resolve_device
 from gan_core.layout import ArtifactLayout
@@ -51,26 +51,15 @@ def feature_classifier(
 ) -> dg.MaterializeResult:
     """A small CNN trained on the dataset's train split: the offline feature space and class predictions for FD, KID,
     precision/recall, density/coverage, class coverage and inception score."""
-    dataset = context.partition_key
-    layout = storage.layout
+    dataset, layout = context.partition_key, storage.layout
     info = read_dataset_info(layout.dataset_file(dataset))
     epochs = config.epochs or default_epochs(info.split_sizes["train"])
-    weights = layout.classifier_weights(dataset)
+    weights = str(layout.classifier_weights(dataset))
 
     def train_and_score() -> dict:
-        test = load_split_arrays(info.path, "test")
-        result = train_classifier(
-            load_split(info.path, "train"),
-            torch.from_numpy(load_split_arrays(info.path, "train").labels),
-            load_split(info.path, "test"),
-            torch.from_numpy(test.labels),
-            weights,
-            get_dataset_spec(dataset).num_classes,
-            epochs=epochs,
-            seed=config.seed,
-            device=config.device,
-            log=context.log.info,
-            progress=progress_bars(),
+        num_classes = get_dataset_spec(dataset).num_classes
+        result = train_dataset_classifier(
+            info.path, weights, num_classes, epochs, config.seed, config.device, context.log.info, progress_bars()
         )
         return {
             "test_accuracy": result.test_accuracy,
@@ -93,7 +82,7 @@ def feature_classifier(
             "epochs": epochs,
             "seconds": round(record["seconds"], 1),
             "cached": cached,
-            "path": dg.MetadataValue.path(str(weights)),
+            "path": dg.MetadataValue.path(weights),
             "device": str(resolve_device(config.device)),
         },
         data_version=dg.DataVersion(record["key"]),
@@ -164,10 +153,7 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
         lambda entry, key: layout.evaluation_record("metrics", dataset, model, key),
         lambda entry: {"samples": entry["content_hash"], "classifier": classifier_key, "code": METRICS_CODE_VERSION},
         score,
-        lambda run: (
-            f"FD {run['frechet_distance']:.2f} precision {run['precision']:.3f} recall {run['recall']:.3f} "
-            f"class coverage {run['class_coverage']:.2f}"
-        ),
+        describe_metrics,
     )
     layout.write_partition_index("metrics", dataset, model, {"runs": runs})
     first = runs[0]
@@ -225,6 +211,14 @@ def paper_figures(context: dg.AssetExecutionContext, storage: StorageResource) -
             "paths": dg.MetadataValue.json(paths),
         },
         data_version=dg.DataVersion(hash_json([entry["content_hash"], checkpoint])),
+    )
+
+
+def describe_metrics(run: dict) -> str:
+    """A seed's metrics in one log line."""
+    return (
+        f"FD {run['frechet_distance']:.2f} precision {run['precision']:.3f} recall {run['recall']:.3f} "
+        f"class coverage {run['class_coverage']:.2f}"
     )
 
 

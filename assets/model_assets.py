@@ -24,6 +24,7 @@ from assets.resources import StorageResource
 from assets.training import TRAIN_CODE_VERSION, train_partition
 from gan_core.checkpoint import load_checkpoint
 from gan_core.data import read_dataset_info
+from gan_core.layout import ArtifactLayout
 from gan_core.models import get_model_spec
 from gan_core.plots import grid_png, line_png, png_markdown
 from gan_core.sample import (
@@ -37,6 +38,7 @@ from gan_core.storage import hash_json
 from gan_core.updates import STEP_STATISTICS
 
 SAMPLE_CODE_VERSION = "1"
+CODE = {"code": SAMPLE_CODE_VERSION}  # the samples' key part naming their code version
 
 
 @partition_asset(
@@ -112,12 +114,7 @@ def generated_samples(
         context,
         layout.trained_runs(dataset, model),
         lambda run, key: layout.samples_record(dataset, model, run["identity"], config.count, config.sample_seed),
-        lambda run: {
-            "weights": run["weights_hash"],
-            "count": config.count,
-            "seed": config.sample_seed,
-            "code": SAMPLE_CODE_VERSION,
-        },
+        lambda run: {"weights": run["weights_hash"], "count": config.count, "seed": config.sample_seed, **CODE},
         draw,
         lambda entry: f"{config.count} samples at {entry['path']}",
     )
@@ -129,13 +126,7 @@ def generated_samples(
     )
     grid = grid_png(read_samples_h5(entries[0]["path"])[0][:100])
     store_figure(layout, dataset, model, "samples", grid)
-    extra = {}
-    if get_model_spec(model).conditional:  # one row per class: samples drawn for that label
-        class_grid = grid_png(samples_per_class(layout.trained_runs(dataset, model)[0]["checkpoint"]), columns=10)
-        store_figure(layout, dataset, model, "class_grid", class_grid)
-        extra["class_grid"] = dg.MetadataValue.md(
-            "One row per class (0 at the top)\n\n" + png_markdown(class_grid, "per-class samples")
-        )
+    extra = class_grid_metadata(layout, dataset, model) if get_model_spec(model).conditional else {}
     return dg.MaterializeResult(
         metadata={
             "paths": dg.MetadataValue.json([entry["path"] for entry in entries]),
@@ -148,3 +139,11 @@ def generated_samples(
         },
         data_version=dg.DataVersion(hash_json([entry["content_hash"] for entry in entries])),
     )
+
+
+def class_grid_metadata(layout: ArtifactLayout, dataset: str, model: str) -> dict[str, dg.MetadataValue]:
+    """A conditional model's samples drawn for each class, one row per class, stored as a figure and shown."""
+    class_grid = grid_png(samples_per_class(layout.trained_runs(dataset, model)[0]["checkpoint"]), columns=10)
+    store_figure(layout, dataset, model, "class_grid", class_grid)
+    text = "One row per class (0 at the top)\n\n" + png_markdown(class_grid, "per-class samples")
+    return {"class_grid": dg.MetadataValue.md(text)}

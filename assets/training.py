@@ -67,7 +67,7 @@ def train_partition(
     diverged: dict[int, TrainingDiverged] = {}
     if not torchrun:  # the seeds not stored yet, in one loop (batch_seeds) or one by one
         pending = [c for c in train_configs if not layout.run_record(dataset, model, run_dir(c).name).is_file()]
-        for group in [pending] if settings.batch_seeds else [[c] for c in pending]:
+        for group in ([pending] if settings.batch_seeds else [[c] for c in pending]) if pending else []:
             done, failed = train_in_process(context, group, list(map(run_dir, group)), options, training_data)
             trained, diverged = {**trained, **done}, {**diverged, **failed}
 

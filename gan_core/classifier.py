@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from gan_core.data import load_split, load_split_arrays
 from gan_core.devices import resolve_device
 from gan_core.storage import atomic_output
 
@@ -110,6 +111,25 @@ def train_classifier(
             tmp,
         )
     return ClassifierResult(Path(out_path), accuracy, epochs, time.perf_counter() - started)
+
+
+def train_dataset_classifier(
+    dataset_file: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    num_classes: int,
+    epochs: int,
+    seed: int = 0,
+    device: str = "auto",
+    log: Callable[[str], None] | None = None,
+    progress: bool | None = None,
+) -> ClassifierResult:
+    """`train_classifier` on a stored dataset's training split (gan_core.data), scored on its test split."""
+    train_labels = torch.from_numpy(load_split_arrays(dataset_file, "train").labels)
+    test_labels = torch.from_numpy(load_split_arrays(dataset_file, "test").labels)
+    train, test = load_split(dataset_file, "train"), load_split(dataset_file, "test")
+    return train_classifier(
+        train, train_labels, test, test_labels, out_path, num_classes, epochs, seed, device, log, progress
+    )
 
 
 def load_classifier(path: str | os.PathLike[str], device: str = "auto") -> FeatureClassifier:

@@ -65,6 +65,8 @@ def train_seeds(
     every later step see ordinary runs. Runs resuming from different points train as one group per point. Each entry
     of the result is that run's TrainResult, or the TrainingDiverged that stopped it (the others trained on)."""
     options = options or RuntimeOptions()
+    if not configs:
+        raise ValueError("train_seeds needs at least one config")
     if len({dataclasses.replace(c, seed=0) for c in configs}) != 1 or len(set(map(str, out_dirs))) != len(configs):
         raise ValueError("train_seeds takes configs that differ only in `seed`, one output directory each")
     if len(configs) > 1 and (options.on_epoch_end is not None or options.distributed is not None):
