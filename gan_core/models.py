@@ -240,8 +240,8 @@ class ModelSpec:
     recipe: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     conditional: bool = False  # both players see the class label; samples are drawn for asked labels
-    # its seeds can be trained as one stacked model (gan_core.batched): an unconditional MLPGenerator and
-    # MaxoutDiscriminator pair, whose layers the batched forward walks
+    # its seeds can be stacked as one batched model (gan_core.batched: torch.func.vmap over its networks): an
+    # unconditional pair without batch-norm statistics or data-dependent shapes, which vmap cannot batch
     batchable: bool = False
 
 
