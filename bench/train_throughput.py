@@ -11,9 +11,9 @@ the second one's rate, so compilation and capture are left out).
 
     python bench/train_throughput.py --mnist-source ../shared/data/mnist --seeds 1 4 8 [--images 10000]
 
-`--seeds S...` measures instead, for each S, one epoch of S seeds trained as one batched model
-(`gan_core.train.train_seeds`) against the same S seeds trained one after another (`train_gan`), and one seed
-alone, side by side in this run: seed-images/s (every seed's images per second) and the batch's time over one seed's
+`--seeds S...` measures instead, for each S, one epoch of S seeds trained in one loop (`gan_core.train.train_seeds`),
+stacked as one batched model and in turn, against the same S seeds trained one after another (`train_gan`), and one
+seed alone, side by side in this run: each way's time over the sequential time, and the stacked time over one seed's
 (the goal on a GPU: 8 seeds in at most 1.5x the time of one). Times are wall seconds of the whole call, checkpoints
 included, best of two.
 """
@@ -54,38 +54,47 @@ def gan_core_images_per_second(
     return result.history[-1]["images_per_second"]
 
 
-def seeds_seconds(train: torch.Tensor, device: str, seeds: int, batched: bool) -> float:
-    """Wall seconds for one epoch of `seeds` seeds of the paper's MNIST configuration, batched or one by one."""
+SEED_MODES = ("stacked", "in_turn", "sequential")  # train_seeds stacked, train_seeds in turn, train_gan per seed
+
+
+def seeds_seconds(train: torch.Tensor, device: str, seeds: int, mode: str) -> float:
+    """Wall seconds for one epoch of `seeds` seeds of the paper's MNIST configuration, trained the `mode` way."""
     configs = [TrainConfig(epochs=1, seed=seed) for seed in range(seeds)]
     options = RuntimeOptions(device=device, progress=False)
     with tempfile.TemporaryDirectory() as out:
         dirs = [Path(out) / f"seed{seed}" for seed in range(seeds)]
         started = time.perf_counter()
-        if batched:
-            train_seeds(configs, train, dirs, replace(options, stack_seeds=True))
-        else:
+        if mode == "sequential":
             for config, run_dir in zip(configs, dirs, strict=True):
                 train_gan(config, train, run_dir, options)
+        else:
+            train_seeds(configs, train, dirs, replace(options, stack_seeds=mode == "stacked"))
         return time.perf_counter() - started
 
 
 def compare_seeds(train: torch.Tensor, device: str, counts: list[int]) -> dict[str, dict[str, float]]:
-    """For each seed count: batched and sequential seconds (best of two, alternating) and one seed's, side by side."""
-    one = min(seeds_seconds(train, device, 1, batched=False) for _ in range(2))
+    """For each seed count: the seconds of each of SEED_MODES (best of two, alternating) and one seed's, side by
+    side."""
+    one = min(seeds_seconds(train, device, 1, "sequential") for _ in range(2))
     print(f"one seed alone: {one:.2f} s, {len(train) / one:.0f} img/s")
     figures = {}
     for count in counts:
-        batched, sequential = [], []
+        seconds: dict[str, list[float]] = {mode: [] for mode in SEED_MODES}
         for _ in range(2):
-            batched.append(seeds_seconds(train, device, count, batched=True))
-            sequential.append(seeds_seconds(train, device, count, batched=False))
-        b, q = min(batched), min(sequential)
+            for mode in SEED_MODES:
+                seconds[mode].append(seeds_seconds(train, device, count, mode))
+        best = {mode: min(times) for mode, times in seconds.items()}
+        q = best["sequential"]
         print(
-            f"S={count:2d}: batched {b:7.2f} s, sequential {q:7.2f} s; seed-images/s (all seeds' images per second) "
-            f"batched {len(train) * count / b:7.0f}, sequential {len(train) * count / q:7.0f}; "
-            f"sequential / batched {q / b:5.2f}x; batched / one seed {b / one:5.2f}x"
+            f"S={count:2d}: "
+            + ", ".join(f"{mode} {best[mode]:7.2f} s ({q / best[mode]:4.2f}x sequential)" for mode in SEED_MODES)
+            + f"; stacked / one seed {best['stacked'] / one:5.2f}x"
         )
-        figures[str(count)] = {"batched_s": b, "sequential_s": q, "one_seed_s": one, "speedup": q / b}
+        figures[str(count)] = {
+            **{f"{mode}_s": best[mode] for mode in SEED_MODES},
+            "one_seed_s": one,
+            "speedup": q / best["stacked"],
+        }
     return figures
 
 

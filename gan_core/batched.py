@@ -19,10 +19,10 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from gan_core.config import RuntimeOptions, TrainConfig
-from gan_core.losses import get_loss
+from gan_core.losses import DiscriminatorTerms, get_loss
 from gan_core.models import get_model_spec
 from gan_core.runs import Run, Step
-from gan_core.updates import Objective, PylearnMomentumSGD, apply_gradients, set_hyperparameters
+from gan_core.updates import Objective, PylearnMomentumSGD, apply_gradients, set_hyperparameters, step_statistics
 
 
 def why_not_batched(config: TrainConfig) -> str | None:
@@ -104,9 +104,9 @@ class StackedSeeds(Step):
         if self.average is not None:
             with torch.no_grad():
                 torch._foreach_lerp_(list(self.average.values()), g_leaves, 1.0 - self.ema_decay)
-        statistics = torch.stack([d_loss.detach(), g_loss.detach(), d_real, d_fake], dim=1)  # S x STEP_STATISTICS
+        statistics = step_statistics(DiscriminatorTerms(d_loss, d_real, d_fake), g_loss)  # STEP_STATISTICS x S
         for index, run in enumerate(self.runs):
-            run.epoch_statistics[local_step] = statistics[index]
+            run.epoch_statistics[local_step] = statistics[:, index]
 
     @torch.no_grad()
     def write_back(self, run: Run) -> None:
