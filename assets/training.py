@@ -138,7 +138,7 @@ def train_in_process(
     if len(seeds) == 1:
         context.log.info(f"seed {seeds[0]}: training into {run_dirs[0]}")
     else:
-        how = "stacked" if stacks_seeds(configs[0], options, resolve_device(options.device), len(seeds)) else "in turn"
+        how = "stacked" if stacks_seeds(configs, options, resolve_device(options.device)) else "in turn"
         context.log.info(f"seeds {seeds}: training as one batched model ({how}; gan_model config batch_seeds)")
     images, labels, num_classes = training_data
     with _cancel_on_stop(context) as stop_requested:

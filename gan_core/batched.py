@@ -15,6 +15,9 @@ the CPU seeds take turns instead (gan_core.train.RunsInTurn) and each is bit-ide
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -43,13 +46,16 @@ def why_not_batched(config: TrainConfig) -> str | None:
     return "; ".join(found) or None
 
 
-def stacks_seeds(config: TrainConfig, options: RuntimeOptions, device: torch.device, seeds: int) -> bool:
-    """The one policy: whether `seeds` runs of `config` train stacked (`StackedSeeds`) rather than in turn. Unset
-    `options.stack_seeds`: two or more seeds on CUDA wherever it applies; True: required, even for one seed (an error
-    names what prevents it); False: never."""
-    reason = why_not_batched(config)
+def stacks_seeds(configs: Sequence[TrainConfig], options: RuntimeOptions, device: torch.device) -> bool:
+    """The one policy: whether the runs of `configs` train stacked (`StackedSeeds`) rather than in turn. Unset
+    `options.stack_seeds`: two or more seeds of one configuration on CUDA wherever it applies; True: required, even
+    for one seed (an error names what prevents it); False: never."""
+    reasons = [why_not_batched(configs[0])]
+    if len({dataclasses.replace(config, seed=0) for config in configs}) > 1:
+        reasons.append("the runs differ in more than their seed (stacking takes seeds of one configuration)")
     if options.compile:
-        reason = "; ".join(filter(None, [reason, "torch.compile (compile=True)"]))
+        reasons.append("torch.compile (compile=True)")
+    reason = "; ".join(filter(None, reasons))
     if options.stack_seeds is True and reason:
         raise ValueError(
             f"stack_seeds=True: these seeds cannot be trained as one batched model: {reason}; "
@@ -57,7 +63,7 @@ def stacks_seeds(config: TrainConfig, options: RuntimeOptions, device: torch.dev
         )
     if options.stack_seeds is True:
         return True
-    return options.stack_seeds is None and device.type == "cuda" and seeds > 1 and not reason
+    return options.stack_seeds is None and device.type == "cuda" and len(configs) > 1 and not reason
 
 
 class StackedSeeds(Step):
@@ -90,7 +96,8 @@ class StackedSeeds(Step):
         self.losses = vmap(losses, randomness="different")
         self.hyperparameters: tuple[float, float | None] = (config.learning_rate, config.momentum_start)
 
-    def __call__(self, runs: list[Run], batch: slice, local_step: int, lr: float, momentum: float | None) -> None:
+    def __call__(self, runs: list[Run], batch: slice, local_step: int) -> None:
+        lr, momentum = runs[0].learning_rate, runs[0].momentum  # seeds of one configuration: one schedule
         rows = torch.stack([run.permutation[batch] for run in self.runs])  # a stopped seed goes on, unsaved
         d_loss, g_loss, d_real, d_fake = self.losses(self.g_weights, self.d_weights, self.images[rows])
         d_leaves, g_leaves = list(self.d_weights.values()), list(self.g_weights.values())

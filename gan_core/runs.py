@@ -91,7 +91,7 @@ class Run:
     """One run of the loop: its settings, players, update rule, checkpoint, state and epoch tracker; `random`, its
     own stream when it takes turns with other runs (None: the global generators are its own); this epoch's
     permutation of the training images and statistics (one STEP_STATISTICS row per step); the divergence that
-    stopped it."""
+    stopped it; the learning rate and momentum the loop set for this step."""
 
     config: TrainConfig
     players: Players
@@ -103,6 +103,8 @@ class Run:
     permutation: torch.Tensor | None = None
     epoch_statistics: torch.Tensor | None = None
     error: TrainingDiverged | None = None
+    learning_rate: float = 0.0  # this step's, and this epoch's momentum (None: an optimiser without one)
+    momentum: float | None = None
 
     def turn(self) -> contextlib.AbstractContextManager[None]:
         """Draw from this run's random stream inside this block."""
@@ -156,7 +158,9 @@ class Run:
 class Step:
     """One training step for the live runs of a group, writing each run's row of `epoch_statistics`."""
 
-    def __call__(self, runs: list[Run], batch: slice, local_step: int, lr: float, momentum: float | None) -> None:
+    def __call__(self, runs: list[Run], batch: slice, local_step: int) -> None:
+        """Step the live `runs` on the rows `batch` of their permutations, each with its `learning_rate` and
+        `momentum`."""
         raise NotImplementedError
 
     def write_back(self, run: Run) -> None:

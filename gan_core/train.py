@@ -32,6 +32,9 @@ from gan_core.models import get_model_spec
 from gan_core.runs import EpochTracker, RandomStream, Run, Step, TrainingDiverged, TrainResult, interrupted
 from gan_core.updates import Players, learning_rate, make_update, paper_momentum
 
+# what runs in one loop share: the model (and so the data it reads) and the loop's shape (steps per epoch, epochs)
+LOOP_SETTINGS = ("model", "batch_size", "d_steps", "epochs", "max_train_images")
+
 
 def train_gan(
     config: TrainConfig,
@@ -60,21 +63,24 @@ def train_seeds(
     train_labels: torch.Tensor | None = None,
     num_classes: int = 0,
 ) -> list[TrainResult | TrainingDiverged]:
-    """Train (or resume, or return the finished runs of) `configs` (equal but for `seed`) into `out_dirs` in one
-    loop. Each run keeps its own directory, lock and checkpoint in the format of a run alone, so resume, sampling and
-    every later step see ordinary runs. Runs resuming from different points train as one group per point. Each entry
-    of the result is that run's TrainResult, or the TrainingDiverged that stopped it (the others trained on)."""
+    """Train (or resume, or return the finished runs of) `configs` into `out_dirs` in one loop: seeds of one
+    configuration, or the points of a sweep (they share LOOP_SETTINGS; learning rate, momentum, loss, update rule and
+    every other setting may differ, each run stepping with its own). Each run keeps its own directory, lock and
+    checkpoint in the format of a run alone, so resume, sampling and every later step see ordinary runs. Runs resuming
+    from different points train as one group per point. Each entry of the result is that run's TrainResult, or the
+    TrainingDiverged that stopped it (the others trained on)."""
     options = options or RuntimeOptions()
-    if not configs:
-        raise ValueError("train_seeds needs at least one config")
-    if len({dataclasses.replace(c, seed=0) for c in configs}) != 1 or len(set(map(str, out_dirs))) != len(configs):
-        raise ValueError("train_seeds takes configs that differ only in `seed`, one output directory each")
+    if not configs or len(set(map(str, out_dirs))) != len(configs):
+        raise ValueError("train_seeds takes one or more configs, one output directory each")
+    for name in LOOP_SETTINGS:
+        if len(values := {getattr(c, name) for c in configs}) > 1:
+            raise ValueError(f"runs in one loop share `{name}`; got {sorted(values, key=str)}: train them apart")
     if len(configs) > 1 and (options.on_epoch_end is not None or options.distributed is not None):
         raise ValueError("several seeds in one loop support neither on_epoch_end nor torchrun: train them one by one")
     for config in configs:
         config.validate()
     device = resolve_device(options.device)
-    stacked = stacks_seeds(configs[0], options, device, len(configs))
+    stacked = stacks_seeds(configs, options, device)
     data = TrainingData.on_device(configs[0], train_images, train_labels, num_classes, device)
     ranks = Ranks(options.distributed, configs[0])  # no-ops in one process
     with contextlib.ExitStack() as locks:
@@ -103,14 +109,16 @@ def _train(runs: list[Run], data: TrainingData, options: RuntimeOptions, step: S
     per_step = config.batch_size * config.d_steps
     steps_per_epoch = data.steps_per_epoch(config)
     for epoch in range(runs[0].state.epoch, config.epochs):
-        momentum = paper_momentum(config, epoch + 1) if config.optimizer == "paper" else None
         live = [run for run in runs if run.error is None]
+        for run in live:
+            run.momentum = paper_momentum(run.config, epoch + 1) if run.config.optimizer == "paper" else None
         permutation = lambda: ranks.permutation(len(images), images.device)  # noqa: E731 (drawn in each run's turn)
         first = [run.start_epoch(steps_per_epoch, permutation) for run in live]
         stop_now = False
         for local_step in range(first[0], steps_per_epoch):
-            lr = learning_rate(config, live[0].state.step, config.epochs * steps_per_epoch)
-            step(live, slice(local_step * per_step, (local_step + 1) * per_step), local_step, lr, momentum)
+            for run in live:  # each run's own schedule (a sweep's points differ in it)
+                run.learning_rate = learning_rate(run.config, run.state.step, config.epochs * steps_per_epoch)
+            step(live, slice(local_step * per_step, (local_step + 1) * per_step), local_step)
             for run in live:
                 run.state.step += 1
             stop_now = options.interrupted()  # polled once per step
@@ -128,7 +136,8 @@ def _train(runs: list[Run], data: TrainingData, options: RuntimeOptions, step: S
                 if stop_now:
                     raise interrupted(live)
         for run in live:
-            run.tracker.end_epoch(epoch + 1, run.state, ranks.mean(run.epoch_statistics), lr, momentum)
+            statistics = ranks.mean(run.epoch_statistics)
+            run.tracker.end_epoch(epoch + 1, run.state, statistics, run.learning_rate, run.momentum)
             if options.distributed is not None:
                 players = run.players
                 run.state.history[-1]["rank_weights"] = ranks.weights_in_sync(players.generator, players.discriminator)
@@ -149,19 +158,20 @@ def _train(runs: list[Run], data: TrainingData, options: RuntimeOptions, step: S
 
 
 class RunsInTurn(Step):
-    """Each run's own update rule (gan_core.updates) on its own random stream, one run after another. One run is the
-    ordinary training step; each of several seeds trained this way is bit-identical to that seed trained alone (the
-    same calls on the same numbers), on any device and for any model."""
+    """Each run's own update rule (gan_core.updates) with its own learning rate and momentum on its own random stream,
+    one run after another. One run is the ordinary training step; each of several runs trained this way is
+    bit-identical to that run trained alone (the same calls on the same numbers), on any device and for any model."""
 
     def __init__(self, ranks: Ranks, several: bool, log: Callable[[str], None] | None) -> None:
         self.ranks = ranks
         if several and log:
             log("training the seeds in turn, each on its own random stream (bit-identical to each alone)")
 
-    def __call__(self, runs: list[Run], batch: slice, local_step: int, lr: float, momentum: float | None) -> None:
+    def __call__(self, runs: list[Run], batch: slice, local_step: int) -> None:
         for run in runs:
+            indices = self.ranks.share(run.permutation[batch])
             with run.turn():
-                run.epoch_statistics[local_step] = run.update(self.ranks.share(run.permutation[batch]), lr, momentum)
+                run.epoch_statistics[local_step] = run.update(indices, run.learning_rate, run.momentum)
             run.players.update_average()
 
 

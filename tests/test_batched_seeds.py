@@ -118,6 +118,29 @@ def test_seeds_of_a_model_that_cannot_be_stacked_train_in_turn_each_as_alone(
     assert checkpoint_weights_hash(outcomes[0].checkpoint_path) != checkpoint_weights_hash(outcomes[1].checkpoint_path)
 
 
+def test_sweep_points_with_their_own_learning_rates_and_momentum_train_in_one_loop_each_as_alone(
+    digits_train, tmp_path
+) -> None:
+    base = dict(dataset="digits", epochs=2, max_train_images=320)
+    wanted = [
+        default_train_config("paper_mlp", **base, seed=0, learning_rate=0.05, momentum_end=0.5),
+        default_train_config("paper_mlp", **base, seed=0, learning_rate=0.2),
+        default_train_config("paper_mlp", **base, seed=1, loss="minimax", update="alternating"),
+    ]
+    dirs = [tmp_path / f"point{index}" for index in range(len(wanted))]
+    outcomes = train_seeds(wanted, digits_train, dirs, QUIET)
+    assert [r.history[-1]["learning_rate"] for r in outcomes[:2]] == [
+        pytest.approx(0.05, rel=1e-3),
+        pytest.approx(0.2, rel=1e-3),
+    ]
+    for index, (config, outcome) in enumerate(zip(wanted, outcomes, strict=True)):
+        alone = train_gan(config, digits_train, tmp_path / f"alone{index}", QUIET)
+        assert_same_run(outcome.checkpoint_path, alone.checkpoint_path)
+    with pytest.raises(ValueError, match=r"runs in one loop share `batch_size`; got \[32, 64\]: train them apart"):
+        other_batch = default_train_config("paper_mlp", **base, batch_size=64)
+        train_seeds([wanted[0], other_batch], digits_train, [tmp_path / "a", tmp_path / "b"], QUIET)
+
+
 STACKED = RuntimeOptions(progress=False, checkpoint_every=1, stack_seeds=True)
 
 
@@ -173,11 +196,12 @@ def test_settings_that_cannot_be_batched_are_named(digits_train, tmp_path) -> No
             [tmp_path / "a", tmp_path / "b"],
             RuntimeOptions(stack_seeds=True),
         )
-    with pytest.raises(ValueError, match="differ only in `seed`"):
+    with pytest.raises(ValueError, match="differ in more than their seed"):  # stacking takes seeds of one config
         train_seeds(
-            [default_train_config("paper_mlp", epochs=1), default_train_config("paper_mlp", epochs=2, seed=1)],
+            [default_train_config("paper_mlp", epochs=1), default_train_config("paper_mlp", epochs=1, lr_decay=1.0)],
             digits_train,
             [tmp_path / "a", tmp_path / "b"],
+            RuntimeOptions(stack_seeds=True),
         )
 
 
