@@ -130,9 +130,7 @@ def _train(runs: list[Run], data: TrainingData, options: RuntimeOptions, step: S
                 if not live:
                     return
             if mid_epoch_save:
-                for run in live:
-                    step.write_back(run)
-                    run.save(images.shape[1:], next_step=local_step + 1)
+                _save(live, step, images.shape[1:], next_step=local_step + 1)
                 if stop_now:
                     raise interrupted(live)
         for run in live:
@@ -143,9 +141,7 @@ def _train(runs: list[Run], data: TrainingData, options: RuntimeOptions, step: S
                 run.state.history[-1]["rank_weights"] = ranks.weights_in_sync(players.generator, players.discriminator)
         last, stop = epoch + 1 == config.epochs, options.should_stop(epoch + 1) or stop_now
         if last or stop or (epoch + 1) % options.checkpoint_every == 0 or live[0].checkpoint.due():
-            for run in live:
-                step.write_back(run)
-                run.save(images.shape[1:])
+            _save(live, step, images.shape[1:])
         if stop_now:
             raise interrupted(live)
         if options.on_epoch_end is not None:  # one run
@@ -155,6 +151,13 @@ def _train(runs: list[Run], data: TrainingData, options: RuntimeOptions, step: S
             live[0].players.generator.train()
         if stop:
             return
+
+
+def _save(runs: list[Run], step: Step, image_shape: torch.Size, next_step: int | None = None) -> None:
+    """Checkpoint every run, its players first brought up to date by `step` (`next_step`: inside an epoch)."""
+    for run in runs:
+        step.write_back(run)
+        run.save(image_shape, next_step)
 
 
 class RunsInTurn(Step):
