@@ -11,7 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.configs import validate_run_config
-from assets.partitions import dataset_model_partitions
+from assets.partitions import dataset_experiment_partitions
 from assets.resources import StorageResource
 from gan_core.checks import CheckOutcome
 from gan_core.layout import ArtifactLayout, FigureName
@@ -44,11 +44,11 @@ def partition_asset(
     pool: str | None = "gpu",
     automated: bool = True,
 ) -> Callable[[Callable[..., dg.MaterializeResult]], dg.AssetsDefinition]:
-    """`@dg.asset` for a dataset x model asset: partitioned, in the `gpu` pool unless told otherwise, and (when
+    """`@dg.asset` for a dataset x experiment asset: partitioned, in the `gpu` pool unless told otherwise, and (when
     `automated`) materialised by declarative automation once its dependencies are updated. The description is the
     decorated function's docstring unless given."""
     return dg.asset(
-        partitions_def=dataset_model_partitions,
+        partitions_def=dataset_experiment_partitions,
         deps=deps,
         code_version=code_version,
         automation_condition=AFTER_PASSING_UPSTREAM if automated else None,
@@ -61,9 +61,10 @@ def partition_asset(
 
 
 def checked_partition(context: dg.AssetExecutionContext, storage: StorageResource) -> tuple[str, str, ArtifactLayout]:
-    """Check the whole run's config, then (dataset, model, layout) of this dataset x model partition."""
-    validate_run_config(context)
-    return (*dataset_and_model(context), storage.layout)
+    """Check the whole run's config, then (dataset, experiment, layout) of this dataset x experiment partition."""
+    dataset, experiment = dataset_and_experiment(context)
+    validate_run_config(context, storage.experiments.get(experiment))
+    return dataset, experiment, storage.layout
 
 
 def progress_bars() -> bool | None:
@@ -80,10 +81,10 @@ def run_holder(context: dg.AssetExecutionContext) -> str:
     return f"Dagster run {context.run.run_id}{partition}"
 
 
-def dataset_and_model(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[str, str]:
-    """(dataset, model) of a dataset x model partition."""
+def dataset_and_experiment(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[str, str]:
+    """(dataset, experiment) of a dataset x experiment partition."""
     keys = context.partition_key.keys_by_dimension  # type: ignore[union-attr]
-    return keys["dataset"], keys["model"]
+    return keys["dataset"], keys["experiment"]
 
 
 def compute_or_load_each(
@@ -162,9 +163,9 @@ def table_metadata(table: pd.DataFrame) -> dg.TableMetadataValue:
     return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=columns))
 
 
-def store_figure(layout: ArtifactLayout, dataset: str, model: str, name: FigureName, png: bytes) -> str:
+def store_figure(layout: ArtifactLayout, dataset: str, experiment: str, name: FigureName, png: bytes) -> str:
     """Write one of a partition's figures (the report embeds it); return its path."""
-    path = layout.figure(dataset, model, name)
+    path = layout.figure(dataset, experiment, name)
     with atomic_output(path) as tmp:
         tmp.write_bytes(png)
     return str(path)

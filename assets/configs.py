@@ -30,6 +30,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from gan_core.config import Bounds, RuntimeOptions, TrainConfig, default_train_config
+from gan_core.experiments import Experiment, builtin_experiment
 from gan_core.losses import LOSSES
 from gan_core.parzen import PAPER_SIGMAS, PAPER_VALID_POINTS
 from gan_core.sources import get_dataset_spec
@@ -50,9 +51,9 @@ class AssetConfig(dg.Config):
         if cls.asset_name:
             _CONFIG_CLASSES[cls.asset_name] = cls
 
-    def check_across_fields(self, dataset: str, model: str, train_size: int | None = None) -> None:
-        """Checks across fields that pydantic's per-field constraints cannot express (none by default); `train_size`:
-        the dataset's training images, where known."""
+    def check_across_fields(self, dataset: str, experiment: Experiment, train_size: int | None = None) -> None:
+        """Checks across fields that pydantic's per-field constraints cannot express (none by default) for a
+        partition's dataset and experiment; `train_size`: the dataset's training images, where known."""
 
 
 def _choices(name: str, values: typing.Iterable[str]) -> type[enum.Enum]:
@@ -137,16 +138,33 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
             progress=progress,
         )
 
-    def train_configs(self, dataset: str, model: str) -> list[TrainConfig]:
-        """One validated TrainConfig per seed: the model's, loss's and (with `dataset_recipe`) dataset's recipes, then
-        every setting given here (enum members as their values); the one place this config becomes TrainConfigs."""
+    def for_experiment(self, experiment: Experiment) -> GanTrainingConfig:
+        """This run's config applied to an experiment: the experiment's settings and seeds, then every setting this
+        run config sets itself (a run config overrides an experiment; unset settings keep the experiment's)."""
+        given = {name: getattr(self, name) for name in self.model_fields_set}
+        try:
+            return type(self)(**{**experiment.settings, "seeds": list(experiment.seeds), **given})
+        except pydantic.ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {describe_error(type(self), e)}" for e in error.errors()
+            )
+            raise ValueError(f"experiment {experiment.name!r} settings: {problems}") from None
+
+    def train_configs(self, dataset: str, experiment: Experiment | str) -> list[TrainConfig]:
+        """One validated TrainConfig per seed of `experiment` (a model's name: its built-in experiment) on `dataset`:
+        the model's, loss's and (with `dataset_recipe`) dataset's recipes, then the experiment's settings, then every
+        setting this run config gives (enum members as their values); the one place this config becomes TrainConfigs."""
+        experiment = builtin_experiment(experiment) if isinstance(experiment, str) else experiment
+        merged = self.for_experiment(experiment)
         names = [field.name for field in dataclasses.fields(TrainConfig) if field.name not in ("model", "seed")]
-        given = {name: getattr(self, name) for name in names}
+        given = {name: getattr(merged, name) for name in names}
         settings = {name: value.value if isinstance(value, enum.Enum) else value for name, value in given.items()}
         loss = settings.pop("loss") or "non_saturating"
         try:
-            recipe_of = dataset if self.dataset_recipe else None
-            return [default_train_config(model, loss, recipe_of, seed=seed, **settings) for seed in self.seeds]
+            recipe_of = dataset if merged.dataset_recipe else None
+            return [
+                default_train_config(experiment.model, loss, recipe_of, seed=seed, **settings) for seed in merged.seeds
+            ]
         except ValueError as error:
             raise ValueError(f"gan_model config: {error}") from None
 
@@ -158,10 +176,10 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
             raise ValueError(f"must be distinct (each seed trains one model), got {seeds}: {repeated} repeated")
         return seeds
 
-    def check_across_fields(self, dataset: str, model: str, train_size: int | None = None) -> None:
+    def check_across_fields(self, dataset: str, experiment: Experiment, train_size: int | None = None) -> None:
         """TrainConfig.validate for every seed, and one full step of the batch must fit in the training split (its
         size from the dataset's spec, else `train_size`: for TFD only the stored dataset file knows it)."""
-        config = self.train_configs(dataset, model)[0]  # the seeds differ in nothing else
+        config = self.train_configs(dataset, experiment)[0]  # the seeds differ in nothing else
         split_sizes = get_dataset_spec(dataset).split_sizes
         train_size = split_sizes["train"] if split_sizes else train_size
         if train_size is None:
@@ -177,6 +195,11 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
                 f"gan_model config: batch_size: must be at most {images // config.d_steps} ({where}), "
                 f"got {config.batch_size}"
             )
+
+
+# What an experiment may set: every training setting, and whether the dataset's recipe applies (the rest of
+# GanTrainingConfig says how to run, not what is trained)
+EXPERIMENT_SETTINGS = [*TrainingSettings.model_fields, "dataset_recipe"]
 
 
 class SamplingConfig(AssetConfig):
@@ -270,8 +293,11 @@ def check_setting(asset_name: str, field: str, value: Any) -> str | None:
     return None
 
 
-def check_run_config(ops: Mapping[str, Any], dataset: str, model: str, train_size: int | None = None) -> None:
-    """Build every asset config in a run config's `ops` and run its cross-field check (`AssetConfig.check`); raise
+def check_run_config(
+    ops: Mapping[str, Any], dataset: str, experiment: Experiment | str, train_size: int | None = None
+) -> None:
+    """Build every asset config in a run config's `ops` and run its cross-field check (`AssetConfig.check`) for the
+    partition's dataset and experiment (a model's name: its built-in experiment); raise
     ValueError with one line naming the asset, the setting, what is wrong and what is allowed. Ops without a config
     class are left to Dagster's own schema."""
     for name, settings in ops.items():
@@ -289,7 +315,7 @@ def check_run_config(ops: Mapping[str, Any], dataset: str, model: str, train_siz
             known = ", ".join(config_class.model_fields)
             raise ValueError(f"{name} config: unknown setting {unknown[0]!r}{hint}; known settings: {known}")
         try:
-            config_class(**values).check_across_fields(dataset, model, train_size)
+            config_class(**values).check_across_fields(dataset, experiment, train_size)
         except pydantic.ValidationError as error:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {describe_error(config_class, e)}" for e in error.errors()
@@ -297,12 +323,23 @@ def check_run_config(ops: Mapping[str, Any], dataset: str, model: str, train_siz
             raise ValueError(f"{name} config: {problems}") from None
 
 
-def validate_run_config(context: dg.AssetExecutionContext) -> None:
-    """`check_run_config` of this run's config and partition, before an asset does any work (a run launched from the
-    UI or a schedule meets the same checks as `gan-pipeline run`)."""
+def validate_run_config(context: dg.AssetExecutionContext, experiment: Experiment) -> None:
+    """`check_run_config` of this run's config for its dataset x `experiment` partition, before an asset does any
+    work (a run launched from the UI or a schedule meets the same checks as `gan-pipeline run`)."""
     ops = (context.run.run_config or {}).get("ops", {})
-    dataset, model = "digits", "paper_mlp"
-    if context.has_partition_key and isinstance(context.partition_key, dg.MultiPartitionKey):
-        model = context.partition_key.keys_by_dimension.get("model", model)
-        dataset = context.partition_key.keys_by_dimension.get("dataset", dataset)
-    check_run_config(ops, dataset, model)
+    dataset = context.partition_key.keys_by_dimension["dataset"]  # type: ignore[union-attr]
+    check_run_config(ops, dataset, experiment)
+
+
+def check_experiment_settings(experiment: Experiment, dataset: str = "digits") -> None:
+    """Refuse, in one line, an experiment whose settings are not gan_model's training settings or are out of their
+    bounds (what `gan-pipeline experiment add` and `sweep` check before storing anything)."""
+    unknown = [name for name in experiment.settings if name not in EXPERIMENT_SETTINGS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], EXPERIMENT_SETTINGS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"experiment {experiment.name!r}: unknown setting {unknown[0]!r}{hint}; "
+            f"known settings: {', '.join(EXPERIMENT_SETTINGS)}"
+        )
+    GanTrainingConfig().train_configs(dataset, experiment)

@@ -21,12 +21,20 @@ from gan_core.layout import ArtifactLayout, EvaluationKind
 from gan_core.parzen import across_seeds, evaluate_parzen, score_test_set, search_bandwidth
 from gan_core.plots import png_markdown, sigma_search_png
 from gan_core.records import compute_or_load, read_record
-from gan_core.report import metrics_table, parzen_table, sigma_search_table, summary_table, write_report
+from gan_core.report import (
+    experiments_table,
+    metrics_table,
+    parzen_table,
+    shown_experiments,
+    sigma_search_table,
+    summary_table,
+    write_report,
+)
 from gan_core.sample import read_samples_h5
 from gan_core.storage import hash_json
 
 PARZEN_CODE_VERSION = "1"
-REPORT_CODE_VERSION = "1"
+REPORT_CODE_VERSION = "2"  # 2: the experiments table and the sweep plots
 parzen_asset = functools.partial(partition_asset, code_version=PARZEN_CODE_VERSION, group_name="evaluation")
 
 
@@ -35,7 +43,7 @@ def parzen_bandwidth(
     context: dg.AssetExecutionContext, config: ParzenBandwidthConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
     """The Parzen window width sigma with the highest mean log-likelihood on the first validation images."""
-    dataset, model, layout = checked_partition(context, storage)
+    dataset, experiment, layout = checked_partition(context, storage)
     valid = load_split(layout.dataset_file(dataset), "valid", limit=config.n_valid).flatten(1)
     dataset_hash = read_dataset_info(layout.dataset_file(dataset)).content_hash
     settings = {
@@ -52,17 +60,17 @@ def parzen_bandwidth(
 
     entries = compute_or_load_each(
         context,
-        layout.sample_sets(dataset, model),
-        lambda run, key: layout.evaluation_record("bandwidth", dataset, model, key),
+        layout.sample_sets(dataset, experiment),
+        lambda run, key: layout.evaluation_record("bandwidth", dataset, experiment, key),
         lambda run: {"samples": run["content_hash"], **settings},
         search,
         lambda entry: f"sigma {entry['sigma']:.4f}",
     )
-    layout.write_partition_index("bandwidth", dataset, model, {"runs": entries})
+    layout.write_partition_index("bandwidth", dataset, experiment, {"runs": entries})
     first = entries[0]
     grid = [s for s, _ in first["valid_mean_by_sigma"]]
     plot = sigma_search_png(entries)
-    store_figure(layout, dataset, model, "sigma_search", plot)
+    store_figure(layout, dataset, experiment, "sigma_search", plot)
     return dg.MaterializeResult(
         metadata={
             "sigma": first["sigma"],
@@ -83,23 +91,29 @@ def parzen_log_likelihood(
     context: dg.AssetExecutionContext, config: ParzenConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
     """Mean Parzen log-likelihood of the test images +- standard error (the paper's Table 1 number)."""
-    dataset, model, layout = checked_partition(context, storage)
+    dataset, experiment, layout = checked_partition(context, storage)
     test = load_split(layout.dataset_file(dataset), "test").flatten(1)
 
     def score(bandwidth: dict) -> dict:
         samples = read_samples_h5(bandwidth["samples_path"])[0]
         scored = score_test_set(samples, test, bandwidth["sigma"], config.block_size, config.device)
-        return {"dataset": dataset, "model": model, "seed": bandwidth["seed"], "sigma": bandwidth["sigma"], **scored}
+        return {
+            "dataset": dataset,
+            "model": experiment,
+            "seed": bandwidth["seed"],
+            "sigma": bandwidth["sigma"],
+            **scored,
+        }
 
     results = compute_or_load_each(
         context,
-        layout.sigma_searches(dataset, model),
-        lambda bandwidth, key: layout.evaluation_record("parzen", dataset, model, key),
+        layout.sigma_searches(dataset, experiment),
+        lambda bandwidth, key: layout.evaluation_record("parzen", dataset, experiment, key),
         lambda bandwidth: {"bandwidth": bandwidth["key"], "sigma": bandwidth["sigma"], "code": PARZEN_CODE_VERSION},
         score,
         lambda result: f"{result['mean_log_likelihood']:.2f} +- {result['standard_error']:.2f} nats",
     )
-    layout.write_partition_index("parzen", dataset, model, {"runs": results})
+    layout.write_partition_index("parzen", dataset, experiment, {"runs": results})
     mean, error_bar = across_seeds(results)
     return dg.MaterializeResult(
         metadata={
@@ -134,14 +148,14 @@ def reference_result(layout: ArtifactLayout, dataset: str, n_samples: int = 10_0
     )[0]
 
 
-def partition_problems(layout: ArtifactLayout, dataset: str, model: str) -> list[str]:
+def partition_problems(layout: ArtifactLayout, dataset: str, experiment: str) -> list[str]:
     """Why a partition's numbers must not be reported: its training, samples or Parzen results fail a blocking check,
     or its Parzen results score other samples than its current ones (new samples failed, so Parzen never ran)."""
     problems = []
     histories = {}
-    for run in layout.trained_runs(dataset, model):
+    for run in layout.trained_runs(dataset, experiment):
         histories[run["seed"]] = (load_checkpoint(run["checkpoint"])["history"], run["config"]["epochs"])
-    sample_sets = layout.sample_sets(dataset, model)
+    sample_sets = layout.sample_sets(dataset, experiment)
     outcomes = {
         "training_did_not_diverge": checks.check_training_histories(histories),
         "samples_finite_in_unit_range": next(
@@ -152,10 +166,10 @@ def partition_problems(layout: ArtifactLayout, dataset: str, model: str) -> list
             ),
             checks.CheckOutcome(True, ""),
         ),
-        "log_likelihood_finite": checks.check_log_likelihoods(layout.parzen_scores(dataset, model)),
+        "log_likelihood_finite": checks.check_log_likelihoods(layout.parzen_scores(dataset, experiment)),
     }
     problems += [f"{name} failed ({outcome.description})" for name, outcome in outcomes.items() if not outcome.passed]
-    scored = {search["samples_hash"] for search in layout.sigma_searches(dataset, model)}
+    scored = {search["samples_hash"] for search in layout.sigma_searches(dataset, experiment)}
     if scored != {samples["content_hash"] for samples in sample_sets}:
         problems.append("its Parzen results score earlier samples than its current ones")
     return problems
@@ -212,13 +226,16 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
     table, metrics = report_tables(layout, project, left_out)
     covered = sorted({f"{row['dataset']}|{row['model']}" for row in project})
     figures = {partition: files for partition, files in layout.figures().items() if partition in covered}
+    experiments = storage.experiments.all()
     paths = write_report(
         {"parzen_table1": table, "metrics": metrics},
         layout.report_file,
         "gan-pipeline evaluation report",
         figures,
         left_out,
+        experiments,
     )
+    compared = experiments_table(summary_table(table, metrics), table, experiments)
     context.log.info(f"report written to {paths['html']}")
     return dg.MaterializeResult(
         metadata={
@@ -230,6 +247,9 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
             "partitions": dg.MetadataValue.json(covered),
             "left_out": dg.MetadataValue.json(left_out),
             "summary": table_metadata(summary_table(table, metrics)),
+            "experiments": table_metadata(shown_experiments(compared)),
+            "experiments_csv": dg.MetadataValue.path(str(paths["experiments_csv"])),
+            "sweep_plots": dg.MetadataValue.json({k: str(v) for k, v in paths.items() if k.startswith("sweep_")}),
             "table": table_metadata(table),
             "metrics": table_metadata(metrics),
             "figures": dg.MetadataValue.json(

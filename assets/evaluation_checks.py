@@ -2,21 +2,21 @@
 
 import dagster as dg
 
-from assets.common import check_result, dataset_and_model
+from assets.common import check_result, dataset_and_experiment
 from assets.evaluation_assets import (
     evaluation_report,
     parzen_bandwidth,
     parzen_log_likelihood,
 )
-from assets.partitions import dataset_model_partitions
+from assets.partitions import dataset_experiment_partitions
 from assets.resources import StorageResource
 from gan_core import checks
 
 
 @dg.asset_check(asset=parzen_bandwidth, description="Warns when the chosen sigma sits at an end of the grid.")
 def sigma_inside_grid(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    dataset, model = dataset_and_model(context)
-    runs = storage.layout.sigma_searches(dataset, model)
+    dataset, experiment = dataset_and_experiment(context)
+    runs = storage.layout.sigma_searches(dataset, experiment)
     problems = []
     for run in runs:
         grid = [s for s, _ in run["valid_mean_by_sigma"]]
@@ -38,8 +38,8 @@ def sigma_inside_grid(context: dg.AssetCheckExecutionContext, storage: StorageRe
 
 @dg.asset_check(asset=parzen_log_likelihood, blocking=True, description="The test log-likelihood is finite.")
 def log_likelihood_finite(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    dataset, model = dataset_and_model(context)
-    return check_result(checks.check_log_likelihoods(storage.layout.parzen_scores(dataset, model)))
+    dataset, experiment = dataset_and_experiment(context)
+    return check_result(checks.check_log_likelihoods(storage.layout.parzen_scores(dataset, experiment)))
 
 
 @dg.asset_check(
@@ -48,7 +48,11 @@ def log_likelihood_finite(context: dg.AssetCheckExecutionContext, storage: Stora
 )
 def report_covers_partitions(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     materialized = context.instance.get_materialized_partitions(parzen_log_likelihood.key)
-    expected = sorted(str(key) for key in materialized if key in dataset_model_partitions.get_partition_keys())
+    expected = sorted(
+        str(key)
+        for key in materialized
+        if key in dataset_experiment_partitions.get_partition_keys(dynamic_partitions_store=context.instance)
+    )
     metadata = context.instance.get_latest_materialization_event(evaluation_report.key).asset_materialization.metadata
     reported, left_out = set(metadata["partitions"].value), metadata["left_out"].value
     missing = [key for key in expected if key not in reported and key not in left_out]

@@ -12,7 +12,7 @@ import torch
 from assets.common import (
     checked_partition,
     compute_or_load_each,
-    dataset_and_model,
+    dataset_and_experiment,
     partition_asset,
     progress_bars,
     store_figure,
@@ -127,7 +127,7 @@ def score_images(images: np.ndarray, reference: metrics.ReferenceSet, asked: np.
 def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """FD, KID, improved precision/recall, density/coverage, class coverage and KL, inception score and the
     memorisation ratio of each seed's samples against real training images."""
-    dataset, model, layout = checked_partition(context, storage)
+    dataset, experiment, layout = checked_partition(context, storage)
     classifier_key = layout.classifier(dataset)["key"]
     n_train = read_dataset_info(layout.dataset_file(dataset)).split_sizes["train"]
     reference = None
@@ -141,7 +141,7 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
         count = len(reference.images)
         return {
             "dataset": dataset,
-            "model": model,
+            "model": experiment,
             "seed": entry["seed"],
             **score_images(samples[:count], reference, None if asked is None else asked[:count]),
             "seconds": time.perf_counter() - started,
@@ -149,13 +149,13 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
 
     runs = compute_or_load_each(
         context,
-        layout.sample_sets(dataset, model),
-        lambda entry, key: layout.evaluation_record("metrics", dataset, model, key),
+        layout.sample_sets(dataset, experiment),
+        lambda entry, key: layout.evaluation_record("metrics", dataset, experiment, key),
         lambda entry: {"samples": entry["content_hash"], "classifier": classifier_key, "code": METRICS_CODE_VERSION},
         score,
         describe_metrics,
     )
-    layout.write_partition_index("metrics", dataset, model, {"runs": runs})
+    layout.write_partition_index("metrics", dataset, experiment, {"runs": runs})
     first = runs[0]
     shown = metrics.METRIC_COLUMNS
     return dg.MaterializeResult(
@@ -178,10 +178,10 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
 def paper_figures(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The paper's Figure 2 (samples beside their nearest training image) and Figure 3 (linear interpolations in latent
     space), as PNGs."""
-    dataset, model = dataset_and_model(context)
+    dataset, experiment = dataset_and_experiment(context)
     layout = storage.layout
-    entry = layout.sample_sets(dataset, model)[0]
-    checkpoint = layout.trained_runs(dataset, model)[0]["checkpoint"]
+    entry = layout.sample_sets(dataset, experiment)[0]
+    checkpoint = layout.trained_runs(dataset, experiment)[0]["checkpoint"]
     samples = read_samples_h5(entry["path"])[0][:30]
     train = load_split(layout.dataset_file(dataset), "train").numpy()
     nearest = train[metrics.nearest_training_images(samples, train)]
@@ -196,8 +196,8 @@ def paper_figures(context: dg.AssetExecutionContext, storage: StorageResource) -
     latents = (ends[:, :1] * (1 - steps) + ends[:, 1:] * steps).reshape(80, -1)
     figure3 = grid_png(generate_from_noise(loaded, latents), columns=10)
     paths = {
-        "figure2_nearest_neighbours": store_figure(layout, dataset, model, "figure2_nearest_neighbours", figure2),
-        "figure3_interpolations": store_figure(layout, dataset, model, "figure3_interpolations", figure3),
+        "figure2_nearest_neighbours": store_figure(layout, dataset, experiment, "figure2_nearest_neighbours", figure2),
+        "figure3_interpolations": store_figure(layout, dataset, experiment, "figure3_interpolations", figure3),
     }
     return dg.MaterializeResult(
         metadata={

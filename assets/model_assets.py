@@ -51,13 +51,28 @@ CODE = {"code": SAMPLE_CODE_VERSION}  # the samples' key part naming their code 
 def gan_model(
     context: dg.AssetExecutionContext, config: GanTrainingConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
-    """Trained GAN checkpoints (one per seed) for a dataset x model partition."""
-    dataset, model, layout = checked_partition(context, storage)
+    """Trained GAN checkpoints (one per seed) for a dataset x experiment partition; the experiment's definition is
+    stored with them and shown here."""
+    dataset, experiment, layout = checked_partition(context, storage)
+    registry = storage.experiments
+    definition = registry.get(experiment)
+    mates = [point for point in registry.sweep_points(definition.sweep) if point.name != experiment]
     info = read_dataset_info(layout.dataset_file(dataset))
     options = config.runtime_options(holder=run_holder(context), progress=progress_bars())
-    runs = train_partition(context, config, options, layout, info, dataset, model)
+    runs = train_partition(
+        context, config, options, layout, info, dataset, definition, mates if definition.sweep else []
+    )
     layout.write_partition_index(
-        "models", dataset, model, {"dataset": dataset, "model": model, "dataset_hash": info.content_hash, "runs": runs}
+        "models",
+        dataset,
+        experiment,
+        {
+            "dataset": dataset,
+            "model": definition.model,
+            "experiment": definition.to_dict(),
+            "dataset_hash": info.content_hash,
+            "runs": runs,
+        },
     )
     first = runs[0]
     histories = {run["seed"]: load_checkpoint(run["checkpoint"])["history"] for run in runs}
@@ -66,8 +81,8 @@ def gan_model(
     for seed, seed_history in histories.items():
         curves[f"D loss, seed {seed}"] = [r["d_loss"] for r in seed_history]
         curves[f"G loss, seed {seed}"] = [r["g_loss"] for r in seed_history]
-    loss_png = line_png([r["epoch"] for r in history], curves, "epoch", "loss", title=f"{dataset} / {model}")
-    store_figure(layout, dataset, model, "loss_curves", loss_png)
+    loss_png = line_png([r["epoch"] for r in history], curves, "epoch", "loss", title=f"{dataset} / {experiment}")
+    store_figure(layout, dataset, experiment, "loss_curves", loss_png)
     preview = generate(load_generator(first["checkpoint"], "cpu"), 100, seed=0)
     return dg.MaterializeResult(
         metadata={
@@ -81,6 +96,9 @@ def gan_model(
             "device": first["device"],
             **{f"final_{key}": round(history[-1].get(key, float("nan")), 5) for key in STEP_STATISTICS},
             "config": dg.MetadataValue.json(first["config"]),
+            "experiment": dg.MetadataValue.json(definition.to_dict()),
+            "experiment_model": definition.model,
+            "experiment_settings": dg.MetadataValue.json(dict(definition.settings)),
             "loss_curve": dg.MetadataValue.md(png_markdown(loss_png, "loss curve")),
             "sample_grid": dg.MetadataValue.md(png_markdown(grid_png(preview), "samples")),
         },
@@ -98,13 +116,13 @@ def generated_samples(
     context: dg.AssetExecutionContext, config: SamplingConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
     """Samples from each trained seed's generator (10,000 by default), in HDF5 with the noise seed."""
-    dataset, model, layout = checked_partition(context, storage)
+    dataset, experiment, layout = checked_partition(context, storage)
     started = time.perf_counter()
 
     def draw(run: dict) -> dict:
-        path = layout.samples_file(dataset, model, run["identity"], config.count, config.sample_seed)
+        path = layout.samples_file(dataset, experiment, run["identity"], config.count, config.sample_seed)
         provenance = {"checkpoint": run["checkpoint"], "weights_hash": run["weights_hash"], "train_seed": run["seed"]}
-        provenance.update(dataset=dataset, model=model, count=config.count)
+        provenance.update(dataset=dataset, model=experiment, count=config.count)
         digest = write_checkpoint_samples(
             path, run["checkpoint"], config.count, config.sample_seed, provenance, config.batch_size, config.device
         )
@@ -112,8 +130,8 @@ def generated_samples(
 
     entries = compute_or_load_each(
         context,
-        layout.trained_runs(dataset, model),
-        lambda run, key: layout.samples_record(dataset, model, run["identity"], config.count, config.sample_seed),
+        layout.trained_runs(dataset, experiment),
+        lambda run, key: layout.samples_record(dataset, experiment, run["identity"], config.count, config.sample_seed),
         lambda run: {"weights": run["weights_hash"], "count": config.count, "seed": config.sample_seed, **CODE},
         draw,
         lambda entry: f"{config.count} samples at {entry['path']}",
@@ -121,12 +139,22 @@ def generated_samples(
     layout.write_partition_index(
         "samples",
         dataset,
-        model,
-        {"dataset": dataset, "model": model, "count": config.count, "sample_seed": config.sample_seed, "runs": entries},
+        experiment,
+        {
+            "dataset": dataset,
+            "model": experiment,
+            "count": config.count,
+            "sample_seed": config.sample_seed,
+            "runs": entries,
+        },
     )
     grid = grid_png(read_samples_h5(entries[0]["path"])[0][:100])
-    store_figure(layout, dataset, model, "samples", grid)
-    extra = class_grid_metadata(layout, dataset, model) if get_model_spec(model).conditional else {}
+    store_figure(layout, dataset, experiment, "samples", grid)
+    extra = (
+        class_grid_metadata(layout, dataset, experiment)
+        if get_model_spec(storage.experiments.get(experiment).model).conditional
+        else {}
+    )
     return dg.MaterializeResult(
         metadata={
             "paths": dg.MetadataValue.json([entry["path"] for entry in entries]),
@@ -141,9 +169,9 @@ def generated_samples(
     )
 
 
-def class_grid_metadata(layout: ArtifactLayout, dataset: str, model: str) -> dict[str, dg.MetadataValue]:
+def class_grid_metadata(layout: ArtifactLayout, dataset: str, experiment: str) -> dict[str, dg.MetadataValue]:
     """A conditional model's samples drawn for each class, one row per class, stored as a figure and shown."""
-    class_grid = grid_png(samples_per_class(layout.trained_runs(dataset, model)[0]["checkpoint"]), columns=10)
-    store_figure(layout, dataset, model, "class_grid", class_grid)
+    class_grid = grid_png(samples_per_class(layout.trained_runs(dataset, experiment)[0]["checkpoint"]), columns=10)
+    store_figure(layout, dataset, experiment, "class_grid", class_grid)
     text = "One row per class (0 at the top)\n\n" + png_markdown(class_grid, "per-class samples")
     return {"class_grid": dg.MetadataValue.md(text)}

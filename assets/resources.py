@@ -7,22 +7,33 @@ from pathlib import Path
 
 import dagster as dg
 
+from gan_core.experiments import ExperimentRegistry
 from gan_core.layout import ArtifactLayout
 from gan_core.sources import get_dataset_spec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR_VARIABLE = "GAN_PIPELINE_DATA_DIR"
+DECLARED_EXPERIMENTS = REPO_ROOT / "experiments.yaml"  # the checked-in experiments (gan_core.experiments)
 
 
 class StorageResource(dg.ConfigurableResource):
-    """The data directory (default: $GAN_PIPELINE_DATA_DIR, read when a run starts, else ./data beside the code).
+    """The data directory (default: $GAN_PIPELINE_DATA_DIR, read when a run starts, else ./data beside the code) and
+    the experiments known there (`experiments`).
     Every path below it comes from `layout` (gan_core.layout.ArtifactLayout); names cannot escape it."""
 
     root_dir: str = ""
+    # the checked-in experiments file (YAML); empty: experiments.yaml beside the code
+    experiments_file: str = ""
 
     @property
     def layout(self) -> ArtifactLayout:
         return ArtifactLayout(self.root_dir or os.environ.get(DATA_DIR_VARIABLE) or REPO_ROOT / "data")
+
+    @property
+    def experiments(self) -> ExperimentRegistry:
+        """Every experiment: the built-ins, the checked-in file's and those added at run time in the data root."""
+        declared = Path(self.experiments_file) if self.experiments_file else DECLARED_EXPERIMENTS
+        return ExperimentRegistry(self.layout.experiments_file(), declared)
 
 
 class DatasetSourcesResource(dg.ConfigurableResource):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,20 +17,22 @@ import dagster as dg
 import torch
 from dagster._core.errors import DagsterPipesExecutionError  # raised by PipesSubprocessClient; not exported
 
-from assets.common import compute_or_load_each
+from assets.common import compute_or_load_each, run_holder
 from assets.configs import GanTrainingConfig
 from gan_core.batched import stacks_seeds
 from gan_core.checkpoint import TrainingInterrupted, checkpoint_weights_hash
 from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.data import DatasetInfo, load_split, load_split_arrays
 from gan_core.devices import resolve_device
-from gan_core.layout import ArtifactLayout, torchrun_files
+from gan_core.experiments import Experiment
+from gan_core.layout import RUN_RECORD_NAME, ArtifactLayout, torchrun_files
 from gan_core.models import get_model_spec
+from gan_core.records import compute_or_load
 from gan_core.runs import RunSummary, TrainingDiverged
 from gan_core.signals import stop_on_signals
 from gan_core.sources import get_dataset_spec
 from gan_core.storage import hash_json, write_json_atomic
-from gan_core.train import train_seeds
+from gan_core.train import LOOP_SETTINGS, train_seeds
 
 TRAIN_CODE_VERSION = "2"  # 2: output-bias clip 1e-7 as pylearn2; bf16 autocast also on the CPU
 
@@ -42,17 +44,22 @@ def train_partition(
     layout: ArtifactLayout,
     info: DatasetInfo,
     dataset: str,
-    model: str,
+    experiment: Experiment,
+    sweep_mates: Sequence[Experiment] = (),
 ) -> list[dict[str, Any]]:
-    """The run record of every seed `settings` lists (stored, or trained and stored now) on `dataset`'s file (`info`):
-    with `batch_seeds` the seeds not stored yet train in one loop, otherwise one at a time (in process or by torchrun,
-    per `settings`). A seed that diverges fails the step once every other seed's run is stored."""
-    train_configs = settings.train_configs(dataset, model)
+    """The run record of every seed of `experiment` under this run's `settings` (stored, or trained and stored now)
+    on `dataset`'s file (`info`): with `batch_seeds` the seeds not stored yet train in one loop, otherwise one at a
+    time (in process or by torchrun, per `settings`). With `batch_seeds`, the unstored seeds of `sweep_mates` (the
+    other points of the experiment's sweep) that can share that loop (gan_core.train.LOOP_SETTINGS) train in it too,
+    each into its own experiment's directory with its record stored, so a sweep's P points x S seeds cost one loop
+    and the other points' partitions find their runs stored. A seed of this experiment that diverges fails the step
+    once every other run is stored."""
     torchrun = settings.launcher.value == "torchrun"
     num_classes = get_dataset_spec(dataset).num_classes
-    conditional = get_model_spec(model).conditional  # only a conditional model reads the labels (a second read)
+    conditional = get_model_spec(experiment.model).conditional  # only a conditional model reads the labels
     labels = torch.from_numpy(load_split_arrays(info.path, "train").labels) if conditional else None
     training_data = (load_split(info.path, "train"), labels, num_classes if conditional else 0)
+    Pending = tuple[str, TrainConfig]  # (experiment name, one seed's config)
 
     def identity_parts(train_config: TrainConfig) -> dict:
         parts = {"train": train_config.identity(), "data": info.content_hash, "code": TRAIN_CODE_VERSION}
@@ -60,50 +67,81 @@ def train_partition(
             parts["ranks"] = settings.nproc_per_node
         return parts
 
-    def run_dir(train_config: TrainConfig) -> Path:
-        return layout.run_dir(dataset, model, hash_json(identity_parts(train_config)))
+    def run_dir(name: str, train_config: TrainConfig) -> Path:
+        return layout.run_dir(dataset, name, hash_json(identity_parts(train_config)))
 
-    trained: dict[int, dict] = {}  # seeds trained in process below: their runs' fields
-    diverged: dict[int, TrainingDiverged] = {}
+    def unstored(name: str, train_configs: list[TrainConfig]) -> list[Pending]:
+        return [(name, c) for c in train_configs if not (run_dir(name, c) / RUN_RECORD_NAME).is_file()]
+
+    def shares_loop(a: TrainConfig, b: TrainConfig) -> bool:
+        return all(getattr(a, name) == getattr(b, name) for name in LOOP_SETTINGS)
+
+    train_configs = settings.train_configs(dataset, experiment)
+    trained: dict[Pending, dict] = {}  # runs trained in process below: their runs' fields
+    diverged: dict[Pending, TrainingDiverged] = {}
+    mates: list[Pending] = []
     if not torchrun:  # the seeds not stored yet, in one loop (batch_seeds) or one by one
-        pending = [c for c in train_configs if not layout.run_record(dataset, model, run_dir(c).name).is_file()]
-        for group in ([pending] if settings.batch_seeds else [[c] for c in pending]) if pending else []:
-            done, failed = train_in_process(context, group, list(map(run_dir, group)), options, training_data)
-            trained, diverged = {**trained, **done}, {**diverged, **failed}
-
-    def train(train_config: TrainConfig) -> dict:
-        seed = train_config.seed
-        if seed not in trained and torchrun:
-            trained[seed] = train_with_torchrun(
-                context, train_config, info.path, run_dir(train_config), options, settings.nproc_per_node, num_classes
+        pending = unstored(experiment.name, train_configs)
+        if settings.batch_seeds and pending:
+            for mate in sweep_mates:
+                mates += [
+                    p
+                    for p in unstored(mate.name, settings.train_configs(dataset, mate))
+                    if shares_loop(p[1], pending[0][1])
+                ]
+            if mates:
+                context.log.info(f"sweep {experiment.sweep}: {len(mates)} runs of its other points train in this loop")
+        for group in ([pending + mates] if settings.batch_seeds else [[p] for p in pending]) if pending else []:
+            done, failed = train_in_process(
+                context, [c for _, c in group], [run_dir(*p) for p in group], options, training_data
             )
-        elif seed not in trained:  # its record was there a moment ago and is gone: train it now
-            done, failed = train_in_process(context, [train_config], [run_dir(train_config)], options, training_data)
+            trained.update({group[i]: fields for i, fields in done.items()})
+            diverged.update({group[i]: error for i, error in failed.items()})
+
+    def record(name: str, train_config: TrainConfig) -> dict:
+        """The run record of one seed of an experiment: trained above, or trained now."""
+        seed, pending = train_config.seed, (name, train_config)
+        if pending not in trained and torchrun:
+            trained[pending] = train_with_torchrun(
+                context, train_config, info.path, run_dir(*pending), options, settings.nproc_per_node, num_classes
+            )
+        elif pending not in trained:  # its record was there a moment ago and is gone: train it now
+            done, failed = train_in_process(context, [train_config], [run_dir(*pending)], options, training_data)
             if failed:
-                raise dg.Failure(str(failed[seed]), allow_retries=False)
-            trained.update(done)
-        fields = trained[seed]
+                raise dg.Failure(str(failed[0]), allow_retries=False)
+            trained[pending] = done[0]
+        fields = trained[pending]
         return {
-            "seed": train_config.seed,
-            "identity": run_dir(train_config).name,
+            "seed": seed,
+            "identity": run_dir(*pending).name,
             **fields,
             "weights_hash": checkpoint_weights_hash(fields["checkpoint"]),
             "config": train_config.to_dict(),
             "files": [fields["checkpoint"]],
         }
 
+    for name, train_config in mates:  # the sweep's other points trained here: their records, for their partitions
+        if (name, train_config) in trained:
+            compute_or_load(
+                lambda key, name=name: layout.run_record(dataset, name, key),
+                identity_parts(train_config),
+                lambda name=name, train_config=train_config: record(name, train_config),
+                log=context.log.info,
+                holder=run_holder(context),
+            )
     runs = compute_or_load_each(
         context,
-        [c for c in train_configs if c.seed not in diverged],
-        lambda train_config, key: layout.run_record(dataset, model, key),
+        [c for c in train_configs if (experiment.name, c) not in diverged],
+        lambda train_config, key: layout.run_record(dataset, experiment.name, key),
         identity_parts,
-        train,
+        lambda train_config: record(experiment.name, train_config),
         lambda run: f"checkpoint {run['checkpoint']}",
     )
-    if diverged:
+    own_diverged = {c.seed: error for (name, c), error in diverged.items() if name == experiment.name}
+    if own_diverged:
         others = " (the other seeds' runs are stored)" if len(train_configs) > 1 else ""
         raise dg.Failure(
-            f"seed(s) {sorted(diverged)} diverged{others}: " + "; ".join(map(str, diverged.values())),
+            f"seed(s) {sorted(own_diverged)} diverged{others}: " + "; ".join(map(str, own_diverged.values())),
             allow_retries=False,
         )
     return runs
@@ -131,26 +169,27 @@ def train_in_process(
     options: RuntimeOptions,
     training_data: tuple[torch.Tensor, torch.Tensor | None, int],
 ) -> tuple[dict[int, dict[str, Any]], dict[int, TrainingDiverged]]:
-    """gan_core.train.train_seeds here, for one seed or several in one loop: (the fields of each seed's trained run,
-    the seeds that diverged with their errors; a divergence is not retried, it would diverge again) on `training_data`
-    (images, labels, classes). A termination finishes the step, writes a checkpoint and cancels the run."""
+    """gan_core.train.train_seeds here, for one run or several in one loop: ({position in `configs`: the fields of
+    its trained run}, {position: the error of a run that diverged}; a divergence is not retried, it would diverge
+    again) on `training_data` (images, labels, classes). A termination finishes the step, writes a checkpoint and
+    cancels the run."""
     seeds = [config.seed for config in configs]
     if len(seeds) == 1:
         context.log.info(f"seed {seeds[0]}: training into {run_dirs[0]}")
     else:
         how = "stacked" if stacks_seeds(configs, options, resolve_device(options.device)) else "in turn"
-        context.log.info(f"seeds {seeds}: training as one batched model ({how}; gan_model config batch_seeds)")
+        context.log.info(f"{len(seeds)} runs (seeds {seeds}) in one loop ({how}; gan_model config batch_seeds)")
     images, labels, num_classes = training_data
     with _cancel_on_stop(context) as stop_requested:
         options = replace(options, stop_requested=stop_requested)
         outcomes = train_seeds(configs, images, run_dirs, options, context.log.info, labels, num_classes)
     trained, diverged = {}, {}
-    for seed, outcome in zip(seeds, outcomes, strict=True):
+    for position, outcome in enumerate(outcomes):
         if isinstance(outcome, TrainingDiverged):
             context.log.error(str(outcome))
-            diverged[seed] = outcome
+            diverged[position] = outcome
         else:
-            trained[seed] = dict(outcome.summary())
+            trained[position] = dict(outcome.summary())
     return trained, diverged
 
 

@@ -1,5 +1,6 @@
 """Every stored path and file name below the data root, and the typed records stored there.
 
+    experiments.json                    experiments added at run time (gan_core.experiments)
     raw/<dataset>/                      source files + manifest.json (checksums)
     datasets/<dataset>.h5               train/valid/test splits (gan_core.data)
     models/<dataset>/feature_classifier.{pt,json}
@@ -12,6 +13,9 @@
     evaluation/<dataset>/<kind>_<key>.json                                per-dataset reference results
     figures/<dataset>/<model>/<figure>.png              samples, loss_curves, sigma_search, figure2_*, figure3_*
     reports/report.{html,md}, reports/*.csv
+
+<model> above is the partition's experiment (gan_core.experiments): a built-in experiment is named after its model
+entry, so its results keep the keys they had before experiments existed.
 
 Results are keyed by a content hash of everything they depend on, never "the latest file" (gan_core.records:
 `compute_or_load`; gan_core.locks: one process at a time). Nothing outside this module writes a file name, but the
@@ -34,6 +38,7 @@ PREVIOUS_CHECKPOINT_NAME = "checkpoint.prev.pt"  # the last good checkpoint befo
 RUN_RECORD_NAME = "run.json"
 RAW_MANIFEST_NAME = "manifest.json"
 PARTITION_INDEX_NAME = "latest.json"
+EXPERIMENTS_NAME = "experiments.json"
 
 PartitionKind = Literal["models", "samples", "bandwidth", "parzen", "metrics"]
 EvaluationKind = Literal["bandwidth", "parzen", "metrics"]
@@ -160,6 +165,10 @@ class ArtifactLayout:
         if candidate != self.root and self.root not in candidate.parents:
             raise ValueError(f"path {candidate} escapes the data directory {self.root}")
         return candidate
+
+    def experiments_file(self) -> Path:
+        """The experiments added at run time (`gan-pipeline experiment add`, `gan-pipeline sweep`)."""
+        return self.path(EXPERIMENTS_NAME)
 
     # datasets
     def raw_dir(self, dataset: str) -> Path:

@@ -90,3 +90,43 @@ def sigma_search_png(searches: Sequence[dict[str, Any]]) -> bytes:
         "mean validation log-likelihood (nats)",
         logx=True,
     )
+
+
+def sweep_png(
+    points: Sequence[dict[str, Any]], setting: str, metrics: dict[str, str], group_by: str | None = None
+) -> bytes:
+    """A sweep's metrics against one swept `setting`: one panel per metric ({column: label}), the mean over seeds
+    with its standard deviation as error bars, one line per value of the other swept setting (`group_by`).
+    `points` items: {setting: value, group_by: value, column: mean, column + "_std": std}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), squeeze=False)
+    groups = sorted({point.get(group_by) for point in points}, key=str) if group_by else [None]
+    numeric = all(isinstance(point[setting], int | float) and not isinstance(point[setting], bool) for point in points)
+    ticks = sorted({point[setting] for point in points}, key=lambda v: (str(type(v)), v))
+    for ax, (column, label) in zip(axes[0], metrics.items(), strict=True):
+        for group in groups:
+            chosen = sorted(
+                (p for p in points if group_by is None or p.get(group_by) == group),
+                key=lambda p: ticks.index(p[setting]),
+            )
+            x = [p[setting] if numeric else ticks.index(p[setting]) for p in chosen]
+            y = [np.nan if p.get(column) is None else float(p[column]) for p in chosen]
+            error = [0.0 if p.get(column + "_std") is None else float(p[column + "_std"]) for p in chosen]
+            error = [0.0 if math.isnan(e) else e for e in error]
+            name = f"{group_by}={group}" if group_by else None
+            ax.errorbar(x, y, yerr=error, marker="o", capsize=3, label=name)
+        if not numeric:
+            ax.set_xticks(range(len(ticks)), [str(t) for t in ticks])
+        elif len(ticks) > 2 and min(ticks) > 0 and max(ticks) / min(ticks) >= 10:
+            ax.set_xscale("log")
+        ax.set_xlabel(setting)
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    if group_by and len(groups) > 1:
+        axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    return _figure_png(fig)

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gan_core.experiments import Experiment
 from gan_core.metrics import METRIC_COLUMNS
+from gan_core.plots import sweep_png
 from gan_core.storage import atomic_output
 
 # Table 1 of Goodfellow et al. (2014): Parzen-window log-likelihood (nats), mean +- standard error.
@@ -292,6 +294,84 @@ def summary_table(parzen: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+EXPERIMENT_COLUMNS = ["dataset", "best", "experiment", "model", "sweep", "settings", "seeds"]
+SWEEP_METRICS = {
+    "frechet_distance": "Fréchet distance (lower is better)",
+    "log_likelihood_mean": "Parzen log-likelihood, nats",
+    "precision": "precision",
+    "recall": "recall",
+}
+TOP_EXPERIMENTS = 20  # rows of a dataset's experiments table shown in the report (the CSV holds every one)
+
+
+def experiments_table(
+    summary: pd.DataFrame, parzen: pd.DataFrame, experiments: Mapping[str, Experiment]
+) -> pd.DataFrame:
+    """Every trained experiment of each dataset (the summary's rows, mean ± std over seeds), with its model entry,
+    sweep and settings, sorted by Fréchet distance (best first, marked), then the paper's row and the real-data rows.
+    `log_likelihood_mean`/`_std` hold the Parzen score as numbers (for the sweep plots)."""
+    trained_parzen = parzen[parzen["source"].str.startswith("this project")]
+    spread = {(r["dataset"], r["model"]): (r["mean"], r["error"], r["seeds"]) for _, r in trained_parzen.iterrows()}
+    rows = []
+    for dataset in sorted(set(summary["dataset"])):
+        in_dataset = summary[summary["dataset"] == dataset]
+        trained = in_dataset[in_dataset["seeds"].notna()].copy()
+        trained = trained.sort_values("frechet_distance", na_position="last", kind="stable")
+        for position, (_, row) in enumerate(trained.iterrows()):
+            experiment = experiments.get(row["model"])
+            mean, error, seeds = spread.get((dataset, row["model"]), (np.nan, np.nan, 0))
+            rows.append(
+                {
+                    **row.to_dict(),
+                    "experiment": row["model"],
+                    "model": experiment.model if experiment else "",
+                    "sweep": experiment.sweep if experiment else "",
+                    "settings": ", ".join(f"{k}={v}" for k, v in experiment.settings.items()) if experiment else "",
+                    "best": position == 0 and not pd.isna(row["frechet_distance"]),
+                    "log_likelihood_mean": mean,
+                    "log_likelihood_mean" + STD: error if seeds and seeds > 1 else np.nan,
+                }
+            )
+        for _, row in in_dataset[in_dataset["seeds"].isna()].iterrows():  # the paper's and the real-data rows
+            rows.append({**row.to_dict(), "experiment": row["model"], "model": "", "best": False})
+    rest = [c for c in summary.columns if c not in EXPERIMENT_COLUMNS]
+    table = pd.DataFrame(rows, columns=[*EXPERIMENT_COLUMNS, *rest, "log_likelihood_mean", "log_likelihood_mean" + STD])
+    table["seeds"] = table["seeds"].astype("Int64")
+    table["best"] = table["best"].fillna(False).astype(bool)
+    return table
+
+
+def shown_experiments(table: pd.DataFrame, top: int = TOP_EXPERIMENTS) -> pd.DataFrame:
+    """What the report shows of the experiments table: per dataset the `top` best trained experiments and the
+    reference rows; the numeric Parzen columns stay in the CSV."""
+    trained = table[table["seeds"].notna()].groupby("dataset", sort=True).head(top)
+    shown = pd.concat([trained, table[table["seeds"].isna()]]).sort_index(kind="stable")
+    return shown.drop(columns=["log_likelihood_mean", "log_likelihood_mean" + STD])
+
+
+def sweep_figures(table: pd.DataFrame, experiments: Mapping[str, Experiment]) -> dict[str, bytes]:
+    """One plot per sweep and dataset ("<dataset>|<sweep>"): each metric against the first swept setting, error bars
+    over seeds, a line per value of the second swept setting."""
+    figures = {}
+    trained = table[table["seeds"].notna() & (table["sweep"] != "")]
+    for (dataset, sweep), group in trained.groupby(["dataset", "sweep"], sort=True):
+        swept = experiments[group["experiment"].iloc[0]].swept
+        if not swept:
+            continue
+        points = []
+        for _, row in group.iterrows():
+            settings = experiments[row["experiment"]].settings
+            point = {name: settings.get(name) for name in swept}
+            for column in SWEEP_METRICS:
+                point[column] = None if pd.isna(row[column]) else float(row[column])
+                spread = row.get(column + STD)
+                point[column + STD] = None if spread is None or pd.isna(spread) else float(spread)
+            points.append(point)
+        group_by = swept[1] if len(swept) > 1 else None
+        figures[f"{dataset}|{sweep}"] = sweep_png(points, swept[0], SWEEP_METRICS, group_by)
+    return figures
+
+
 def _headline(match: pd.DataFrame) -> dict[str, Any]:
     if not len(match):
         return {}
@@ -388,8 +468,10 @@ def render_html(
     figures: Mapping[str, Mapping[str, bytes]],
     left_out: Mapping[str, str],
     summary_text: str,
+    sweeps: Mapping[str, bytes] | None = None,
 ) -> str:
-    """The report as one self-contained HTML document (inline CSS, figures as data: URIs, escaped text)."""
+    """The report as one self-contained HTML document (inline CSS, figures as data: URIs, escaped text); with an
+    `experiments` table, its section (the best experiments of each dataset) and one plot per sweep (`sweeps`)."""
     sections = [
         f"<h1>{html.escape(title)}</h1>",
         "<p class=lede>Goodfellow et al., <i>Generative Adversarial Nets</i> (2014), reproduced by gan-pipeline: "
@@ -398,6 +480,7 @@ def render_html(
         "<h2 id=summary>Summary</h2>",
         f"<p>{html.escape(summary_text)}</p>",
         _table_html(tables["summary"], guide=False),
+        *_experiments_html(tables.get("experiments"), sweeps or {}),
         "<h2 id=table1>Table 1: Parzen-window log-likelihood</h2>",
         "<p>The paper's rows beside this project's. The estimator fits a Gaussian window to 10,000 samples, chooses "
         "its width on validation images and scores the test images; the ceiling row applies it to real training "
@@ -429,6 +512,35 @@ def render_html(
         + "\n".join(sections)
         + "\n</body></html>\n"
     )
+
+
+def _experiments_html(table: pd.DataFrame | None, sweeps: Mapping[str, bytes]) -> list[str]:
+    """The experiments section: per dataset its best experiments (sorted by Fréchet distance, the best marked) beside
+    the paper's and real-data rows, then per sweep its plot and its points."""
+    if table is None or not table["seeds"].notna().any():
+        return []
+    sections = [
+        "<h2 id=experiments>Experiments</h2>",
+        f"<p>Every trained experiment of a dataset, mean ± std over seeds, sorted by Fréchet distance; the best is "
+        f"marked. At most {TOP_EXPERIMENTS} per dataset are shown here; experiments.csv beside this file holds every "
+        "one, and each sweep has its own section below.</p>",
+    ]
+    shown = shown_experiments(table)
+    for dataset in sorted(set(shown["dataset"])):
+        in_dataset = shown[shown["dataset"] == dataset]
+        trained = int(table[(table["dataset"] == dataset) & table["seeds"].notna()].shape[0])
+        more = trained - int(in_dataset["seeds"].notna().sum())
+        note = f"<p>{more} more experiments of {html.escape(dataset)} in experiments.csv.</p>" if more > 0 else ""
+        sections += [f"<h3>{html.escape(dataset)}</h3>", _table_html(in_dataset, guide=False), note]
+    for key, png in sweeps.items():
+        dataset, sweep = key.split("|", 1)
+        points = table[(table["dataset"] == dataset) & (table["sweep"] == sweep)]
+        sections += [
+            f"<h3 id=sweep-{html.escape(sweep)}>Sweep {html.escape(sweep)} on {html.escape(dataset)}</h3>",
+            _figure_html(f"sweep {sweep}: each metric against the swept settings, error bars: std over seeds", png),
+            _table_html(points.drop(columns=["log_likelihood_mean", "log_likelihood_mean" + STD]), guide=False),
+        ]
+    return sections
 
 
 def _ordered(pngs: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
@@ -469,12 +581,19 @@ def write_report(
     title: str,
     figures: Mapping[str, Mapping[str, Path]] | None = None,
     left_out: Mapping[str, str] | None = None,
+    experiments: Mapping[str, Experiment] | None = None,
 ) -> dict[str, Path]:
     """Write every table as CSV (`path_of("<name>.csv")`), report.md and a self-contained report.html (each
     atomically), with each partition's figures ({partition: {figure name: PNG path}}) embedded and the partitions
-    `left_out` ({partition: reason}) listed; return the paths."""
+    `left_out` ({partition: reason}) listed; with `experiments` (every experiment by name), the experiments table and
+    one plot per sweep. Return the paths."""
     figures, left_out = figures or {}, left_out or {}
-    tables = {"summary": summary_table(tables["parzen_table1"], tables["metrics"]), **tables}
+    summary = summary_table(tables["parzen_table1"], tables["metrics"])
+    tables = {"summary": summary, **tables}
+    sweeps: dict[str, bytes] = {}
+    if experiments is not None:
+        tables["experiments"] = experiments_table(summary, tables["parzen_table1"], experiments)
+        sweeps = sweep_figures(tables["experiments"], experiments)
     paths: dict[str, Path] = {}
     for name, table in tables.items():
         csv_path = path_of(f"{name}.csv")
@@ -485,13 +604,22 @@ def write_report(
     left_out_md = "\n".join(f"- {key}: {reason}" for key, reason in left_out.items())
     markdown = "\n\n".join(
         [f"# {title}", summary_text]
-        + [f"## {name}\n\n{table_markdown(t)}" for name, t in tables.items()]
+        + [
+            f"## {name}\n\n{table_markdown(shown_experiments(t) if name == 'experiments' else t)}"
+            for name, t in tables.items()
+        ]
         + ([f"## partitions left out\n\n{left_out_md}"] if left_out else [])
     )
     pngs = {
         partition: {name: Path(p).read_bytes() for name, p in files.items()} for partition, files in figures.items()
     }
-    page = render_html(title, tables, pngs, left_out, summary_text)
+    for key, png in sweeps.items():  # each sweep's plot also as a file of its own
+        dataset, sweep = key.split("|", 1)
+        path = path_of(f"sweep_{dataset}_{sweep}.png")
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(png)
+        paths[f"sweep_{dataset}_{sweep}"] = path
+    page = render_html(title, tables, pngs, left_out, summary_text, sweeps)
     for suffix, text in (("md", markdown + "\n"), ("html", page)):
         path = path_of(f"report.{suffix}")
         with atomic_output(path) as tmp:

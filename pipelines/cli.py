@@ -1,6 +1,9 @@
-"""`gan-pipeline`: materialise the whole asset graph for one dataset x model from the command line.
+"""`gan-pipeline`: materialise the whole asset graph for one dataset x experiment from the command line.
 
-    gan-pipeline run --dataset digits --model paper_mlp
+    gan-pipeline run --dataset digits --model paper_mlp          # a model entry's built-in experiment
+    gan-pipeline experiment add lr05 --model paper_mlp --set learning_rate=0.05 --seeds 0 1 2
+    gan-pipeline run --dataset digits --experiment lr05
+    gan-pipeline sweep lrm --dataset digits --model paper_mlp --grid learning_rate=0.05,0.1 --grid momentum=0.5,0.7
 
 Runs are recorded in the Dagster instance at $DAGSTER_HOME (default: ./.dagster_home), so they show up in `dagster dev`
 afterwards. The console shows one line per job, a progress bar per long step (on a terminal), every check that warned
@@ -104,14 +107,16 @@ def _failure_line(result: Any, instance: Any, job_name: str, log_path: str, fail
     return f"{job_name}: run did not succeed (full log: {log_path})"
 
 
-def _execute_on_celery(instance: Any, partition_key: Any, run_config: dict[str, Any]) -> Any:
+def _execute_on_celery(
+    instance: Any, partition_key: Any, run_config: dict[str, Any], extra_tags: dict[str, str]
+) -> Any:
     """The training job's run with its steps sent to Celery workers; this process orchestrates it."""
     import dagster as dg
 
     from pipelines.celery_workers import reconstructable_celery_training_job
     from pipelines.recovery import process_tags
 
-    tags = {**process_tags(), "dagster/partition": str(partition_key)}
+    tags = {**process_tags(), **extra_tags, "dagster/partition": str(partition_key)}
     tags.update({f"dagster/partition/{name}": key for name, key in partition_key.keys_by_dimension.items()})
     with dg.execute_job(
         reconstructable_celery_training_job(), instance=instance, run_config=run_config, tags=tags, raise_on_error=False
@@ -136,7 +141,7 @@ def _print_warnings(instance: Any, run_id: str) -> None:
             print(f"      warning: {one_line(entry.user_message)}", flush=True)
 
 
-def _execute(job_name: str, defs: Any, instance: Any, **kwargs: Any) -> Any:
+def _execute(job_name: str, defs: Any, instance: Any, tags: dict[str, str] | None = None, **kwargs: Any) -> Any:
     """Run one job in this process after the `gpu` pool has a free slot, tagged with this process's identity (so a
     later CLI can tell if it died). SIGTERM or Ctrl-C during training stops it after the current step with a
     checkpoint and cancels the run (`gan_model`); a canceled run ends the command."""
@@ -149,12 +154,16 @@ def _execute(job_name: str, defs: Any, instance: Any, **kwargs: Any) -> Any:
         kwargs["run_config"] = {**QUIET_LOGGERS, **(kwargs.get("run_config") or {})}
     try:
         if kwargs.pop("executor", "in_process") == "celery":
-            result = _execute_on_celery(instance, kwargs["partition_key"], kwargs["run_config"])
+            result = _execute_on_celery(instance, kwargs["partition_key"], kwargs["run_config"], tags or {})
             run_id = result.run_id
         else:
             run_id = str(uuid.uuid4())
             result = defs.resolve_job_def(job_name).execute_in_process(
-                instance=instance, raise_on_error=False, run_id=run_id, tags=process_tags(), **kwargs
+                instance=instance,
+                raise_on_error=False,
+                run_id=run_id,
+                tags={**process_tags(), **(tags or {})},
+                **kwargs,
             )
     except dg.DagsterInvalidConfigError as error:  # refused before a run exists: say which setting, no traceback
         raise SystemExit(_refused(job_name, error)) from None
@@ -166,41 +175,55 @@ def _execute(job_name: str, defs: Any, instance: Any, **kwargs: Any) -> Any:
 
 def run_pipeline(
     dataset: str,
-    model: str,
+    experiment: str | list[str],
     train_config: dict[str, Any] | None = None,
     instance: Any = None,
     defs: Any = None,
     sample_config: dict[str, Any] | None = None,
     executor: str = "in_process",
     verbose: bool = False,
+    tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Materialise dataset -> model -> samples -> Parzen -> report; return the report paths, the summary table and
+    """Materialise dataset -> model -> samples -> Parzen -> report for one experiment (a model's name: its built-in
+    experiment) or several (one training run each, then one report); return the report paths, the summary table and
     the failed checks. `executor="celery"` sends the training job's steps to Celery workers
-    (pipelines/celery_workers.py); `verbose` prints Dagster's event lines and every check."""
+    (pipelines/celery_workers.py); `verbose` prints Dagster's event lines and every check; `tags` go on every run."""
 
+    from assets.partitions import register_experiments
     from pipelines.definitions import defs as default_defs
     from pipelines.recovery import recover_dead_runs
 
     defs = defs or default_defs()
+    names = [experiment] if isinstance(experiment, str) else list(experiment)
     run_config: dict[str, Any] = {"ops": {}}
     if train_config:
         run_config["ops"]["gan_model"] = {"config": train_config}
     if sample_config:
         run_config["ops"]["generated_samples"] = {"config": sample_config}
-    check_settings(dataset, model, run_config, defs)
+    registry = defs.resources["storage"].experiments
+    for name in names:
+        check_settings(dataset, name, run_config, defs)
     instance = instance or _open_instance()
     recover_dead_runs(instance)
-    return _run_jobs(dataset, model, run_config, defs, instance, executor, verbose)
+    register_experiments(instance, registry.names())
+    return _run_jobs(dataset, names, run_config, defs, instance, executor, verbose, tags or {})
 
 
-def check_names(dataset: str, model: str) -> None:
-    """Refuse a dataset or model the registries (where the partitions come from) do not know, listing the known."""
+def check_names(dataset: str, experiment: str, registry: Any, flag: str = "experiment") -> None:
+    """Refuse a dataset or experiment the registries (where the partitions come from) do not know, listing the
+    known; `flag` says which flag named the experiment (`--model` names a model's built-in experiment)."""
+    from gan_core.experiments import ExperimentError
     from gan_core.models import MODELS
     from gan_core.sources import DATASETS
 
-    for flag, name, registry in (("dataset", dataset, DATASETS), ("model", model, MODELS)):
-        if name not in registry:
-            raise SystemExit(f"--{flag}: unknown {flag} {name!r}; known {flag}s: {', '.join(registry)}")
+    if dataset not in DATASETS:
+        raise SystemExit(f"--dataset: unknown dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
+    if flag == "model" and experiment not in MODELS:
+        raise SystemExit(f"--model: unknown model {experiment!r}; known models: {', '.join(MODELS)}")
+    try:
+        registry.get(experiment)
+    except ExperimentError as error:
+        raise SystemExit(f"--{flag}: {error}") from None
 
 
 def _training_split_size(dataset: str, defs: Any) -> int | None:
@@ -217,18 +240,19 @@ def _training_split_size(dataset: str, defs: Any) -> int | None:
         return None  # not built yet: the training step refuses a batch that does not fit, in one line
 
 
-def check_settings(dataset: str, model: str, run_config: dict[str, Any], defs: Any) -> None:
-    """The door: refuse, in one line and before any job starts, an unknown dataset or model, a setting out of its
+def check_settings(dataset: str, experiment: str, run_config: dict[str, Any], defs: Any) -> None:
+    """The door: refuse, in one line and before any job starts, an unknown dataset or experiment, a setting out of its
     bounds or a batch larger than the training split (assets.configs.check_run_config, which every asset also runs),
     then anything Dagster's config schema refuses (unknown settings, wrong types)."""
     import dagster as dg
 
     from assets.configs import check_run_config
 
-    check_names(dataset, model)
+    registry = defs.resources["storage"].experiments
+    check_names(dataset, experiment, registry)
     ops = {"gan_model": {}, "generated_samples": {}, **run_config["ops"]}  # the recipes too must fit the dataset
     try:
-        check_run_config(ops, dataset, model, _training_split_size(dataset, defs))
+        check_run_config(ops, dataset, registry.get(experiment), _training_split_size(dataset, defs))
         dg.validate_run_config(defs.resolve_job_def("training_job"), run_config)
     except (ValueError, dg.DagsterInvalidConfigError) as error:
         raise SystemExit(_refused("training_job", error)) from None
@@ -243,32 +267,36 @@ def _refused(job_name: str, error: Exception) -> str:
 
 def _run_jobs(
     dataset: str,
-    model: str,
+    experiments: list[str],
     run_config: dict[str, Any],
     defs: Any,
     instance: Any,
     executor: str,
     verbose: bool,
+    tags: dict[str, str],
 ) -> dict[str, Any]:
     import time
 
-    from assets.partitions import dataset_model_key
+    from assets.partitions import dataset_experiment_key
 
-    partition = dataset_model_key(dataset, model)
-    steps = [
-        ("dataset_job", f"dataset {dataset}: download, HDF5 splits, checks", {"partition_key": dataset}),
-        (
-            "training_job",
-            f"{partition}: train, sample, Parzen, metrics, figures",
-            {"partition_key": partition, "run_config": run_config, "executor": executor},
-        ),
-        ("report_job", "evaluation report", {}),
+    steps: list[tuple[str, str, dict[str, Any]]] = [
+        ("dataset_job", f"dataset {dataset}: download, HDF5 splits, checks", {"partition_key": dataset})
     ]
+    for experiment in experiments:
+        partition = dataset_experiment_key(dataset, experiment)
+        steps.append(
+            (
+                "training_job",
+                f"{partition}: train, sample, Parzen, metrics, figures",
+                {"partition_key": partition, "run_config": run_config, "executor": executor},
+            )
+        )
+    steps.append(("report_job", "evaluation report", {}))
     failed: list[str] = []
     for number, (job_name, title, kwargs) in enumerate(steps, start=1):
         print(f"[{number}/{len(steps)}] {title}", flush=True)
         started = time.perf_counter()
-        result = _execute(job_name, defs, instance, verbose=verbose, **kwargs)
+        result = _execute(job_name, defs, instance, tags=tags, verbose=verbose, **kwargs)
         log_path = write_run_log(instance, result.run_id)
         if not verbose:
             _print_warnings(instance, result.run_id)
@@ -287,14 +315,18 @@ def _run_jobs(
     }
 
 
-def print_summary(summary_csv: str, dataset: str) -> None:
-    """The report's summary rows of `dataset`: each trained model beside the paper and the real-data references."""
+def print_summary(summary_csv: str, dataset: str, experiments: list[str] | None = None) -> None:
+    """The report's summary rows of `dataset` (of `experiments` only, where given, beside the references): each
+    trained experiment beside the paper and the real-data references."""
     import pandas as pd
 
     from gan_core.report import presented
 
     table = pd.read_csv(summary_csv, dtype={"seeds": "Int64"})
-    shown = presented(table[table["dataset"] == dataset]).rename(
+    table = table[table["dataset"] == dataset]
+    if experiments is not None:
+        table = table[table["model"].isin(experiments) | table["seeds"].isna()]
+    shown = presented(table).rename(
         columns={
             "log_likelihood": "Parzen (nats)",
             "frechet_distance": "FD",
@@ -306,8 +338,8 @@ def print_summary(summary_csv: str, dataset: str) -> None:
     print(shown.drop(columns=["dataset"]).to_string(index=False))
 
 
-def run_check(dataset: str, model: str, train_config: dict[str, Any] | None, data_dir: str | None) -> int:
-    """Materialise everything for `dataset` x `model` into a fresh instance and data directory."""
+def run_check(dataset: str, experiment: str, train_config: dict[str, Any] | None, data_dir: str | None) -> int:
+    """Materialise everything for `dataset` x `experiment` into a fresh instance and data directory."""
     import tempfile
     import time
 
@@ -321,10 +353,15 @@ def run_check(dataset: str, model: str, train_config: dict[str, Any] | None, dat
         storage = StorageResource(root_dir=data_dir or os.path.join(scratch, "data"))
         with dg.DagsterInstance.ephemeral(tempdir=os.path.join(scratch, "home")) as instance:
             outcome = run_pipeline(
-                dataset, model, train_config, instance=instance, defs=build_definitions(storage=storage), verbose=True
+                dataset,
+                experiment,
+                train_config,
+                instance=instance,
+                defs=build_definitions(storage=storage),
+                verbose=True,
             )
     print(
-        f"all asset checks passed for {dataset}|{model} in {time.perf_counter() - started:.0f} s "
+        f"all asset checks passed for {dataset}|{experiment} in {time.perf_counter() - started:.0f} s "
         f"(fresh instance, data in {data_dir or 'a temporary directory'})"
     )
     return 0 if not outcome["failed_checks"] else 1
@@ -358,12 +395,13 @@ FLAG_SETTINGS = {
 }
 
 
-def settings_from_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    """The gan_model config the flags ask for; a bad flag (dataset, model, JSON, a number out of its bounds) ends the
-    command with one line naming it, before anything is opened or run."""
+def settings_from_arguments(args: argparse.Namespace, registry: Any) -> dict[str, Any]:
+    """The gan_model config the flags ask for; a bad flag (dataset, experiment, JSON, a number out of its bounds)
+    ends the command with one line naming it, before anything is opened or run."""
     from assets.configs import check_setting
 
-    check_names(args.dataset, args.model)
+    flag = "experiment" if args.experiment else "model"
+    check_names(args.dataset, chosen_experiment(args), registry, flag)
     train_config = parse_train_config(getattr(args, "train_config", None))
     for flag, (asset_name, field) in FLAG_SETTINGS.items():
         value = getattr(args, flag, None)
@@ -378,16 +416,137 @@ def settings_from_arguments(args: argparse.Namespace) -> dict[str, Any]:
     return train_config
 
 
+def chosen_experiment(args: argparse.Namespace) -> str:
+    """`--experiment`, else `--model`'s built-in experiment, else paper_mlp; both flags at once are refused."""
+    if args.experiment and args.model:
+        raise SystemExit(
+            f"--experiment {args.experiment} and --model {args.model}: give one (an experiment names its model)"
+        )
+    return args.experiment or args.model or "paper_mlp"
+
+
+def _settings_from_flags(texts: list[str] | None, epochs: int | None) -> dict[str, Any]:
+    """`--set key=value` flags (and `--epochs`) as an experiment's settings; a malformed one is refused in one line."""
+    from gan_core.experiments import ExperimentError, parse_setting
+
+    settings: dict[str, Any] = {}
+    try:
+        for text in texts or []:
+            key, value = parse_setting(text)
+            settings[key] = value
+    except ExperimentError as error:
+        raise SystemExit(f"--set: {error}") from None
+    if epochs is not None:
+        settings["epochs"] = epochs
+    return settings
+
+
+def _checked_experiments(experiments: list[Any], dataset: str | None) -> None:
+    """Refuse, in one line, experiments whose settings gan_model would refuse (unknown, out of bounds; on `dataset`
+    where given, a batch larger than its training split too)."""
+    from assets.configs import check_experiment_settings, check_run_config
+
+    for experiment in experiments:
+        try:
+            check_experiment_settings(experiment)
+            if dataset is not None:
+                check_run_config({"gan_model": {}, "generated_samples": {}}, dataset, experiment)
+        except ValueError as error:
+            raise SystemExit(f"--set/--grid: {one_line(str(error))}") from None
+
+
+def add_experiment(args: argparse.Namespace, registry: Any) -> int:
+    """`gan-pipeline experiment add NAME --model M --set k=v --seeds 0 1 2`: checked, stored, a partition."""
+    from gan_core.experiments import Experiment, ExperimentError
+
+    try:
+        experiment = Experiment(
+            name=args.name,
+            model=args.model,
+            settings=_settings_from_flags(args.set, None),
+            seeds=tuple(args.seeds or (0,)),
+            description=args.description or "",
+        )
+        _checked_experiments([experiment], None)
+        new = registry.add([experiment])
+    except ExperimentError as error:
+        raise SystemExit(f"experiment add: {error}") from None
+    _register(registry)
+    status = "added" if new else "already known, unchanged"
+    print(f"experiment {experiment.name} {status}: {json.dumps(experiment.to_dict(), sort_keys=True)}")
+    print(f"train it: gan-pipeline run --dataset digits --experiment {experiment.name}")
+    return 0
+
+
+def list_experiments(registry: Any) -> int:
+    """`gan-pipeline experiment list`: every experiment, one line each."""
+    for experiment in registry.all().values():
+        settings = ", ".join(f"{k}={v}" for k, v in experiment.settings.items()) or "(the model's recipe)"
+        sweep = f" [sweep {experiment.sweep}]" if experiment.sweep else ""
+        print(f"{experiment.name}: {experiment.model}, seeds {list(experiment.seeds)}, {settings}{sweep}")
+    return 0
+
+
+def _register(registry: Any) -> None:
+    """Make every experiment of `registry` a partition of the instance at $DAGSTER_HOME."""
+    from assets.partitions import register_experiments
+
+    ensure_dagster_home()
+    register_experiments(_open_instance(), registry.names())
+
+
+def run_sweep(args: argparse.Namespace, registry: Any) -> int:
+    """`gan-pipeline sweep NAME --dataset D --model M --grid k=v1,v2 ... --seeds 0 1 2`: one experiment per grid
+    point, checked and stored, then trained (points that share a loop in one loop), evaluated and reported."""
+    import time
+
+    from gan_core.experiments import ExperimentError, parse_grid, sweep_experiments
+
+    check_names(args.dataset, args.model, registry, "model")
+    try:
+        grid = dict(parse_grid(text) for text in args.grid)
+        if len(grid) != len(args.grid):
+            raise ExperimentError("--grid: each setting may be swept once")
+        points = sweep_experiments(args.name, args.model, grid, args.seeds, _settings_from_flags(args.set, args.epochs))
+        _checked_experiments(points, args.dataset)
+        new = registry.add(points, holder=f"gan-pipeline sweep {args.name}")
+    except ExperimentError as error:
+        raise SystemExit(f"sweep {args.name}: {error}") from None
+    print(f"sweep {args.name}: {len(points)} points x {len(args.seeds)} seeds ({len(new)} new experiments)")
+    if args.no_launch:
+        _register(registry)
+        return 0
+    started = time.perf_counter()
+    sample_config = {"count": args.samples} if args.samples is not None else None
+    outcome = run_pipeline(
+        args.dataset,
+        [point.name for point in points],
+        sample_config=sample_config,
+        executor=args.executor,
+        verbose=args.verbose,
+        tags={SWEEP_TAG: args.name},
+    )
+    print()
+    print_summary(outcome["summary_csv"], args.dataset, [point.name for point in points])
+    print()
+    print(f"sweep {args.name}: {time.perf_counter() - started:.0f} s; report: {outcome['report']['report_html']}")
+    return 0
+
+
+SWEEP_TAG = "gan_pipeline/sweep"  # on every run a sweep launches
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="gan-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="materialise every asset (and run every check) for one dataset x model")
+    run = sub.add_parser("run", help="materialise every asset (and run every check) for one dataset x experiment")
     run.add_argument("--dataset", default="digits")
-    run.add_argument("--model", default="paper_mlp")
+    run.add_argument("--model", default=None, help="a model entry: its built-in experiment (default: paper_mlp)")
+    run.add_argument("--experiment", default=None, help="an experiment (`gan-pipeline experiment list`)")
     run.add_argument("--epochs", type=int, default=None, help="training epochs (default: the asset config's)")
-    run.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: 0)")
+    run.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: the experiment's)")
     run.add_argument("--train-config", default=None, help="JSON object of further gan_model config fields")
     run.add_argument(
         "--paper-settings",
@@ -397,33 +556,66 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--samples", type=int, default=None, help="samples per seed (default: the asset config's 10,000)")
     run.add_argument("--verbose", action="store_true", help="print Dagster's event lines and every check's result")
-    run.add_argument(
-        "--executor",
-        choices=["in_process", "celery"],
-        default="in_process",
-        help="celery: send the training job's steps to Celery workers (see `Running on several machines` in README)",
-    )
+    executor_flag = {
+        "choices": ["in_process", "celery"],
+        "default": "in_process",
+        "help": "celery: send the training job's steps to Celery workers (see `Running on several machines` in README)",
+    }
+    run.add_argument("--executor", **executor_flag)
     check = sub.add_parser(
         "check",
         help="CI: the whole graph with a fresh instance and data directory; "
         "prints every asset check and fails if any fails",
     )
     check.add_argument("--dataset", default="digits")
-    check.add_argument("--model", default="paper_mlp")
+    check.add_argument("--model", default=None)
+    check.add_argument("--experiment", default=None)
     check.add_argument("--epochs", type=int, default=None)
     check.add_argument("--data-dir", default=None, help="keep the data here (default: a temporary directory)")
+    experiment = sub.add_parser("experiment", help="declare experiments (a model entry with settings and seeds)")
+    what = experiment.add_subparsers(dest="action", required=True)
+    add = what.add_parser("add", help="add an experiment: a partition from now on")
+    add.add_argument("name")
+    add.add_argument("--model", required=True, help="the model entry it trains")
+    add.add_argument("--set", action="append", metavar="KEY=VALUE", help="a gan_model setting, e.g. learning_rate=0.05")
+    add.add_argument("--seeds", type=int, nargs="+", default=None, help="its seeds (default: 0)")
+    add.add_argument("--description", default=None)
+    what.add_parser("list", help="every experiment, one line each")
+    sweep = sub.add_parser("sweep", help="a grid of settings x seeds: one experiment per point, trained and reported")
+    sweep.add_argument("name")
+    sweep.add_argument("--dataset", default="digits")
+    sweep.add_argument("--model", default="paper_mlp")
+    sweep.add_argument(
+        "--grid", action="append", required=True, metavar="KEY=V1,V2", help="a swept setting and its values"
+    )
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of every point (default: 0)")
+    sweep.add_argument("--set", action="append", metavar="KEY=VALUE", help="a setting every point shares")
+    sweep.add_argument("--epochs", type=int, default=None, help="training epochs of every point (a shared setting)")
+    sweep.add_argument("--samples", type=int, default=None, help="samples per seed (default: 10,000)")
+    sweep.add_argument("--no-launch", action="store_true", help="declare the points only")
+    sweep.add_argument("--verbose", action="store_true")
+    sweep.add_argument("--executor", **executor_flag)
     args = parser.parse_args(argv)
 
-    train_config = settings_from_arguments(args)
-    if args.command == "check":
-        return run_check(args.dataset, args.model, train_config or None, args.data_dir)
-    home = ensure_dagster_home()
+    from assets.resources import StorageResource
+
+    data_dir = getattr(args, "data_dir", None)
+    registry = StorageResource(root_dir=data_dir or "").experiments
+    if args.command == "experiment":
+        return add_experiment(args, registry) if args.action == "add" else list_experiments(registry)
     if sys.stderr.isatty():  # steps' stderr is captured to a file, so tell them the console can show progress bars
         os.environ.setdefault("GAN_PIPELINE_PROGRESS_BARS", "1")
+    if args.command == "sweep":
+        ensure_dagster_home()
+        return run_sweep(args, registry)
+    train_config = settings_from_arguments(args, registry)
+    if args.command == "check":
+        return run_check(args.dataset, chosen_experiment(args), train_config or None, args.data_dir)
+    home = ensure_dagster_home()
     sample_config = {"count": args.samples} if args.samples is not None else None
     outcome = run_pipeline(
         args.dataset,
-        args.model,
+        chosen_experiment(args),
         train_config or None,
         sample_config=sample_config,
         executor=args.executor,

@@ -1,4 +1,4 @@
-"""Jobs: the dataset job (per dataset partition) and the model/evaluation job (per dataset x model partition)."""
+"""Jobs: the dataset job (per dataset partition) and the model/evaluation job (per dataset x experiment partition)."""
 
 import dagster as dg
 
@@ -21,7 +21,7 @@ TRAINING_SELECTION = dg.AssetSelection.assets(
 training_job = dg.define_asset_job(
     "training_job",
     selection=TRAINING_SELECTION,
-    description="Train, sample, Parzen-evaluate, score and draw figures for one dataset x model partition.",
+    description="Train, sample, Parzen-evaluate, score and draw figures for one dataset x experiment partition.",
 )
 
 celery_training_job = dg.define_asset_job(
@@ -34,7 +34,7 @@ celery_training_job = dg.define_asset_job(
 retrain_job = dg.define_asset_job(
     "retrain_job",
     selection=dg.AssetSelection.assets(gan_model),
-    description="Train one dataset x model partition; samples, Parzen and report follow by declarative automation.",
+    description="Train one dataset x experiment partition; samples, Parzen and the report follow by automation.",
 )
 
 report_job = dg.define_asset_job(

@@ -1,4 +1,4 @@
-"""Scheduled retraining: one `retrain_job` run per configured dataset x model partition on each tick.
+"""Scheduled retraining: one `retrain_job` run per configured dataset x experiment partition on each tick.
 
 Configure with GAN_PIPELINE_RETRAIN_CRON (default: Mondays 03:00) and GAN_PIPELINE_RETRAIN_PARTITIONS (comma-separated
 keys such as "digits|paper_mlp,mnist|paper_mlp"; default "digits|paper_mlp"). Both are read when a tick is evaluated,
@@ -10,11 +10,12 @@ still loads. The schedule is stopped by default: switch it on in the UI (Automat
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 
-from assets.partitions import parse_dataset_model_key
+from assets.partitions import EXPERIMENT_PARTITIONS_NAME, parse_dataset_experiment_key
 from gan_core.models import MODELS
 from gan_core.sources import DATASETS
 from pipelines.jobs import retrain_job
@@ -25,26 +26,32 @@ DEFAULT_CRON = "0 3 * * 1"
 DEFAULT_PARTITIONS = "digits|paper_mlp"
 
 
-def parse_partitions(text: str, setting: str = PARTITIONS_VARIABLE) -> list[str]:
-    """Split and check a comma-separated list of dataset x model partition keys."""
+def parse_partitions(
+    text: str, setting: str = PARTITIONS_VARIABLE, experiments: Iterable[str] | None = None
+) -> list[str]:
+    """Split and check a comma-separated list of dataset x experiment partition keys (their experiments among
+    `experiments` where given: at a tick, the instance's partitions)."""
     keys = [key.strip() for key in text.split(",") if key.strip()]
     unknown = []
     for key in keys:
         try:
-            parse_dataset_model_key(key)
+            parse_dataset_experiment_key(key, experiments)
         except ValueError:
             unknown.append(key)
     if unknown or not keys:
         raise ValueError(
             f"{setting}={text!r}: unknown or empty partition keys {unknown}; use keys like 'digits|paper_mlp' "
-            f"(datasets {list(DATASETS)}, models {list(MODELS)})"
+            f"(datasets {list(DATASETS)}; experiments: built-in {list(MODELS)} or any `gan-pipeline experiment list` "
+            "shows)"
         )
     return keys
 
 
-def retrain_partitions() -> list[str]:
-    """The partitions to retrain, from GAN_PIPELINE_RETRAIN_PARTITIONS (read now)."""
-    return parse_partitions(os.environ.get(PARTITIONS_VARIABLE, DEFAULT_PARTITIONS))
+def retrain_partitions(instance: dg.DagsterInstance | None = None) -> list[str]:
+    """The partitions to retrain, from GAN_PIPELINE_RETRAIN_PARTITIONS (read now); with an instance, each must be
+    one of its experiment partitions."""
+    experiments = instance.get_dynamic_partitions(EXPERIMENT_PARTITIONS_NAME) if instance is not None else None
+    return parse_partitions(os.environ.get(PARTITIONS_VARIABLE, DEFAULT_PARTITIONS), experiments=experiments)
 
 
 def configured_cron(cron: str | None = None) -> tuple[str, str | None]:
@@ -76,7 +83,7 @@ def build_retrain_schedule(cron: str | None = None, partition_keys: list[str] | 
             raise ValueError(cron_problem)
         tick = context.scheduled_execution_time
         stamp = tick.strftime("%Y-%m-%dT%H:%M") if tick else "manual"
-        for key in partition_keys if partition_keys is not None else retrain_partitions():
+        for key in partition_keys if partition_keys is not None else retrain_partitions(context.instance):
             yield dg.RunRequest(
                 run_key=f"retrain:{key}:{stamp}", partition_key=key, tags={"gan_pipeline/trigger": "schedule"}
             )

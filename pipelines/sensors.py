@@ -3,7 +3,8 @@
 Downstream assets (samples, Parzen, report) carry automation conditions (see assets/); the `evaluation_follows_training`
 sensor evaluates them and is running by default, so once a `gan_model` partition lands (from the schedule, a sensor or
 the UI) its samples, Parzen results and the report follow. `retrain_on_data_change` (stopped by default) requests a
-retrain when a dataset's HDF5 content hash (its data version) changes.
+retrain when a dataset's HDF5 content hash (its data version) changes. `experiment_partitions` (running by default) adds
+the registry's experiments to the instance's dynamic partitions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from assets.data_assets import preprocessed_dataset
 from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
 from assets.metrics_assets import evaluation_metrics, paper_figures
 from assets.model_assets import generated_samples
-from assets.partitions import parse_dataset_model_key
+from assets.partitions import EXPERIMENT_PARTITIONS_NAME, parse_dataset_experiment_key
+from assets.partitions import experiment_partitions as experiment_partitions_def
+from assets.resources import StorageResource
 from pipelines.jobs import retrain_job
 from pipelines.schedules import retrain_partitions
 
@@ -54,8 +57,8 @@ def build_data_change_sensor(partition_keys: list[str] | None = None) -> dg.Sens
     )
     def retrain_on_data_change(context: dg.SensorEvaluationContext):  # noqa: ANN202
         seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-        keys = partition_keys if partition_keys is not None else retrain_partitions()
-        datasets = {key: parse_dataset_model_key(key)[0] for key in keys}
+        keys = partition_keys if partition_keys is not None else retrain_partitions(context.instance)
+        datasets = {key: parse_dataset_experiment_key(key)[0] for key in keys}
         for dataset in sorted(set(datasets.values())):
             version = latest_data_version(context.instance, dataset)
             if version is None or seen.get(dataset) == version:
@@ -75,3 +78,20 @@ def build_data_change_sensor(partition_keys: list[str] | None = None) -> dg.Sens
 
 
 retrain_on_data_change = build_data_change_sensor()
+
+
+@dg.sensor(
+    name="experiment_partitions",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Adds every experiment of the registry (built-in, experiments.yaml, added at run time) to the "
+    "instance's `experiments` partitions, so a `dagster dev` deployment shows them without a reload.",
+)
+def experiment_partitions(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
+    names = storage.experiments.names()
+    known = set(context.instance.get_dynamic_partitions(EXPERIMENT_PARTITIONS_NAME))
+    new = [name for name in names if name not in known]
+    return dg.SensorResult(
+        dynamic_partitions_requests=[experiment_partitions_def.build_add_request(new)] if new else [],
+        skip_reason=None if new else f"all {len(names)} experiments are partitions",
+    )

@@ -197,7 +197,10 @@ def digits_storage(digits_data: Path):  # noqa: ANN201
 def instance() -> Iterator:
     import dagster as dg
 
+    from tests.helpers import register_builtin_experiments
+
     with dg.instance_for_test() as test_instance:
+        register_builtin_experiments(test_instance)
         yield test_instance
 
 

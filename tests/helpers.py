@@ -50,10 +50,21 @@ def write_idx_gz(path: Path, array: np.ndarray) -> None:
         handle.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
+def register_builtin_experiments(instance) -> None:  # noqa: ANN001
+    """Make every model entry's built-in experiment a partition of `instance` (what `gan-pipeline` and the
+    `experiment_partitions` sensor do for a real instance)."""
+    from assets.partitions import register_experiments
+    from gan_core.models import MODELS
+
+    register_experiments(instance, MODELS)
+
+
 def materialize_dataset(defs, instance, dataset: str = "digits", with_classifier: bool = False):  # noqa: ANN001, ANN201
-    """Run dataset_job for one partition; without the feature classifier unless asked (it costs seconds to minutes)."""
+    """Run dataset_job for one partition; without the feature classifier unless asked (it costs seconds to minutes).
+    The built-in experiments become partitions of `instance`, for the training that follows."""
     import dagster as dg
 
+    register_builtin_experiments(instance)
     selection = None if with_classifier else [dg.AssetKey("raw_dataset"), dg.AssetKey("preprocessed_dataset")]
     result = defs.resolve_job_def("dataset_job").execute_in_process(
         partition_key=dataset, instance=instance, asset_selection=selection

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from assets.partitions import dataset_model_key
+from assets.partitions import dataset_experiment_key
 from gan_core.batched import why_not_batched
 from gan_core.checkpoint import checkpoint_weights_hash, load_checkpoint
 from gan_core.config import RuntimeOptions, default_train_config
@@ -217,7 +217,7 @@ def test_gan_model_trains_its_seeds_as_one_batch_and_the_report_shows_their_spre
             }
         }
         result = defs.resolve_job_def("training_job").execute_in_process(
-            partition_key=dataset_model_key("digits", "paper_mlp"), instance=instance, run_config=run_config
+            partition_key=dataset_experiment_key("digits", "paper_mlp"), instance=instance, run_config=run_config
         )
         assert result.success
         messages = [e.user_message for e in instance.all_logs(result.run_id)]

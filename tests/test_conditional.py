@@ -5,7 +5,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from assets.partitions import dataset_model_key
+from assets.partitions import dataset_experiment_key
 from gan_core.sample import asked_labels, read_sample_labels
 from tests.helpers import digits_graph
 
@@ -19,7 +19,7 @@ def test_conditional_paper_mlp_through_the_graph(digits_data) -> None:
             }
         }
         trained = defs.resolve_job_def("training_job").execute_in_process(
-            partition_key=dataset_model_key("digits", "paper_mlp_cond"), instance=instance, run_config=run_config
+            partition_key=dataset_experiment_key("digits", "paper_mlp_cond"), instance=instance, run_config=run_config
         )
         assert trained.success
         checks = {e.check_name: e.passed for e in trained.get_asset_check_evaluations()}

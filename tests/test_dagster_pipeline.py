@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from assets.partitions import dataset_model_key
+from assets.partitions import dataset_experiment_key
 from assets.resources import StorageResource
 from pipelines.definitions import build_definitions
 from tests.helpers import REPO_ROOT, TEST_ARTIFACTS, chromium_page
@@ -126,7 +126,7 @@ def test_unchanged_rerun_is_cached_and_new_settings_retrain(quick_start) -> None
     model_dir = storage.layout.path("models", "digits", "paper_mlp")
     checkpoints = sorted(model_dir.glob("*/checkpoint.pt"))
     stamps = {path: path.stat().st_mtime_ns for path in checkpoints}
-    key = dataset_model_key("digits", "paper_mlp")
+    key = dataset_experiment_key("digits", "paper_mlp")
     job = defs.resolve_job_def("training_job")
     assert job.execute_in_process(partition_key=key, instance=instance).success  # the quick start's settings again
     for name in ("gan_model", "generated_samples", "parzen_bandwidth", "parzen_log_likelihood"):

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from assets.partitions import dataset_model_key
+from assets.partitions import dataset_experiment_key
 from pipelines.definitions import build_definitions
 from tests.helpers import REPO_ROOT, materialize_dataset
 
-KEY = dataset_model_key("digits", "paper_mlp")
+KEY = dataset_experiment_key("digits", "paper_mlp")
 
 
 def ddp_config(epochs: int) -> dict:

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import scipy.io
 
-from assets.partitions import dataset_model_key
+from assets.partitions import dataset_experiment_key
 from assets.resources import DatasetSourcesResource, StorageResource
 from pipelines.definitions import build_definitions
+from tests.helpers import register_builtin_experiments
 
 
 def write_cifar10_tarball(directory: Path) -> tuple[Path, np.ndarray]:
@@ -56,6 +57,7 @@ def test_cifar10_from_a_mirror_through_the_graph(tmp_path, serve_directory) -> N
     defs = build_definitions(storage=storage)
     raw = {"source": serve_directory(tarball.parent), "md5_overrides": overrides}
     with dg.instance_for_test() as instance:
+        register_builtin_experiments(instance)
         data = defs.resolve_job_def("dataset_job").execute_in_process(
             partition_key="cifar10",
             instance=instance,
@@ -71,7 +73,7 @@ def test_cifar10_from_a_mirror_through_the_graph(tmp_path, serve_directory) -> N
         np.testing.assert_array_equal(train.images[:10_000], first_batch.reshape(10_000, 3, 32, 32))
         for model in ("dcgan", "paper_mlp_large"):  # a few steps each
             trained = defs.resolve_job_def("training_job").execute_in_process(
-                partition_key=dataset_model_key("cifar10", model),
+                partition_key=dataset_experiment_key("cifar10", model),
                 instance=instance,
                 asset_selection=[dg.AssetKey("gan_model"), dg.AssetKey("generated_samples")],
                 run_config={
@@ -106,6 +108,7 @@ def test_tfd_from_a_mat_file_through_the_whole_graph(tmp_path) -> None:
     storage = StorageResource(root_dir=str(tmp_path / "data"))
     defs = build_definitions(storage=storage, sources=DatasetSourcesResource(sources={"tfd": str(mat)}))
     with dg.instance_for_test() as instance:
+        register_builtin_experiments(instance)
         data = defs.resolve_job_def("dataset_job").execute_in_process(
             partition_key="tfd",
             instance=instance,
@@ -120,7 +123,7 @@ def test_tfd_from_a_mat_file_through_the_whole_graph(tmp_path) -> None:
             }
         }
         trained = defs.resolve_job_def("training_job").execute_in_process(
-            partition_key=dataset_model_key("tfd", "dcgan"), instance=instance, run_config=run_config
+            partition_key=dataset_experiment_key("tfd", "dcgan"), instance=instance, run_config=run_config
         )
         assert trained.success
         failed = [

@@ -9,7 +9,7 @@ import yaml
 from assets.data_assets import preprocessed_dataset
 from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
 from assets.model_assets import gan_model, generated_samples
-from assets.partitions import dataset_model_key
+from assets.partitions import dataset_experiment_key
 from assets.resources import REPO_ROOT, StorageResource
 from pipelines.definitions import build_definitions
 from pipelines.jobs import retrain_job
@@ -90,7 +90,7 @@ def test_data_change_sensor_retrains_only_on_a_new_data_version(storage, instanc
 
 def test_downstream_follows_training_by_declarative_automation(storage, instance) -> None:
     defs = build_definitions(storage=storage)
-    key = dataset_model_key("digits", "paper_mlp")
+    key = dataset_experiment_key("digits", "paper_mlp")
     assert defs.resolve_job_def("dataset_job").execute_in_process(partition_key="digits", instance=instance).success
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert first.total_requested == 0  # nothing trained yet: nothing to follow
@@ -142,7 +142,7 @@ def test_config_errors_fail_before_training(storage, instance, ops, message) -> 
     defs = build_definitions(storage=storage)
     materialize_dataset(defs, instance)
     result = defs.resolve_job_def("training_job").execute_in_process(
-        partition_key=dataset_model_key("digits", "paper_mlp"),
+        partition_key=dataset_experiment_key("digits", "paper_mlp"),
         instance=instance,
         raise_on_error=False,
         run_config={"ops": ops},
@@ -158,7 +158,7 @@ def test_unknown_enumerated_setting_is_rejected_before_the_run_starts(storage, i
     defs = build_definitions(storage=storage)
     with pytest.raises(dg.DagsterInvalidConfigError, match=f"config:{field} not in enum type .* got {value}"):
         defs.resolve_job_def("training_job").execute_in_process(
-            partition_key=dataset_model_key("digits", "paper_mlp"),
+            partition_key=dataset_experiment_key("digits", "paper_mlp"),
             instance=instance,
             run_config={"ops": {"gan_model": {"config": {field: value}}}},
         )
@@ -168,7 +168,7 @@ def test_unknown_enumerated_setting_is_rejected_before_the_run_starts(storage, i
 def test_missing_dataset_file_fails_before_training(storage, instance) -> None:
     defs = build_definitions(storage=storage)
     result = defs.resolve_job_def("retrain_job").execute_in_process(
-        partition_key=dataset_model_key("mnist", "paper_mlp"), instance=instance, raise_on_error=False
+        partition_key=dataset_experiment_key("mnist", "paper_mlp"), instance=instance, raise_on_error=False
     )
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert (

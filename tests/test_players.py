@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from assets.partitions import dataset_model_key
+from assets.partitions import dataset_experiment_key
 from gan_core.config import RuntimeOptions, default_train_config
 from gan_core.models import GeneratorMixture
 from gan_core.sample import generate, generate_from_noise, generator_of_each, load_generator, read_sample_generators
@@ -59,7 +59,7 @@ def test_multi_player_settings_through_the_graph(digits_data) -> None:
             }
         }
         trained = defs.resolve_job_def("training_job").execute_in_process(
-            partition_key=dataset_model_key("digits", "paper_mlp"), instance=instance, run_config=run_config
+            partition_key=dataset_experiment_key("digits", "paper_mlp"), instance=instance, run_config=run_config
         )
         assert trained.success
         assert all(e.passed for e in trained.get_asset_check_evaluations() if e.severity.value == "ERROR")

@@ -14,7 +14,7 @@ from pipelines.cli import run_pipeline
 from pipelines.definitions import build_definitions
 from pipelines.jobs import retrain_job
 from pipelines.schedules import build_retrain_schedule
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, register_builtin_experiments
 
 FAST_TRAINING = {"epochs": 3, "dataset_recipe": False}
 FAST_SAMPLING = {"count": 1000}
@@ -25,7 +25,9 @@ def postgres_instance(tmp_path, postgres, monkeypatch) -> dg.DagsterInstance:  #
     home.mkdir()
     shutil.copy(REPO_ROOT / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
     monkeypatch.setenv("GAN_PIPELINE_POSTGRES_URL", postgres.url)
-    return dg.DagsterInstance.from_config(str(home))
+    instance = dg.DagsterInstance.from_config(str(home))
+    register_builtin_experiments(instance)
+    return instance
 
 
 def test_digits_graph_schedule_tick_and_pool_limit_on_postgres(tmp_path, postgres, storage, monkeypatch) -> None:

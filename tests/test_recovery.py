@@ -16,9 +16,9 @@ import dagster as dg
 import pytest
 import torch
 
-from assets.partitions import dataset_model_key
+from assets.partitions import dataset_experiment_key
 from pipelines.definitions import build_definitions
-from tests.helpers import REPO_ROOT, materialize_dataset
+from tests.helpers import REPO_ROOT, materialize_dataset, register_builtin_experiments
 
 EPOCHS = 30
 # the paper's settings (not digits' recipe): the test compares with default_train_config without a dataset
@@ -51,7 +51,9 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> str:
 
 
 def instance_at(home: Path) -> dg.DagsterInstance:
-    return dg.DagsterInstance.from_config(str(home))
+    instance = dg.DagsterInstance.from_config(str(home))
+    register_builtin_experiments(instance)
+    return instance
 
 
 def uninterrupted_samples_hash(data: Path) -> str:
@@ -127,7 +129,9 @@ def test_two_processes_on_one_partition_train_once(digits_data, tmp_path) -> Non
         "from pipelines.definitions import build_definitions\n"
         "from assets.resources import StorageResource\n"
         "defs = build_definitions(storage=StorageResource(root_dir=sys.argv[1]))\n"
+        "from tests.helpers import register_builtin_experiments\n"
         "with dg.instance_for_test() as instance:\n"
+        "    register_builtin_experiments(instance)\n"
         "    result = defs.resolve_job_def('retrain_job').execute_in_process(partition_key='digits|paper_mlp',"
         " instance=instance, run_config={'ops': {'gan_model': {'config': {'epochs': 40, 'dataset_recipe': False}}}})\n"
         "    meta = result.asset_materializations_for_node('gan_model')[0].metadata\n"
@@ -182,7 +186,7 @@ def test_failed_blocking_check_stops_automation_and_the_report_leaves_the_partit
     storage = digits_storage
     defs = build_definitions(storage=storage)
     materialize_dataset(defs, instance, with_classifier=True)
-    key = dataset_model_key("digits", "paper_mlp")
+    key = dataset_experiment_key("digits", "paper_mlp")
     assert (
         defs.resolve_job_def("training_job")
         .execute_in_process(partition_key=key, instance=instance, run_config=FAST)

@@ -58,14 +58,16 @@ SCRIPT = textwrap.dedent(
     from assets.configs import GanTrainingConfig
     from gan_core.batched import why_not_batched
     from pipelines.definitions import build_definitions
-    from assets.partitions import dataset_model_key, dataset_model_partitions, dataset_partitions
+    from assets.partitions import (
+        dataset_experiment_key, dataset_experiment_partitions, dataset_partitions, register_experiments
+    )
     from assets.resources import StorageResource
 
     storage = StorageResource(root_dir=sys.argv[1])
     defs = build_definitions(storage=storage)
     found = {
         "dataset_partition": "tiny" in dataset_partitions.get_partition_keys(),
-        "model_partition": "tiny|tiny_mlp" in dataset_model_partitions.get_partition_keys(),
+        "builtin_experiment": storage.experiments.get("tiny_mlp").model == "tiny_mlp",
         "loss_choice": GanTrainingConfig(loss="least_squares").loss.value == "least_squares",
         "recipe": GanTrainingConfig(loss="least_squares").train_configs("tiny", "tiny_mlp")[0].to_dict(),
         "no_dataset_recipe": GanTrainingConfig(dataset_recipe=False).train_configs("tiny", "tiny_mlp")[0].to_dict(),
@@ -73,6 +75,9 @@ SCRIPT = textwrap.dedent(
         "why_not_batched": why_not_batched(GanTrainingConfig().train_configs("tiny", "tiny_mlp")[0]),
     }
     with dg.instance_for_test() as instance:
+        register_experiments(instance, storage.experiments.names())  # what gan-pipeline and the sensor do
+        keys = dataset_experiment_partitions.get_partition_keys(dynamic_partitions_store=instance)
+        found["model_partition"] = "tiny|tiny_mlp" in keys
         data = defs.resolve_job_def("dataset_job").execute_in_process(partition_key="tiny", instance=instance)
         found["dataset_checks"] = {e.check_name: [e.passed, e.metadata.get("target") and e.metadata["target"].value]
                                    for e in data.get_asset_check_evaluations()}
@@ -82,7 +87,7 @@ SCRIPT = textwrap.dedent(
             "parzen_bandwidth": {"config": {"n_valid": 60}},
         }}
         trained = defs.resolve_job_def("training_job").execute_in_process(
-            partition_key=dataset_model_key("tiny", "tiny_mlp"), instance=instance, run_config=run_config
+            partition_key=dataset_experiment_key("tiny", "tiny_mlp"), instance=instance, run_config=run_config
         )
         found["training_success"] = trained.success
         found["training_checks"] = {e.check_name: e.passed for e in trained.get_asset_check_evaluations()}
@@ -102,6 +107,7 @@ def test_one_entry_each_adds_a_dataset_a_model_and_a_loss(tmp_path) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
     found = json.loads(completed.stdout.split("RESULT ", 1)[1])
     assert found["dataset_partition"] and found["model_partition"] and found["loss_choice"]
+    assert found["builtin_experiment"]  # a model entry is an experiment of its own name
     # the model's recipe, then the loss's, then the dataset's for that model, over the paper's defaults
     assert found["recipe"]["learning_rate"] == 0.05 and found["recipe"]["batch_size"] == 50
     assert found["recipe"]["optimizer"] == "paper" and found["recipe"]["momentum_end"] == 0.6
