@@ -3,7 +3,7 @@
     gan-pipeline run --dataset digits --model paper_mlp          # a model entry's built-in experiment
     gan-pipeline experiment add lr05 --model paper_mlp --set learning_rate=0.05 --seeds 0 1 2
     gan-pipeline run --dataset digits --experiment lr05
-    gan-pipeline sweep lrm --dataset digits --model paper_mlp --grid learning_rate=0.05,0.1 --grid momentum=0.5,0.7
+    gan-pipeline sweep lrm --dataset digits --model paper_mlp --grid learning_rate=0.05,0.1 --grid momentum_end=0.6,0.7
 
 Runs are recorded in the Dagster instance at $DAGSTER_HOME (default: ./.dagster_home), so they show up in `dagster dev`
 afterwards. The console shows one line per job, a progress bar per long step (on a terminal), every check that warned
