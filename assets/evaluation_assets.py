@@ -25,6 +25,7 @@ from gan_core.report import (
     experiments_table,
     metrics_table,
     parzen_table,
+    reported_figures,
     shown_experiments,
     sigma_search_table,
     summary_table,
@@ -225,8 +226,10 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
         context.log.warning(f"report leaves out {key}: {reason}")
     table, metrics = report_tables(layout, project, left_out)
     covered = sorted({f"{row['dataset']}|{row['model']}" for row in project})
-    figures = {partition: files for partition, files in layout.figures().items() if partition in covered}
     experiments = storage.experiments.all()
+    summary = summary_table(table, metrics)
+    compared = experiments_table(summary, table, experiments)
+    figures = reported_figures(layout.figures(), covered, compared)
     paths = write_report(
         {"parzen_table1": table, "metrics": metrics},
         layout.report_file,
@@ -235,7 +238,6 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
         left_out,
         experiments,
     )
-    compared = experiments_table(summary_table(table, metrics), table, experiments)
     context.log.info(f"report written to {paths['html']}")
     return dg.MaterializeResult(
         metadata={
@@ -246,7 +248,7 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
             "figures_dir": dg.MetadataValue.path(str(layout.path("figures"))),
             "partitions": dg.MetadataValue.json(covered),
             "left_out": dg.MetadataValue.json(left_out),
-            "summary": table_metadata(summary_table(table, metrics)),
+            "summary": table_metadata(summary),
             "experiments": table_metadata(shown_experiments(compared)),
             "experiments_csv": dg.MetadataValue.path(str(paths["experiments_csv"])),
             "sweep_plots": dg.MetadataValue.json({k: str(v) for k, v in paths.items() if k.startswith("sweep_")}),

@@ -178,7 +178,10 @@ def train_in_process(
         context.log.info(f"seed {seeds[0]}: training into {run_dirs[0]}")
     else:
         how = "stacked" if stacks_seeds(configs, options, resolve_device(options.device)) else "in turn"
-        context.log.info(f"{len(seeds)} runs (seeds {seeds}) in one loop ({how}; gan_model config batch_seeds)")
+        if len({replace(config, seed=0) for config in configs}) == 1:  # one configuration's seeds
+            context.log.info(f"seeds {seeds}: training as one batched model ({how}; gan_model config batch_seeds)")
+        else:  # a sweep's points
+            context.log.info(f"{len(seeds)} runs (seeds {seeds}) in one loop ({how}; gan_model config batch_seeds)")
     images, labels, num_classes = training_data
     with _cancel_on_stop(context) as stop_requested:
         options = replace(options, stop_requested=stop_requested)

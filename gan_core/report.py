@@ -349,6 +349,20 @@ def shown_experiments(table: pd.DataFrame, top: int = TOP_EXPERIMENTS) -> pd.Dat
     return shown.drop(columns=["log_likelihood_mean", "log_likelihood_mean" + STD])
 
 
+def reported_figures(
+    figures: Mapping[str, Mapping[str, Path]], covered: Iterable[str], experiments: pd.DataFrame
+) -> dict[str, Mapping[str, Path]]:
+    """The stored figures ({"<dataset>|<experiment>": {name: path}}) the report embeds: those of the reported
+    partitions (`covered`), and with more than TOP_EXPERIMENTS of them only those the experiments table shows."""
+    covered = set(covered)
+    chosen = {partition: files for partition, files in figures.items() if partition in covered}
+    if len(chosen) > TOP_EXPERIMENTS:
+        shown = shown_experiments(experiments)
+        keep = {f"{dataset}|{name}" for dataset, name in zip(shown["dataset"], shown["experiment"], strict=True)}
+        chosen = {partition: files for partition, files in chosen.items() if partition in keep}
+    return chosen
+
+
 def sweep_figures(table: pd.DataFrame, experiments: Mapping[str, Experiment]) -> dict[str, bytes]:
     """One plot per sweep and dataset ("<dataset>|<sweep>"): each metric against the first swept setting, error bars
     over seeds, a line per value of the second swept setting."""
@@ -538,8 +552,13 @@ def _experiments_html(table: pd.DataFrame | None, sweeps: Mapping[str, bytes]) -
         sections += [
             f"<h3 id=sweep-{html.escape(sweep)}>Sweep {html.escape(sweep)} on {html.escape(dataset)}</h3>",
             _figure_html(f"sweep {sweep}: each metric against the swept settings, error bars: std over seeds", png),
-            _table_html(points.drop(columns=["log_likelihood_mean", "log_likelihood_mean" + STD]), guide=False),
+            _table_html(
+                points.head(TOP_EXPERIMENTS).drop(columns=["log_likelihood_mean", "log_likelihood_mean" + STD]),
+                guide=False,
+            ),
         ]
+        if len(points) > TOP_EXPERIMENTS:
+            sections.append(f"<p>The best {TOP_EXPERIMENTS} of its {len(points)} points; all in experiments.csv.</p>")
     return sections
 
 

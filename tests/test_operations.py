@@ -25,19 +25,25 @@ FAST = {
 }
 
 
-def evaluate(schedule: dg.ScheduleDefinition, tick: dt.datetime) -> list[dg.RunRequest]:
+def evaluate(
+    schedule: dg.ScheduleDefinition, tick: dt.datetime, instance: dg.DagsterInstance
+) -> list[dg.RunRequest]:
+    """One tick of `schedule` against `instance` (holding the built-in experiment partitions: the `instance`
+    fixture). The daemon's instance reaches the partitions through its instance ref; a test instance is handed to
+    Dagster's partition loading."""
     repository = dg.Definitions(
         jobs=[retrain_job], schedules=[schedule], assets=[gan_model], resources={"storage": StorageResource()}
     ).get_repository_def()
-    context = dg.build_schedule_context(scheduled_execution_time=tick, repository_def=repository)
-    return list(schedule.evaluate_tick(context).run_requests)
+    with dg.partition_loading_context(dynamic_partitions_store=instance):
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick, repository_def=repository)
+        return list(schedule.evaluate_tick(context).run_requests)
 
 
-def test_schedule_requests_one_idempotent_run_per_partition() -> None:
+def test_schedule_requests_one_idempotent_run_per_partition(instance) -> None:
     schedule = build_retrain_schedule("0 3 * * 1", ["digits|paper_mlp", "mnist|dcgan"])
     tick = dt.datetime(2026, 11, 23, 3, 0, tzinfo=dt.UTC)
-    first = evaluate(schedule, tick)
-    again = evaluate(schedule, tick)
+    first = evaluate(schedule, tick, instance)
+    again = evaluate(schedule, tick, instance)
     assert [r.partition_key for r in first] == ["digits|paper_mlp", "mnist|dcgan"]
     assert [r.run_key for r in first] == [
         "retrain:digits|paper_mlp:2026-11-23T03:00",
@@ -45,7 +51,7 @@ def test_schedule_requests_one_idempotent_run_per_partition() -> None:
     ]
     assert [r.run_key for r in again] == [r.run_key for r in first]  # the same tick asks for the same runs
     later = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
-    next_week = evaluate(schedule, later)
+    next_week = evaluate(schedule, later, instance)
     assert {r.run_key for r in next_week}.isdisjoint({r.run_key for r in first})
     assert schedule.job_name == "retrain_job" and schedule.cron_schedule == "0 3 * * 1"
     assert build_retrain_schedule().default_status == dg.DefaultScheduleStatus.STOPPED
@@ -67,7 +73,8 @@ def test_data_change_sensor_retrains_only_on_a_new_data_version(storage, instanc
 
     def tick(cursor: str | None):  # noqa: ANN202
         context = dg.build_sensor_context(instance=instance, cursor=cursor, repository_def=repository)
-        return sensor.evaluate_tick(context)
+        with dg.partition_loading_context(dynamic_partitions_store=instance):  # as `evaluate` above says
+            return sensor.evaluate_tick(context)
 
     first = tick(None)
     assert list(first.run_requests) == []  # first sighting records the version, no retrain

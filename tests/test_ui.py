@@ -127,6 +127,24 @@ class DagsterDev:
             time.sleep(2)
         raise TimeoutError(f"run {run_id} did not finish in time")
 
+    def experiment_partitions(self) -> list[str]:
+        """The experiment dimension's keys of `gan_model`, as the UI lists them."""
+        nodes = self.query(
+            '{ assetNodeOrError(assetKey: {path: ["gan_model"]}) { ... on AssetNode { '
+            "partitionKeysByDimension { name partitionKeys } } } }"
+        )
+        dims = nodes["assetNodeOrError"]["partitionKeysByDimension"]
+        return next(d["partitionKeys"] for d in dims if d["name"] == "experiment")
+
+    def wait_for_experiment_partitions(self, timeout: float = 180) -> None:
+        """A fresh instance has no experiment partitions until the `experiment_partitions` sensor (run by the
+        daemon `dagster dev` starts) has added the registry's: wait for its first tick."""
+        deadline = time.monotonic() + timeout
+        while "paper_mlp" not in self.experiment_partitions():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the experiment_partitions sensor added no partition in time")
+            time.sleep(2)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -146,6 +164,7 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory, digits_data_template: 
     server = DagsterDev(root / "home", root / "data", root / "dagster_dev.log")
     try:
         server.wait_until_up()
+        server.wait_for_experiment_partitions()
         yield server
     except Exception:
         print((root / "dagster_dev.log").read_text()[-5000:])
@@ -164,7 +183,7 @@ def materialized(dagster_dev: DagsterDev) -> DagsterDev:
             {
                 "dagster/partition": "digits|paper_mlp",
                 "dagster/partition/dataset": "digits",
-                "dagster/partition/model": "paper_mlp",
+                "dagster/partition/experiment": "paper_mlp",
             },
             {
                 "ops": {
@@ -187,7 +206,9 @@ def test_graphql_lists_assets_and_partitions(dagster_dev: DagsterDev) -> None:
     assert set(ASSET_NAMES) <= set(by_name)
     dims = {d["name"]: d["partitionKeys"] for d in by_name["gan_model"]["partitionKeysByDimension"]}
     assert dims["dataset"] == ["digits", "mnist", "fashion_mnist", "cifar10", "tfd"]
-    assert "paper_mlp" in dims["model"] and "dcgan" in dims["model"]
+    # the built-in experiments (one per model entry) and the checked-in experiments.yaml's, added by the sensor
+    assert "paper_mlp" in dims["experiment"] and "dcgan" in dims["experiment"]
+    assert "paper_mlp_3_seeds" in dims["experiment"]
     data_dims = by_name["preprocessed_dataset"]["partitionKeysByDimension"]
     assert data_dims[0]["partitionKeys"] == ["digits", "mnist", "fashion_mnist", "cifar10", "tfd"]
 
@@ -203,6 +224,8 @@ def test_launch_digits_through_graphql_and_read_the_report(materialized: Dagster
     table1 = [json.loads(record) for record in entries["table"]["table"]["records"]]  # a sortable table in the UI
     assert any(row["model"] == "Adversarial nets" and row["log_likelihood"] == "225.0 ± 2.0" for row in table1)
     assert any(row["model"] == "paper_mlp" and row["seeds"] == 1 for row in table1)
+    experiments = [json.loads(record) for record in entries["experiments"]["table"]["records"]]  # the comparison
+    assert any(row["experiment"] == "paper_mlp" and row["model"] == "paper_mlp" and row["best"] for row in experiments)
     columns = {c["name"]: c for c in entries["metrics"]["table"]["schema"]["columns"]}
     assert columns["recall"]["type"] == "float" and "mode collapse" in columns["recall"]["description"]
     assert Path(entries["report_html"]["path"]).is_file()
