@@ -140,8 +140,9 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
 
     def for_experiment(self, experiment: Experiment) -> GanTrainingConfig:
         """This run's config applied to an experiment: the experiment's settings and seeds, then every setting this
-        run config sets itself (a run config overrides an experiment; unset settings keep the experiment's)."""
-        given = {name: getattr(self, name) for name in self.model_fields_set}
+        run config sets itself (a run config overrides an experiment; unset or null settings, as the launchpad's
+        scaffold writes them, keep the experiment's)."""
+        given = {name: value for name in self.model_fields_set if (value := getattr(self, name)) is not None}
         try:
             return type(self)(**{**experiment.settings, "seeds": list(experiment.seeds), **given})
         except pydantic.ValidationError as error:

@@ -1,10 +1,12 @@
-"""Seeds of one configuration stacked as one batched model: a `Step` of the training loop (gan_core/train.py).
+"""Seeds of one configuration (or a sweep's points differing only in their learning-rate and momentum schedules)
+stacked as one batched model: a `Step` of the training loop (gan_core/train.py).
 
 Every weight gets a leading seed dimension (`torch.func.stack_module_state`); the simultaneous update's losses
 (`gan_core.updates.Objective.simultaneous`, the very code a run alone executes) are evaluated for all seeds in one
 `torch.func.vmap` over `functional_call`s of the real networks, so each linear layer is one batched product over the
 seeds; the gradient of the summed per-seed losses is each seed's own, and the paper's SGD and the generator's average
-act element-wise on the stacked tensors. Each seed keeps its run directory, lock and checkpoint in the format of a run
+act element-wise on the stacked tensors (with one learning rate and momentum per slice where the runs' schedules
+differ: `SLICE_SETTINGS`). Each seed keeps its run directory, lock and checkpoint in the format of a run
 alone (its weights are written back into its own players before each save).
 
 The noise and dropout masks come from one vmapped draw (`randomness="different"`: other numbers for each seed), so
@@ -46,13 +48,32 @@ def why_not_batched(config: TrainConfig) -> str | None:
     return "; ".join(found) or None
 
 
+# Settings each slice of a stacked model may have its own: the seed, and the schedule of the paper's SGD (its learning
+# rate and momentum at each step, which the loop computes per run). A sweep's points differing only in these stack.
+SLICE_SETTINGS = (
+    "seed",
+    "learning_rate",
+    "momentum_start",
+    "momentum_end",
+    "momentum_saturate_epoch",
+    "lr_decay",
+    "min_learning_rate",
+    "lr_anneal_fraction",
+)
+
+
 def stacks_seeds(configs: Sequence[TrainConfig], options: RuntimeOptions, device: torch.device) -> bool:
     """The one policy: whether the runs of `configs` train stacked (`StackedSeeds`) rather than in turn. Unset
-    `options.stack_seeds`: two or more seeds of one configuration on CUDA wherever it applies; True: required, even
-    for one seed (an error names what prevents it); False: never."""
+    `options.stack_seeds`: two or more runs on CUDA wherever it applies (seeds of one configuration, or sweep points
+    differing only in SLICE_SETTINGS); True: required, even for one run (an error names what prevents it); False:
+    never."""
     reasons = [why_not_batched(configs[0])]
-    if len({dataclasses.replace(config, seed=0) for config in configs}) > 1:
-        reasons.append("the runs differ in more than their seed (stacking takes seeds of one configuration)")
+    shared = {name: getattr(configs[0], name) for name in SLICE_SETTINGS}
+    if len({dataclasses.replace(config, **shared) for config in configs}) > 1:
+        reasons.append(
+            "the runs differ in more than their seed and learning-rate and momentum schedules "
+            f"({', '.join(SLICE_SETTINGS)}: what stacked runs may hold each their own)"
+        )
     if options.compile:
         reasons.append("torch.compile (compile=True)")
     reason = "; ".join(filter(None, reasons))
@@ -94,20 +115,33 @@ class StackedSeeds(Step):
             return terms.loss, g_loss, terms.d_real, terms.d_fake
 
         self.losses = vmap(losses, randomness="different")
-        self.hyperparameters: tuple[float, float | None] = (config.learning_rate, config.momentum_start)
+        # each run's learning rate and momentum of the last step (what its own optimiser is given on write-back)
+        self.hyperparameters: list[tuple[float, float | None]] = [
+            (run.config.learning_rate, run.config.momentum_start) for run in runs
+        ]
 
     def __call__(self, runs: list[Run], batch: slice, local_step: int) -> None:
-        lr, momentum = runs[0].learning_rate, runs[0].momentum  # seeds of one configuration: one schedule
         rows = torch.stack([run.permutation[batch] for run in self.runs])  # a stopped seed goes on, unsaved
         d_loss, g_loss, d_real, d_fake = self.losses(self.g_weights, self.d_weights, self.images[rows])
         d_leaves, g_leaves = list(self.d_weights.values()), list(self.g_weights.values())
         d_grads = torch.autograd.grad(d_loss.sum(), d_leaves, retain_graph=True)  # each seed's own gradient
         g_grads = torch.autograd.grad(g_loss.sum(), g_leaves)
-        self.hyperparameters = (lr, momentum)
-        for optimizer in (self.d_opt, self.g_opt):
-            set_hyperparameters(optimizer, lr, momentum)
-        apply_gradients(self.d_opt, d_leaves, d_grads)
-        apply_gradients(self.g_opt, g_leaves, g_grads)
+        live = {id(run) for run in runs}  # a stopped run keeps its last values
+        self.hyperparameters = [
+            (run.learning_rate, run.momentum) if id(run) in live else last
+            for run, last in zip(self.runs, self.hyperparameters, strict=True)
+        ]
+        if len(set(self.hyperparameters)) == 1:  # seeds of one configuration: one schedule, the optimiser's step
+            lr, momentum = self.hyperparameters[0]
+            for optimizer in (self.d_opt, self.g_opt):
+                set_hyperparameters(optimizer, lr, momentum)
+            apply_gradients(self.d_opt, d_leaves, d_grads)
+            apply_gradients(self.g_opt, g_leaves, g_grads)
+        else:  # a sweep's points: the same rule, each slice with its own learning rate and momentum
+            lrs = torch.tensor([lr for lr, _ in self.hyperparameters], device=rows.device)
+            momenta = torch.tensor([m for _, m in self.hyperparameters], device=rows.device)
+            _per_slice_momentum_step(self.d_opt, d_leaves, d_grads, lrs, momenta)
+            _per_slice_momentum_step(self.g_opt, g_leaves, g_grads, lrs, momenta)
         if self.average is not None:
             with torch.no_grad():
                 torch._foreach_lerp_(list(self.average.values()), g_leaves, 1.0 - self.ema_decay)
@@ -129,7 +163,24 @@ class StackedSeeds(Step):
         if self.average is not None:
             for name, param in players.average.named_parameters():
                 param.copy_(self.average[name][index])
-        players.set_hyperparameters(*self.hyperparameters)
+        players.set_hyperparameters(*self.hyperparameters[index])
+
+
+@torch.no_grad()
+def _per_slice_momentum_step(
+    optimizer: PylearnMomentumSGD,
+    leaves: list[torch.Tensor],
+    grads: tuple[torch.Tensor, ...],
+    lrs: torch.Tensor,
+    momenta: torch.Tensor,
+) -> None:
+    """PylearnMomentumSGD's rule (v <- m v - lr g; p <- p + v) on stacked leaves, slice s with lrs[s] and
+    momenta[s]; the velocities stay in `optimizer`'s state, where write-back and checkpoints find them."""
+    for leaf, grad in zip(leaves, grads, strict=True):
+        shape = (-1,) + (1,) * (leaf.dim() - 1)
+        velocity = optimizer.state[leaf].setdefault("velocity", torch.zeros_like(leaf))
+        velocity.mul_(momenta.to(leaf.dtype).view(shape)).sub_(grad * lrs.to(leaf.dtype).view(shape))
+        leaf.add_(velocity)
 
 
 def _stack_velocities(

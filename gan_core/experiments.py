@@ -34,7 +34,7 @@ from gan_core.storage import write_json_atomic
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 NAME_RULE = "1 to 100 letters, digits, '_', '-' or '.', not starting with '-' or '.'"
-EXPERIMENT_FIELDS = ("model", "settings", "seeds", "sweep", "description")
+EXPERIMENT_FIELDS = ("model", "settings", "seeds", "sweep", "swept", "description")
 
 
 class ExperimentError(ValueError):
@@ -74,11 +74,6 @@ class Experiment:
                     f"{'model' if reserved == 'model' else 'seeds'})"
                 )
 
-    @property
-    def builtin(self) -> bool:
-        """A model entry's own experiment: no settings, seed 0, named after the model."""
-        return self == builtin_experiment(self.model)
-
     def to_dict(self) -> dict[str, Any]:
         """Plain values (what is stored with the experiment's results and shown in the UI)."""
         return {
@@ -98,7 +93,7 @@ class Experiment:
             raise ExperimentError(
                 f"{where}: experiment {name!r}: must be a mapping of {EXPERIMENT_FIELDS}, got {fields!r}"
             )
-        unknown = [key for key in fields if key not in (*EXPERIMENT_FIELDS, "name", "swept")]
+        unknown = [key for key in fields if key not in (*EXPERIMENT_FIELDS, "name")]
         if unknown:
             raise ExperimentError(
                 f"{where}: experiment {name!r}: unknown field {unknown[0]!r}; known fields: {list(EXPERIMENT_FIELDS)}"
