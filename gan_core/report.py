@@ -302,6 +302,15 @@ SWEEP_METRICS = {
     "recall": "recall",
 }
 TOP_EXPERIMENTS = 20  # rows of a dataset's experiments table shown in the report (the CSV holds every one)
+TOP_SWEEPS = 10  # sweeps shown with their plot and points; the others get a row each
+
+
+def _best_distance(table: pd.DataFrame, key: str) -> float:
+    """The best Fréchet distance of a sweep's points ("<dataset>|<sweep>"); NaN sorts last."""
+    dataset, sweep = key.split("|", 1)
+    distances = table.loc[(table["dataset"] == dataset) & (table["sweep"] == sweep), "frechet_distance"]
+    best = distances.min()
+    return float("inf") if pd.isna(best) else float(best)
 
 
 def experiments_table(
@@ -537,7 +546,7 @@ def _experiments_html(table: pd.DataFrame | None, sweeps: Mapping[str, bytes]) -
         "<h2 id=experiments>Experiments</h2>",
         f"<p>Every trained experiment of a dataset, mean ± std over seeds, sorted by Fréchet distance; the best is "
         f"marked. At most {TOP_EXPERIMENTS} per dataset are shown here; experiments.csv beside this file holds every "
-        "one, and each sweep has its own section below.</p>",
+        f"one. The {TOP_SWEEPS} sweeps holding the best points have a section each below, the others a row.</p>",
     ]
     shown = shown_experiments(table)
     for dataset in sorted(set(shown["dataset"])):
@@ -546,12 +555,15 @@ def _experiments_html(table: pd.DataFrame | None, sweeps: Mapping[str, bytes]) -
         more = trained - int(in_dataset["seeds"].notna().sum())
         note = f"<p>{more} more experiments of {html.escape(dataset)} in experiments.csv.</p>" if more > 0 else ""
         sections += [f"<h3>{html.escape(dataset)}</h3>", _table_html(in_dataset, guide=False), note]
-    for key, png in sweeps.items():
+    ranked = sorted(sweeps, key=lambda key: _best_distance(table, key))  # the sweep holding the best point first
+    for key in ranked[:TOP_SWEEPS]:
         dataset, sweep = key.split("|", 1)
         points = table[(table["dataset"] == dataset) & (table["sweep"] == sweep)]
         sections += [
             f"<h3 id=sweep-{html.escape(sweep)}>Sweep {html.escape(sweep)} on {html.escape(dataset)}</h3>",
-            _figure_html(f"sweep {sweep}: each metric against the swept settings, error bars: std over seeds", png),
+            _figure_html(
+                f"sweep {sweep}: each metric against the swept settings, error bars: std over seeds", sweeps[key]
+            ),
             _table_html(
                 points.head(TOP_EXPERIMENTS).drop(columns=["log_likelihood_mean", "log_likelihood_mean" + STD]),
                 guide=False,
@@ -559,6 +571,26 @@ def _experiments_html(table: pd.DataFrame | None, sweeps: Mapping[str, bytes]) -
         ]
         if len(points) > TOP_EXPERIMENTS:
             sections.append(f"<p>The best {TOP_EXPERIMENTS} of its {len(points)} points; all in experiments.csv.</p>")
+    if len(ranked) > TOP_SWEEPS:  # the rest: one row each, their plots beside this file
+        rest = []
+        for key in ranked[TOP_SWEEPS:]:
+            dataset, sweep = key.split("|", 1)
+            points = table[(table["dataset"] == dataset) & (table["sweep"] == sweep)]
+            rest.append(
+                {
+                    "dataset": dataset,
+                    "sweep": sweep,
+                    "points": len(points),
+                    "experiment": points["experiment"].iloc[0],
+                    "frechet_distance": points["frechet_distance"].iloc[0],
+                    "plot": f"sweep_{dataset}_{sweep}.png",
+                }
+            )
+        sections += [
+            f"<h3 id=more-sweeps>{len(rest)} more sweeps</h3>",
+            "<p>Each with its best point; its plot is the PNG file named here, beside this file.</p>",
+            _table_html(pd.DataFrame(rest), guide=False),
+        ]
     return sections
 
 
