@@ -185,9 +185,10 @@ def run_pipeline(
     tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Materialise dataset -> model -> samples -> Parzen -> report for one experiment (a model's name: its built-in
-    experiment) or several (one training run each, then one report); return the report paths, the summary table and
-    the failed checks. `executor="celery"` sends the training job's steps to Celery workers
-    (pipelines/celery_workers.py); `verbose` prints Dagster's event lines and every check; `tags` go on every run."""
+    experiment) or several (one training run each, then one report; a failed one is recorded and the others go on);
+    return the report paths, the summary table, the failed checks and the failed partitions. `executor="celery"`
+    sends the training job's steps to Celery workers (pipelines/celery_workers.py); `verbose` prints Dagster's event
+    lines and every check; `tags` go on every run."""
 
     from assets.partitions import register_experiments
     from pipelines.definitions import defs as default_defs
@@ -293,6 +294,7 @@ def _run_jobs(
         )
     steps.append(("report_job", "evaluation report", {}))
     failed: list[str] = []
+    failed_partitions: dict[str, str] = {}  # with several experiments: a failed one's line; the others go on
     for number, (job_name, title, kwargs) in enumerate(steps, start=1):
         print(f"[{number}/{len(steps)}] {title}", flush=True)
         started = time.perf_counter()
@@ -300,7 +302,13 @@ def _run_jobs(
         log_path = write_run_log(instance, result.run_id)
         if not verbose:
             _print_warnings(instance, result.run_id)
-        failed += _print_checks(result, verbose)
+        checks_failed = _print_checks(result, verbose)
+        if (not result.success or checks_failed) and job_name == "training_job" and len(experiments) > 1:
+            line = _failure_line(result, instance, job_name, log_path, checks_failed)
+            failed_partitions[str(kwargs["partition_key"])] = line
+            print(f"      {line}", flush=True)
+            continue
+        failed += checks_failed
         if not result.success or failed:
             raise SystemExit(_failure_line(result, instance, job_name, log_path, failed))
         print(f"      done in {time.perf_counter() - started:.0f} s", flush=True)
@@ -312,6 +320,7 @@ def _run_jobs(
         "summary_csv": metadata["summary_csv"],
         "figures_dir": metadata["figures_dir"],
         "failed_checks": failed,
+        "failed_partitions": failed_partitions,
     }
 
 
@@ -530,6 +539,11 @@ def run_sweep(args: argparse.Namespace, registry: Any) -> int:
     print_summary(outcome["summary_csv"], args.dataset, [point.name for point in points])
     print()
     print(f"sweep {args.name}: {time.perf_counter() - started:.0f} s; report: {outcome['report']['report_html']}")
+    if outcome["failed_partitions"]:  # the others were trained, evaluated and reported
+        print(f"sweep {args.name}: {len(outcome['failed_partitions'])} of {len(points)} points failed:")
+        for line in outcome["failed_partitions"].values():
+            print(f"  {line}")
+        return 1
     return 0
 
 

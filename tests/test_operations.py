@@ -25,9 +25,7 @@ FAST = {
 }
 
 
-def evaluate(
-    schedule: dg.ScheduleDefinition, tick: dt.datetime, instance: dg.DagsterInstance
-) -> list[dg.RunRequest]:
+def evaluate(schedule: dg.ScheduleDefinition, tick: dt.datetime, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
     """One tick of `schedule` against `instance` (holding the built-in experiment partitions: the `instance`
     fixture). The daemon's instance reaches the partitions through its instance ref; a test instance is handed to
     Dagster's partition loading."""
