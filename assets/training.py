@@ -139,7 +139,7 @@ def train_partition(
     )
     own_diverged = {c.seed: error for (name, c), error in diverged.items() if name == experiment.name}
     if own_diverged:
-        others = " (the other seeds' runs are stored)" if len(train_configs) > 1 else ""
+        others = " (the other seeds' runs are stored)" if len(own_diverged) < len(train_configs) else ""
         raise dg.Failure(
             f"seed(s) {sorted(own_diverged)} diverged{others}: " + "; ".join(map(str, own_diverged.values())),
             allow_retries=False,
