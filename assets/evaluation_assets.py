@@ -22,13 +22,12 @@ from gan_core.parzen import across_seeds, evaluate_parzen, score_test_set, searc
 from gan_core.plots import png_markdown, sigma_search_png
 from gan_core.records import compute_or_load, read_record
 from gan_core.report import (
-    experiments_table,
+    all_tables,
     metrics_table,
     parzen_table,
     reported_figures,
     shown_experiments,
     sigma_search_table,
-    summary_table,
     write_report,
 )
 from gan_core.sample import read_samples_h5
@@ -227,11 +226,10 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
     table, metrics = report_tables(layout, project, left_out)
     covered = sorted({f"{row['dataset']}|{row['model']}" for row in project})
     experiments = storage.experiments.all()
-    summary = summary_table(table, metrics)
-    compared = experiments_table(summary, table, experiments)
-    figures = reported_figures(layout.figures(), covered, compared)
+    tables = all_tables(table, metrics, experiments)
+    figures = reported_figures(layout.figures(), covered, tables["experiments"])
     paths = write_report(
-        {"parzen_table1": table, "metrics": metrics},
+        tables,
         layout.report_file,
         "gan-pipeline evaluation report",
         figures,
@@ -248,8 +246,8 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
             "figures_dir": dg.MetadataValue.path(str(layout.path("figures"))),
             "partitions": dg.MetadataValue.json(covered),
             "left_out": dg.MetadataValue.json(left_out),
-            "summary": table_metadata(summary),
-            "experiments": table_metadata(shown_experiments(compared)),
+            "summary": table_metadata(tables["summary"]),
+            "experiments": table_metadata(shown_experiments(tables["experiments"])),
             "experiments_csv": dg.MetadataValue.path(str(paths["experiments_csv"])),
             "sweep_plots": dg.MetadataValue.json({k: str(v) for k, v in paths.items() if k.startswith("sweep_")}),
             "table": table_metadata(table),

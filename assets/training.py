@@ -25,14 +25,14 @@ from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.data import DatasetInfo, load_split, load_split_arrays
 from gan_core.devices import resolve_device
 from gan_core.experiments import Experiment
-from gan_core.layout import RUN_RECORD_NAME, ArtifactLayout, torchrun_files
+from gan_core.layout import ArtifactLayout, torchrun_files
 from gan_core.models import get_model_spec
 from gan_core.records import compute_or_load
 from gan_core.runs import RunSummary, TrainingDiverged
 from gan_core.signals import stop_on_signals
 from gan_core.sources import get_dataset_spec
 from gan_core.storage import hash_json, write_json_atomic
-from gan_core.train import LOOP_SETTINGS, train_seeds
+from gan_core.train import loop_mismatch, train_seeds
 
 TRAIN_CODE_VERSION = "2"  # 2: output-bias clip 1e-7 as pylearn2; bf16 autocast also on the CPU
 
@@ -50,7 +50,7 @@ def train_partition(
     """The run record of every seed of `experiment` under this run's `settings` (stored, or trained and stored now)
     on `dataset`'s file (`info`): with `batch_seeds` the seeds not stored yet train in one loop, otherwise one at a
     time (in process or by torchrun, per `settings`). With `batch_seeds`, the unstored seeds of `sweep_mates` (the
-    other points of the experiment's sweep) that can share that loop (gan_core.train.LOOP_SETTINGS) train in it too,
+    other points of the experiment's sweep) that can share that loop (gan_core.train.loop_mismatch) train in it too,
     each into its own experiment's directory with its record stored, so a sweep's P points x S seeds cost one loop
     and the other points' partitions find their runs stored. A seed of this experiment that diverges fails the step
     once every other run is stored."""
@@ -71,10 +71,9 @@ def train_partition(
         return layout.run_dir(dataset, name, hash_json(identity_parts(train_config)))
 
     def unstored(name: str, train_configs: list[TrainConfig]) -> list[Pending]:
-        return [(name, c) for c in train_configs if not (run_dir(name, c) / RUN_RECORD_NAME).is_file()]
-
-    def shares_loop(a: TrainConfig, b: TrainConfig) -> bool:
-        return all(getattr(a, name) == getattr(b, name) for name in LOOP_SETTINGS)
+        return [
+            (name, c) for c in train_configs if not layout.run_record(dataset, name, run_dir(name, c).name).is_file()
+        ]
 
     train_configs = settings.train_configs(dataset, experiment)
     trained: dict[Pending, dict] = {}  # runs trained in process below: their runs' fields
@@ -87,7 +86,7 @@ def train_partition(
                 mates += [
                     p
                     for p in unstored(mate.name, settings.train_configs(dataset, mate))
-                    if shares_loop(p[1], pending[0][1])
+                    if loop_mismatch([p[1], pending[0][1]]) is None
                 ]
             if mates:
                 context.log.info(f"sweep {experiment.sweep}: {len(mates)} runs of its other points train in this loop")

@@ -626,6 +626,18 @@ def summary_sentence(summary: pd.DataFrame) -> str:
     return " ".join(sentences) or "No trained model passed its checks."
 
 
+def all_tables(
+    parzen: pd.DataFrame, metrics: pd.DataFrame, experiments: Mapping[str, Experiment] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Every table of the report, in its order: the summary, Table 1 (`parzen`), the metrics and, given every
+    experiment by name, the experiments table (each computed once, for the files and for the caller's metadata)."""
+    summary = summary_table(parzen, metrics)
+    tables = {"summary": summary, "parzen_table1": parzen, "metrics": metrics}
+    if experiments is not None:
+        tables["experiments"] = experiments_table(summary, parzen, experiments)
+    return tables
+
+
 def write_report(
     tables: dict[str, pd.DataFrame],
     path_of: Callable[[str], Path],
@@ -634,17 +646,12 @@ def write_report(
     left_out: Mapping[str, str] | None = None,
     experiments: Mapping[str, Experiment] | None = None,
 ) -> dict[str, Path]:
-    """Write every table as CSV (`path_of("<name>.csv")`), report.md and a self-contained report.html (each
-    atomically), with each partition's figures ({partition: {figure name: PNG path}}) embedded and the partitions
-    `left_out` ({partition: reason}) listed; with `experiments` (every experiment by name), the experiments table and
-    one plot per sweep. Return the paths."""
+    """Write every table of `all_tables` as CSV (`path_of("<name>.csv")`), report.md and a self-contained
+    report.html (each atomically), with each partition's figures ({partition: {figure name: PNG path}}) embedded and
+    the partitions `left_out` ({partition: reason}) listed; with an experiments table and `experiments` (every
+    experiment by name), one plot per sweep. Return the paths."""
     figures, left_out = figures or {}, left_out or {}
-    summary = summary_table(tables["parzen_table1"], tables["metrics"])
-    tables = {"summary": summary, **tables}
-    sweeps: dict[str, bytes] = {}
-    if experiments is not None:
-        tables["experiments"] = experiments_table(summary, tables["parzen_table1"], experiments)
-        sweeps = sweep_figures(tables["experiments"], experiments)
+    sweeps = sweep_figures(tables["experiments"], experiments) if "experiments" in tables and experiments else {}
     paths: dict[str, Path] = {}
     for name, table in tables.items():
         csv_path = path_of(f"{name}.csv")

@@ -54,6 +54,15 @@ def train_gan(
     return outcome
 
 
+def loop_mismatch(configs: Sequence[TrainConfig]) -> tuple[str, list] | None:
+    """The first of LOOP_SETTINGS in which `configs` differ, with their values sorted; None when they can train in
+    one loop."""
+    for name in LOOP_SETTINGS:
+        if len(values := {getattr(c, name) for c in configs}) > 1:
+            return name, sorted(values, key=str)
+    return None
+
+
 def train_seeds(
     configs: Sequence[TrainConfig],
     train_images: torch.Tensor,
@@ -72,9 +81,9 @@ def train_seeds(
     options = options or RuntimeOptions()
     if not configs or len(set(map(str, out_dirs))) != len(configs):
         raise ValueError("train_seeds takes one or more configs, one output directory each")
-    for name in LOOP_SETTINGS:
-        if len(values := {getattr(c, name) for c in configs}) > 1:
-            raise ValueError(f"runs in one loop share `{name}`; got {sorted(values, key=str)}: train them apart")
+    if (mismatch := loop_mismatch(configs)) is not None:
+        name, values = mismatch
+        raise ValueError(f"runs in one loop share `{name}`; got {values}: train them apart")
     if len(configs) > 1 and (options.on_epoch_end is not None or options.distributed is not None):
         raise ValueError("several seeds in one loop support neither on_epoch_end nor torchrun: train them one by one")
     for config in configs:
