@@ -14,10 +14,12 @@ from assets.configs import validate_run_config
 from assets.partitions import dataset_experiment_partitions
 from assets.resources import StorageResource
 from gan_core.checks import CheckOutcome
-from gan_core.layout import ArtifactLayout, FigureName
+from gan_core.layout import ArtifactLayout, FigureName, PartitionKind
+from gan_core.metrics import METRIC_COLUMNS
 from gan_core.records import compute_or_load
 from gan_core.report import COLUMN_GUIDE, DECIMALS, STD
 from gan_core.storage import atomic_output
+from gan_core.tensorboard import FINAL_METRIC_PREFIX, hparams_of, write_hparams
 
 Item = TypeVar("Item")
 # Materialise once dependencies update, but never from data that failed a blocking check: eager() alone does not wait
@@ -169,3 +171,29 @@ def store_figure(layout: ArtifactLayout, dataset: str, experiment: str, name: Fi
     with atomic_output(path) as tmp:
         tmp.write_bytes(png)
     return str(path)
+
+
+# each seed's stored final results shown as TensorBoard hparams metrics: index kind -> {record field: metric name}
+HPARAM_METRICS: dict[PartitionKind, dict[str, str]] = {
+    "metrics": {name: name for name in METRIC_COLUMNS},
+    "parzen": {"mean_log_likelihood": "parzen_log_likelihood"},
+}
+
+
+def publish_hparams(storage: StorageResource, dataset: str, experiment: str) -> None:
+    """Each seed's settings and final metrics (what of evaluation_metrics and parzen_log_likelihood is stored now) as
+    TensorBoard hparams in its run directory, so TensorBoard's HParams view compares the runs of a sweep."""
+    layout = storage.layout
+    final: dict[int, dict[str, float]] = {}
+    for kind, names in HPARAM_METRICS.items():
+        if not layout.partition_index(kind, dataset, experiment).is_file():
+            continue
+        for row in layout.read_partition_index(kind, dataset, experiment)["runs"]:
+            values = {FINAL_METRIC_PREFIX + tag: row[field] for field, tag in names.items()}
+            final.setdefault(row["seed"], {}).update(
+                {tag: float(value) for tag, value in values.items() if isinstance(value, int | float)}
+            )
+    sweep = storage.experiments.get(experiment).sweep or ""
+    for run in layout.trained_runs(dataset, experiment):
+        run_dir = layout.run_dir(dataset, experiment, run["identity"])
+        write_hparams(run_dir, hparams_of(run["config"], experiment, sweep), final.get(run["seed"], {}), run["epochs"])

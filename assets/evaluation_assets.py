@@ -9,17 +9,23 @@ import functools
 import dagster as dg
 import pandas as pd
 
-from assets.common import checked_partition, compute_or_load_each, partition_asset, store_figure, table_metadata
+from assets.common import (
+    checked_partition,
+    compute_or_load_each,
+    partition_asset,
+    publish_hparams,
+    store_figure,
+    table_metadata,
+)
 from assets.configs import ParzenBandwidthConfig, ParzenConfig
 from assets.metrics_assets import evaluation_metrics, paper_figures, reference_metrics
 from assets.model_assets import generated_samples
 from assets.resources import StorageResource
-from gan_core import checks
-from gan_core.checkpoint import load_checkpoint
 from gan_core.data import load_split, read_dataset_info
 from gan_core.layout import ArtifactLayout, EvaluationKind
 from gan_core.parzen import across_seeds, evaluate_parzen, score_test_set, search_bandwidth
 from gan_core.plots import png_markdown, sigma_search_png
+from gan_core.promotion import partition_problems, promotions_table
 from gan_core.records import compute_or_load, read_record
 from gan_core.report import (
     all_tables,
@@ -31,10 +37,11 @@ from gan_core.report import (
     write_report,
 )
 from gan_core.sample import read_samples_h5
+from gan_core.sources import DATASETS
 from gan_core.storage import hash_json
 
 PARZEN_CODE_VERSION = "1"
-REPORT_CODE_VERSION = "2"  # 2: the experiments table and the sweep plots
+REPORT_CODE_VERSION = "3"  # 2: the experiments table and the sweep plots; 3: the promoted generators
 parzen_asset = functools.partial(partition_asset, code_version=PARZEN_CODE_VERSION, group_name="evaluation")
 
 
@@ -114,6 +121,7 @@ def parzen_log_likelihood(
         lambda result: f"{result['mean_log_likelihood']:.2f} +- {result['standard_error']:.2f} nats",
     )
     layout.write_partition_index("parzen", dataset, experiment, {"runs": results})
+    publish_hparams(storage, dataset, experiment)
     mean, error_bar = across_seeds(results)
     return dg.MaterializeResult(
         metadata={
@@ -146,33 +154,6 @@ def reference_result(layout: ArtifactLayout, dataset: str, n_samples: int = 10_0
         {"dataset": info.content_hash, "n": n_samples, "code": PARZEN_CODE_VERSION},
         score_real_images,
     )[0]
-
-
-def partition_problems(layout: ArtifactLayout, dataset: str, experiment: str) -> list[str]:
-    """Why a partition's numbers must not be reported: its training, samples or Parzen results fail a blocking check,
-    or its Parzen results score other samples than its current ones (new samples failed, so Parzen never ran)."""
-    problems = []
-    histories = {}
-    for run in layout.trained_runs(dataset, experiment):
-        histories[run["seed"]] = (load_checkpoint(run["checkpoint"])["history"], run["config"]["epochs"])
-    sample_sets = layout.sample_sets(dataset, experiment)
-    outcomes = {
-        "training_did_not_diverge": checks.check_training_histories(histories),
-        "samples_finite_in_unit_range": next(
-            (
-                o
-                for o in (checks.check_samples_range(read_samples_h5(s["path"])[0]) for s in sample_sets)
-                if not o.passed
-            ),
-            checks.CheckOutcome(True, ""),
-        ),
-        "log_likelihood_finite": checks.check_log_likelihoods(layout.parzen_scores(dataset, experiment)),
-    }
-    problems += [f"{name} failed ({outcome.description})" for name, outcome in outcomes.items() if not outcome.passed]
-    scored = {search["samples_hash"] for search in layout.sigma_searches(dataset, experiment)}
-    if scored != {samples["content_hash"] for samples in sample_sets}:
-        problems.append("its Parzen results score earlier samples than its current ones")
-    return problems
 
 
 def collect_project_results(layout: ArtifactLayout, kind: EvaluationKind = "parzen") -> list[dict]:
@@ -209,7 +190,8 @@ def report_tables(
 
 
 @dg.asset(
-    deps=[parzen_log_likelihood, evaluation_metrics, paper_figures],
+    # best_generator by key: assets/serving_assets.py imports this module
+    deps=[parzen_log_likelihood, evaluation_metrics, paper_figures, dg.AssetKey("best_generator")],
     code_version=REPORT_CODE_VERSION,
     # eager() would wait for every dataset x model partition upstream; the report refreshes when any of them updates
     automation_condition=dg.AutomationCondition.any_deps_updated() & ~dg.AutomationCondition.in_progress(),
@@ -227,6 +209,9 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
     covered = sorted({f"{row['dataset']}|{row['model']}" for row in project})
     experiments = storage.experiments.all()
     tables = all_tables(table, metrics, experiments)
+    promoted = promotions_table(layout, list(DATASETS))
+    if not promoted.empty:
+        tables["promoted"] = promoted
     figures = reported_figures(layout.figures(), covered, tables["experiments"])
     paths = write_report(
         tables,
@@ -249,6 +234,7 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
             "summary": table_metadata(tables["summary"]),
             "experiments": table_metadata(shown_experiments(tables["experiments"])),
             "experiments_csv": dg.MetadataValue.path(str(paths["experiments_csv"])),
+            "promoted": table_metadata(promoted) if not promoted.empty else dg.MetadataValue.text("none yet"),
             "sweep_plots": dg.MetadataValue.json({k: str(v) for k, v in paths.items() if k.startswith("sweep_")}),
             "table": table_metadata(table),
             "metrics": table_metadata(metrics),

@@ -15,6 +15,7 @@ from assets.common import (
     dataset_and_experiment,
     partition_asset,
     progress_bars,
+    publish_hparams,
     store_figure,
 )
 from assets.configs import ClassifierConfig
@@ -147,15 +148,19 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
             "seconds": time.perf_counter() - started,
         }
 
+    sample_sets = layout.sample_sets(dataset, experiment)
     runs = compute_or_load_each(
         context,
-        layout.sample_sets(dataset, experiment),
+        sample_sets,
         lambda entry, key: layout.evaluation_record("metrics", dataset, experiment, key),
         lambda entry: {"samples": entry["content_hash"], "classifier": classifier_key, "code": METRICS_CODE_VERSION},
         score,
         describe_metrics,
     )
-    layout.write_partition_index("metrics", dataset, experiment, {"runs": runs})
+    # the samples each seed's metrics score: gan_core.promotion tells current metrics from earlier ones by them
+    samples_hashes = [entry["content_hash"] for entry in sample_sets]
+    layout.write_partition_index("metrics", dataset, experiment, {"runs": runs, "samples_hashes": samples_hashes})
+    publish_hparams(storage, dataset, experiment)
     first = runs[0]
     shown = metrics.METRIC_COLUMNS
     return dg.MaterializeResult(

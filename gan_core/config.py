@@ -155,6 +155,8 @@ class RuntimeOptions:
     checkpoint_every: int = 5  # epochs between checkpoints
     checkpoint_seconds: float = 300.0  # also checkpoint inside an epoch once this long has passed since the last one
     progress: bool | None = None  # progress bar: None = on a terminal (tqdm decides); True / False = always / never
+    tensorboard: bool = True  # write TensorBoard events into each run directory (gan_core.tensorboard)
+    tensorboard_grid_every: int = 5  # epochs between sample grids in those events (0: none)
     stop_after_epoch: int | None = None  # stop early (as if killed) after this epoch's checkpoint; for testing resume
     stop_after_time: float | None = None  # time.time() deadline: the first epoch ending past it checkpoints and stops
     on_epoch_end: Callable[[int, nn.Module], None] | None = None  # called with (epoch, generator), e.g. to evaluate
@@ -179,7 +181,8 @@ class RuntimeOptions:
     def portable(self) -> dict[str, Any]:
         """The plain settings another process needs to train as this one (a torchrun rank: `RuntimeOptions(**these,
         device=..., distributed=...)`); the device, callables and progress display stay with each process."""
-        return {name: getattr(self, name) for name in ("checkpoint_every", "checkpoint_seconds", "holder")}
+        names = ("checkpoint_every", "checkpoint_seconds", "holder", "tensorboard", "tensorboard_grid_every")
+        return {name: getattr(self, name) for name in names}
 
     def should_stop(self, epoch: int) -> bool:
         return (self.stop_after_epoch is not None and epoch >= self.stop_after_epoch) or (

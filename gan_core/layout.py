@@ -5,6 +5,11 @@
     datasets/<dataset>.h5               train/valid/test splits (gan_core.data)
     models/<dataset>/feature_classifier.{pt,json}
     models/<dataset>/<model>/<run identity>/checkpoint.pt + run.json      one trained seed
+    models/<dataset>/<model>/<run identity>/tensorboard/                  its TensorBoard events (gan_core.tensorboard)
+    exports/<dataset>/<model>/<run identity>/generator.{onnx,ts} + export.json   its generator, exported
+    exports/<dataset>/<model>/latest.json
+    promoted/<dataset>/generator.{onnx,ts} + promotion.json            the dataset's promoted generator
+    promoted/<dataset>/candidate.json                                   the candidate picked last (and judged)
     models/<dataset>/<model>/latest.json                                  the partition's current runs
     samples/<dataset>/<model>/<run identity>_n<count>_s<seed>.{h5,json}   one seed's samples
     samples/<dataset>/<model>/latest.json
@@ -39,8 +44,15 @@ RUN_RECORD_NAME = "run.json"
 RAW_MANIFEST_NAME = "manifest.json"
 PARTITION_INDEX_NAME = "latest.json"
 EXPERIMENTS_NAME = "experiments.json"
+TENSORBOARD_NAME = "tensorboard"
+HPARAMS_SUFFIX = ".hparams"  # the event file holding a run's hparams and final metrics (one a run)
+ONNX_EXPORT_NAME = "generator.onnx"
+TORCHSCRIPT_EXPORT_NAME = "generator.ts"
+EXPORT_RECORD_NAME = "export.json"
+PROMOTION_RECORD_NAME = "promotion.json"
+CANDIDATE_RECORD_NAME = "candidate.json"
 
-PartitionKind = Literal["models", "samples", "bandwidth", "parzen", "metrics"]
+PartitionKind = Literal["models", "samples", "bandwidth", "parzen", "metrics", "exports"]
 EvaluationKind = Literal["bandwidth", "parzen", "metrics"]
 ReferenceKind = Literal["reference_real_train", "reference_metrics"]
 # Each figure is written by one asset: samples and class_grid (generated_samples), loss_curves (gan_model), sigma_search
@@ -55,6 +67,7 @@ _WRITTEN_BY = {
     "bandwidth": "parzen_bandwidth",
     "parzen": "parzen_log_likelihood",
     "metrics": "evaluation_metrics",
+    "exports": "exported_generator",
 }
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -136,6 +149,11 @@ def previous_checkpoint_file(run_dir: str | os.PathLike[str]) -> Path:
     return Path(run_dir) / PREVIOUS_CHECKPOINT_NAME
 
 
+def tensorboard_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """The TensorBoard event files of a run (`tensorboard --logdir <data root>/models` finds every run's)."""
+    return Path(run_dir) / TENSORBOARD_NAME
+
+
 @dataclasses.dataclass(frozen=True)
 class TorchrunFiles:
     """What a torchrun training run leaves in its run directory besides the checkpoint."""
@@ -148,6 +166,20 @@ class TorchrunFiles:
 def torchrun_files(run_dir: str | os.PathLike[str]) -> TorchrunFiles:
     run_dir = Path(run_dir)
     return TorchrunFiles(run_dir / "torchrun.json", run_dir / "torchrun_failures.json", run_dir / "torchrun_logs")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportFiles:
+    """One exported generator: ONNX, TorchScript, and the record of where it came from."""
+
+    onnx: Path
+    torchscript: Path
+    record: Path
+
+
+def export_files(directory: str | os.PathLike[str], record: str = EXPORT_RECORD_NAME) -> ExportFiles:
+    directory = Path(directory)
+    return ExportFiles(directory / ONNX_EXPORT_NAME, directory / TORCHSCRIPT_EXPORT_NAME, directory / record)
 
 
 class ArtifactLayout:
@@ -184,6 +216,10 @@ class ArtifactLayout:
         return self.path("models", dataset, "feature_classifier.json")
 
     # trained runs and samples
+    def models_dir(self) -> Path:
+        """Every trained run below it: TensorBoard's --logdir (each run's events are in its run directory)."""
+        return self.path("models")
+
     def run_dir(self, dataset: str, model: str, identity: str) -> Path:
         return self.path("models", dataset, model, identity)
 
@@ -231,9 +267,30 @@ class ArtifactLayout:
     def write_partition_index(self, kind: PartitionKind, dataset: str, model: str, record: dict[str, Any]) -> None:
         write_record(self.partition_index(kind, dataset, model), record)
 
+    def stored_experiments(self, kind: PartitionKind, dataset: str) -> list[str]:
+        """The experiments of `dataset` with a stored index of `kind`, sorted."""
+        pattern = f"*/{kind}.json" if kind in _EVALUATION_KINDS else f"*/{PARTITION_INDEX_NAME}"
+        top = self.path("evaluation" if kind in _EVALUATION_KINDS else kind, dataset)
+        return sorted(path.parent.name for path in top.glob(pattern))
+
     def partition_indexes(self, kind: EvaluationKind) -> Iterator[Path]:
         """Every partition's index of an evaluation kind, sorted."""
         yield from sorted(self.path("evaluation").glob(f"*/*/{kind}.json"))
+
+    # exported and promoted generators
+    def export_dir(self, dataset: str, model: str, identity: str) -> Path:
+        return self.path("exports", dataset, model, identity)
+
+    def export_files(self, dataset: str, model: str, identity: str) -> ExportFiles:
+        return export_files(self.export_dir(dataset, model, identity))
+
+    def promoted_files(self, dataset: str) -> ExportFiles:
+        """The stable path of a dataset's promoted generator (what a consumer loads), with its promotion record."""
+        return export_files(self.path("promoted", dataset), record=PROMOTION_RECORD_NAME)
+
+    def promotion_candidate(self, dataset: str) -> Path:
+        """The generator `best_generator_candidate` picked last, before the promotion check judged it."""
+        return self.path("promoted", dataset, CANDIDATE_RECORD_NAME)
 
     # figures and reports
     def figure(self, dataset: str, model: str, name: FigureName) -> Path:

@@ -19,6 +19,7 @@ import pandas as pd
 from gan_core.experiments import Experiment
 from gan_core.metrics import METRIC_COLUMNS
 from gan_core.plots import sweep_png
+from gan_core.promotion import CRITERION
 from gan_core.storage import atomic_output
 
 # Table 1 of Goodfellow et al. (2014): Parzen-window log-likelihood (nats), mean +- standard error.
@@ -504,6 +505,7 @@ def render_html(
         f"<p>{html.escape(summary_text)}</p>",
         _table_html(tables["summary"], guide=False),
         *_experiments_html(tables.get("experiments"), sweeps or {}),
+        *_promoted_html(tables.get("promoted")),
         "<h2 id=table1>Table 1: Parzen-window log-likelihood</h2>",
         "<p>The paper's rows beside this project's. The estimator fits a Gaussian window to 10,000 samples, chooses "
         "its width on validation images and scores the test images; the ceiling row applies it to real training "
@@ -535,6 +537,17 @@ def render_html(
         + "\n".join(sections)
         + "\n</body></html>\n"
     )
+
+
+def _promoted_html(table: pd.DataFrame | None) -> list[str]:
+    """The generators in use (best_generator), why each was promoted and what became of the last candidate."""
+    if table is None or table.empty:
+        return []
+    return [
+        "<h2 id=promoted>Promoted generators</h2>",
+        f"<p>The generator in use for each dataset, at its stable path. Chosen by: {html.escape(CRITERION)}</p>",
+        _table_html(table, guide=False),
+    ]
 
 
 def _experiments_html(table: pd.DataFrame | None, sweeps: Mapping[str, bytes]) -> list[str]:

@@ -10,13 +10,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 
 from gan_core.checkpoint import Checkpoint, TrainingInterrupted, TrainingState
 from gan_core.config import TrainConfig
 from gan_core.updates import STEP_STATISTICS, Players, UpdateRule, named_statistics
+
+if TYPE_CHECKING:
+    from gan_core.tensorboard import TrainingBoard
 
 
 class TrainingDiverged(RuntimeError):
@@ -91,7 +94,7 @@ class Run:
     """One run of the loop: its settings, players, update rule, checkpoint, state and epoch tracker; `random`, its
     own stream when it takes turns with other runs (None: the global generators are its own); this epoch's
     permutation of the training images and statistics (one STEP_STATISTICS row per step); the divergence that
-    stopped it; the learning rate and momentum the loop set for this step."""
+    stopped it; the learning rate and momentum the loop set for this step; its TensorBoard events (None: off)."""
 
     config: TrainConfig
     players: Players
@@ -105,6 +108,7 @@ class Run:
     error: TrainingDiverged | None = None
     learning_rate: float = 0.0  # this step's, and this epoch's momentum (None: an optimiser without one)
     momentum: float | None = None
+    board: TrainingBoard | None = None
 
     def turn(self) -> contextlib.AbstractContextManager[None]:
         """Draw from this run's random stream inside this block."""

@@ -3,11 +3,11 @@ for one run or S seeds of one configuration at once.
 
 Read `_train` top to bottom: per epoch, each run's permutation of the training set; per step, the learning rate and
 one `step` for every run (gan_core.updates' rule of each run in turn, or the seeds stacked as one model,
-gan_core.batched); divergence checks, mid-epoch checkpoints and stop requests; at the epoch's end its statistics
-and checkpoint. One run is S = 1. The whole training split lives on the device as one tensor and batches are index
-slices of a device-side permutation (no DataLoader, no per-image Python work). Configuration is plain values
-(`TrainConfig`, gan_core/config.py) saved inside every checkpoint (gan_core/checkpoint.py); how to run
-(`RuntimeOptions`) is not."""
+gan_core.batched); divergence checks, mid-epoch checkpoints and stop requests; at the epoch's end its statistics,
+TensorBoard events (gan_core.tensorboard) and checkpoint. One run is S = 1. The whole training split lives on the
+device as one tensor and batches are index slices of a device-side permutation (no DataLoader, no per-image Python
+work). Configuration is plain values (`TrainConfig`, gan_core/config.py) saved inside every checkpoint
+(gan_core/checkpoint.py); how to run (`RuntimeOptions`) is not."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from gan_core.layout import checkpoint_file
 from gan_core.locks import exclusive
 from gan_core.models import get_model_spec
 from gan_core.runs import EpochTracker, RandomStream, Run, Step, TrainingDiverged, TrainResult, interrupted
+from gan_core.tensorboard import TrainingBoard
 from gan_core.updates import Players, learning_rate, make_update, paper_momentum
 
 # what runs in one loop share: the model (and so the data it reads) and the loop's shape (steps per epoch, epochs)
@@ -101,6 +102,9 @@ def train_seeds(
             _restore(config, Path(out_dir), data, options, device, ranks, log, own_streams)
             for config, out_dir in zip(configs, out_dirs, strict=True)
         ]
+        for run in runs:
+            if run.board is not None:
+                locks.callback(run.board.close)
         groups: dict[tuple[int, int, int | None], list[Run]] = defaultdict(list)
         for run in runs:
             if run.state.epoch < run.config.epochs:
@@ -148,6 +152,11 @@ def _train(runs: list[Run], data: TrainingData, options: RuntimeOptions, step: S
             if options.distributed is not None:
                 players = run.players
                 run.state.history[-1]["rank_weights"] = ranks.weights_in_sync(players.generator, players.discriminator)
+            if run.board is not None:
+                run.board.epoch(run.state.history[-1])
+                if run.board.grid_due(epoch + 1):
+                    step.write_back(run)
+                    run.board.grid(epoch + 1, run.players.sampling_generator, run.players.pair.noise_dim)
         last, stop = epoch + 1 == config.epochs, options.should_stop(epoch + 1) or stop_now
         if last or stop or (epoch + 1) % options.checkpoint_every == 0 or live[0].checkpoint.due():
             _save(live, step, images.shape[1:])
@@ -218,7 +227,10 @@ def _restore(
     players.generator.train()
     players.discriminator.train()
     random = RandomStream(device) if own_stream else None
-    return Run(config, players, update, checkpoint, state, tracker, random)
+    board = None
+    if options.tensorboard and ranks.is_main and state.epoch < config.epochs:
+        board = TrainingBoard(out_dir, config, state.epoch, options.tensorboard_grid_every, data.num_classes)
+    return Run(config, players, update, checkpoint, state, tracker, random, board=board)
 
 
 @dataclass(frozen=True)

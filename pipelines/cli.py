@@ -4,6 +4,8 @@
     gan-pipeline experiment add lr05 --model paper_mlp --set learning_rate=0.05 --seeds 0 1 2
     gan-pipeline run --dataset digits --experiment lr05
     gan-pipeline sweep lrm --dataset digits --model paper_mlp --grid learning_rate=0.05,0.1 --grid momentum_end=0.6,0.7
+    gan-pipeline sample data/promoted/digits/generator.onnx -n 64 --out grid.png      # from an exported file alone
+    gan-pipeline tensorboard                                                          # every run's training curves
 
 Runs are recorded in the Dagster instance at $DAGSTER_HOME (default: ./.dagster_home), so they show up in `dagster dev`
 afterwards. The console shows one line per job, a progress bar per long step (on a terminal), every check that warned
@@ -22,7 +24,9 @@ import sys
 import uuid
 from typing import Any
 
-from assets.resources import REPO_ROOT
+PROMOTION_REFUSED = "generator_candidate:candidate_not_worse_than_promoted"  # the check that keeps the promoted one
+# Nothing of assets or gan_core is imported here at module level: `gan-pipeline sample` runs on an exported file
+# alone (pipelines/sampling.py), without the training code.
 
 
 def _open_instance() -> Any:
@@ -37,6 +41,8 @@ def _open_instance() -> Any:
 
 def ensure_dagster_home() -> str:
     """Use $DAGSTER_HOME, else a persistent ./.dagster_home beside the code (created with dagster.yaml if absent)."""
+    from assets.resources import REPO_ROOT
+
     home = os.environ.get("DAGSTER_HOME") or str(REPO_ROOT / ".dagster_home")
     os.makedirs(home, exist_ok=True)
     os.environ["DAGSTER_HOME"] = home
@@ -292,9 +298,18 @@ def _run_jobs(
                 {"partition_key": partition, "run_config": run_config, "executor": executor},
             )
         )
+    steps.append(
+        (
+            "promotion_job",
+            f"dataset {dataset}: pick the best generator, promote it unless worse than the one in use",
+            {"partition_key": dataset},
+        )
+    )
     steps.append(("report_job", "evaluation report", {}))
     failed: list[str] = []
     failed_partitions: dict[str, str] = {}  # with several experiments: a failed one's line; the others go on
+    refused: list[str] = []  # a candidate worse than the promoted generator: not an error of this run
+    promoted_files: dict[str, Any] = {}
     for number, (job_name, title, kwargs) in enumerate(steps, start=1):
         print(f"[{number}/{len(steps)}] {title}", flush=True)
         started = time.perf_counter()
@@ -308,9 +323,15 @@ def _run_jobs(
             failed_partitions[str(kwargs["partition_key"])] = line
             print(f"      {line}", flush=True)
             continue
+        if job_name == "promotion_job" and checks_failed == [PROMOTION_REFUSED]:
+            refused.append(_failure_line(result, instance, job_name, log_path, checks_failed))
+            print("      the promoted generator stays; the report follows", flush=True)
+            continue
         failed += checks_failed
         if not result.success or failed:
             raise SystemExit(_failure_line(result, instance, job_name, log_path, failed))
+        if job_name == "promotion_job":
+            promoted_files = result.asset_materializations_for_node("best_generator")[0].metadata
         print(f"      done in {time.perf_counter() - started:.0f} s", flush=True)
     materialization = result.asset_materializations_for_node("evaluation_report")[0]
     metadata = {key: value.value for key, value in materialization.metadata.items()}
@@ -321,6 +342,8 @@ def _run_jobs(
         "figures_dir": metadata["figures_dir"],
         "failed_checks": failed,
         "failed_partitions": failed_partitions,
+        "refused_promotions": refused,
+        "promoted_onnx": promoted_files["onnx"].value if "onnx" in promoted_files else None,
     }
 
 
@@ -550,6 +573,35 @@ def run_sweep(args: argparse.Namespace, registry: Any) -> int:
 SWEEP_TAG = "gan_pipeline/sweep"  # on every run a sweep launches
 
 
+def _sample(args: argparse.Namespace) -> int:
+    """`gan-pipeline sample`: one line on success, one line naming the file or flag on a bad one (exit 2)."""
+    from pipelines.sampling import ExportFileError, sample_command
+
+    try:
+        print(sample_command(args.model_file, args.count, args.out, args.label, args.seed))
+    except (ExportFileError, ValueError) as error:
+        print(f"gan-pipeline sample: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_tensorboard(logdir: Any, port: int) -> int:
+    """TensorBoard on `logdir` (every run's events below it), bound to 127.0.0.1, until interrupted."""
+    import subprocess
+
+    if not logdir.is_dir():
+        print(
+            f"gan-pipeline tensorboard: {logdir} holds no runs yet; train one first (gan-pipeline run)", file=sys.stderr
+        )
+        return 2
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1"]
+    print(f"TensorBoard on http://127.0.0.1:{port}/ for {logdir} (Ctrl-C stops it)")
+    try:
+        return subprocess.call([*command, "--port", str(port)])
+    except KeyboardInterrupt:
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="gan-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -609,11 +661,28 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--no-launch", action="store_true", help="declare the points only")
     sweep.add_argument("--verbose", action="store_true")
     sweep.add_argument("--executor", **executor_flag)
+    draw = sub.add_parser(
+        "sample", help="a grid of samples from an exported generator file alone (no training code, no Dagster)"
+    )
+    draw.add_argument("model_file", metavar="MODEL_FILE", help="generator.onnx or generator.ts an export wrote")
+    draw.add_argument("-n", type=int, default=64, dest="count", help="how many samples (default: 64)")
+    draw.add_argument("--out", required=True, help="the PNG file to write")
+    draw.add_argument(
+        "--label", type=int, default=None, help="a conditional model's class (default: 0, 1, ... in turn)"
+    )
+    draw.add_argument("--seed", type=int, default=0, help="the noise seed (default: 0)")
+    board = sub.add_parser("tensorboard", help="TensorBoard on every run's training events (127.0.0.1)")
+    board.add_argument("--port", type=int, default=6006)
+    board.add_argument("--data-dir", default=None, help="the data root (default: $GAN_PIPELINE_DATA_DIR or ./data)")
     args = parser.parse_args(argv)
+    if args.command == "sample":
+        return _sample(args)
 
     from assets.resources import StorageResource
 
     data_dir = getattr(args, "data_dir", None)
+    if args.command == "tensorboard":
+        return run_tensorboard(StorageResource(root_dir=data_dir or "").layout.models_dir(), args.port)
     registry = StorageResource(root_dir=data_dir or "").experiments
     if args.command == "experiment":
         return add_experiment(args, registry) if args.action == "add" else list_experiments(registry)
@@ -640,6 +709,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"report:  {outcome['report']['report_html']} (self-contained; also report.md and CSV files beside it)")
     print(f"figures: {outcome['figures_dir']}")
+    for line in outcome["refused_promotions"]:
+        print(f"promotion refused: {line}")
+    if outcome["promoted_onnx"]:
+        print(f"promoted generator: {outcome['promoted_onnx']} (gan-pipeline sample FILE -n 64 --out grid.png)")
     print(f"history: DAGSTER_HOME={home} dagster dev -w workspace.yaml (or `dg dev`)")
     return 0
 

@@ -11,15 +11,23 @@ from assets import (
     metrics_assets,
     model_assets,
     model_checks,
+    serving_assets,
 )
 from assets.resources import DatasetSourcesResource, StorageResource
-from pipelines.jobs import celery_training_job, dataset_job, report_job, retrain_job, training_job
+from pipelines.jobs import (
+    celery_training_job,
+    dataset_job,
+    promotion_job,
+    report_job,
+    retrain_job,
+    training_job,
+)
 from pipelines.recovery import recover_dead_runs_sensor
 from pipelines.schedules import build_retrain_schedule
 from pipelines.sensors import evaluation_follows_training, experiment_partitions, retrain_on_data_change
 
-ASSET_MODULES = [data_assets, model_assets, evaluation_assets, metrics_assets]
-CHECK_MODULES = [data_checks, model_checks, evaluation_checks, metrics_assets]
+ASSET_MODULES = [data_assets, model_assets, evaluation_assets, metrics_assets, serving_assets]
+CHECK_MODULES = [data_checks, model_checks, evaluation_checks, metrics_assets, serving_assets]
 
 
 def build_definitions(
@@ -30,7 +38,7 @@ def build_definitions(
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
         asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
-        jobs=[dataset_job, training_job, retrain_job, report_job, celery_training_job],
+        jobs=[dataset_job, training_job, retrain_job, promotion_job, report_job, celery_training_job],
         schedules=[build_retrain_schedule()],
         sensors=[evaluation_follows_training, retrain_on_data_change, recover_dead_runs_sensor, experiment_partitions],
         resources={

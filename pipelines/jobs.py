@@ -6,6 +6,7 @@ from assets.data_assets import preprocessed_dataset, raw_dataset
 from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
 from assets.metrics_assets import evaluation_metrics, feature_classifier, paper_figures
 from assets.model_assets import gan_model, generated_samples
+from assets.serving_assets import best_generator, exported_generator, generator_candidate
 from pipelines.executors import celery_redis_executor
 
 dataset_job = dg.define_asset_job(
@@ -15,13 +16,20 @@ dataset_job = dg.define_asset_job(
 )
 
 TRAINING_SELECTION = dg.AssetSelection.assets(
-    gan_model, generated_samples, parzen_bandwidth, parzen_log_likelihood, evaluation_metrics, paper_figures
+    gan_model,
+    generated_samples,
+    parzen_bandwidth,
+    parzen_log_likelihood,
+    evaluation_metrics,
+    paper_figures,
+    exported_generator,
 )
 
 training_job = dg.define_asset_job(
     "training_job",
     selection=TRAINING_SELECTION,
-    description="Train, sample, Parzen-evaluate, score and draw figures for one dataset x experiment partition.",
+    description="Train, sample, Parzen-evaluate, score, draw figures and export the generator for one dataset x "
+    "experiment partition.",
 )
 
 celery_training_job = dg.define_asset_job(
@@ -35,6 +43,12 @@ retrain_job = dg.define_asset_job(
     "retrain_job",
     selection=dg.AssetSelection.assets(gan_model),
     description="Train one dataset x experiment partition; samples, Parzen and the report follow by automation.",
+)
+
+promotion_job = dg.define_asset_job(
+    "promotion_job",
+    selection=dg.AssetSelection.assets(generator_candidate, best_generator),
+    description="Pick one dataset's best generator and promote it unless it is worse than the one in use.",
 )
 
 report_job = dg.define_asset_job(
