@@ -193,7 +193,9 @@ def publish_hparams(storage: StorageResource, dataset: str, experiment: str) -> 
             final.setdefault(row["seed"], {}).update(
                 {tag: float(value) for tag, value in values.items() if isinstance(value, int | float)}
             )
-    sweep = storage.experiments.get(experiment).sweep or ""
+    definition = storage.experiments.get(experiment)
+    varied = [*definition.settings, *definition.swept]
     for run in layout.trained_runs(dataset, experiment):
+        hparams = hparams_of(run["config"], experiment, definition.sweep, varied)
         run_dir = layout.run_dir(dataset, experiment, run["identity"])
-        write_hparams(run_dir, hparams_of(run["config"], experiment, sweep), final.get(run["seed"], {}), run["epochs"])
+        write_hparams(run_dir, hparams, final.get(run["seed"], {}), run["epochs"])

@@ -158,7 +158,7 @@ def export_generator(checkpoint_path: str | os.PathLike[str], files: ExportFiles
         "torchscript": str(files.torchscript),
         "onnx_sha256": file_sha256(files.onnx),
         "torchscript_sha256": file_sha256(files.torchscript),
-        "metadata": dataclasses.asdict(metadata),
+        "metadata": json.loads(metadata.to_json()),  # plain JSON values, as a reader of the file gets them
     }
 
 

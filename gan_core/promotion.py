@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -212,11 +213,12 @@ def promotions_table(layout: ArtifactLayout, datasets: list[str]) -> pd.DataFram
                 "experiment": record["experiment"],
                 "seed": record["seed"],
                 RANKED_BY: record["seed_value"],
-                "experiment_mean": record["mean"],
-                "spread": record["spread"],
-                "parzen_mean": record["parzen_mean"],
+                "experiment_mean": round(record["mean"], 4),
+                "spread": round(record["spread"], 4),
+                "parzen_mean": round(record["parzen_mean"], 2),
                 "promoted_at": record["promoted_at"],
-                "onnx": record["onnx"],
+                # below the data root: the report opens anywhere and names no machine's folders
+                "onnx": str(Path(record["onnx"]).relative_to(layout.root)),
                 "why": record["reason"],
                 "last_candidate": verdict or "the promoted generator",
             }

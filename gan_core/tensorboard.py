@@ -10,7 +10,7 @@ and weights exactly as they were without them.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,18 @@ EPOCH_SCALARS = {
 GRID_TAG = "samples/fixed_noise"
 GRID_SIZE = 64  # samples in each grid, 8 x 8, from the same noise every time (grid seed 0)
 GRID_SEED = 0
+# the settings every run's hparams hold (beside its experiment, sweep and the settings its experiment varies)
+HPARAM_SETTINGS = (
+    "model",
+    "seed",
+    "loss",
+    "optimizer",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "momentum_end",
+    "ema_decay",
+)
 FINAL_METRIC_PREFIX = "final/"  # the tags of the final metrics the HParams view shows beside the settings
 
 
@@ -100,10 +112,15 @@ class TrainingBoard:
         self.writer.close()
 
 
-def hparams_of(config: Mapping[str, object], experiment: str, sweep: str) -> dict[str, float | int | str | bool]:
-    """The hparams of one run: its TrainConfig settings (plain values), its experiment and sweep ('' when none)."""
-    plain = {key: value for key, value in config.items() if isinstance(value, int | float | str | bool)}
-    return {**plain, "experiment": experiment, "sweep": sweep}
+def hparams_of(
+    config: Mapping[str, object], experiment: str, sweep: str, varied: Iterable[str] = ()
+) -> dict[str, float | int | str | bool]:
+    """The hparams of one run: its experiment and sweep ('' when none), the settings that tell runs apart
+    (HPARAM_SETTINGS) and the `varied` ones (the experiment's own settings, its sweep's swept ones), as plain values;
+    not every TrainConfig field, so the HParams table shows what differs rather than 25 columns."""
+    names = [*HPARAM_SETTINGS, *(name for name in varied if name not in HPARAM_SETTINGS)]
+    plain = {name: config[name] for name in names if isinstance(config.get(name), int | float | str | bool)}
+    return {"experiment": experiment, "sweep": sweep, **plain}
 
 
 def write_hparams(
@@ -119,8 +136,8 @@ def write_hparams(
     experiment, start, end = hparams_summaries(dict(hparams), finite)
     writer = _summary_writer(log_dir, suffix=HPARAMS_SUFFIX)
     try:
-        for summary in (experiment, start, end):
-            writer.file_writer.add_summary(summary)
+        for summary in (experiment, start, end):  # at the run's last step: no step goes back, nothing is purged
+            writer.file_writer.add_summary(summary, step)
         for tag, value in finite.items():
             writer.add_scalar(tag, value, step)
     finally:

@@ -106,7 +106,7 @@ def test_every_bad_setting_is_refused_in_one_line_before_any_job(tmp_path: Path)
         scratch = tmp_path / name.replace(" ", "_").replace(":", "")
         try:
             assert_one_line_refusal(completed, words)
-            assert "[1/3]" not in completed.stdout and not (scratch / "home" / "logs").exists()  # no run recorded
+            assert "[1/4]" not in completed.stdout and not (scratch / "home" / "logs").exists()  # no run recorded
         except AssertionError as failure:
             raise AssertionError(f"{name}: {failure}") from None
 
@@ -138,4 +138,4 @@ def test_a_step_failing_at_run_time_prints_one_line_without_dagsters_stack(tmp_p
     assert len(completed.stderr.strip().splitlines()) == 1, completed.stderr
     last = completed.stderr.strip()
     assert last.startswith("training_job: step gan_model failed: ValueError: device 'nosuch'"), last
-    assert "(full log: " in last and "[2/3]" in completed.stdout
+    assert "(full log: " in last and "[2/4]" in completed.stdout

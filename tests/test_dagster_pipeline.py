@@ -113,7 +113,8 @@ def test_report_opens_from_another_folder_with_every_figure(quick_start, tmp_pat
         TEST_ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(TEST_ARTIFACTS / "report.png"), full_page=True)
     assert len(images) == 5 and all(complete and width > 0 for _, complete, width in images), images
-    summary, experiments, table1, metrics = tables
+    summary, experiments, promoted, table1, metrics = tables
+    assert promoted[1].startswith("digits\tpaper_mlp\t0\t") and "promoted/digits/generator.onnx" in promoted[1]
     assert summary[1].startswith("digits\tpaper_mlp\t1\t") and "the ceiling" in summary[-1]
     assert experiments[1].startswith("digits\tTrue\tpaper_mlp\tpaper_mlp\t")  # the one experiment, marked best
     assert any("Adversarial nets" in row and "225.0 ± 2.0" in row for row in table1)

@@ -182,7 +182,7 @@ def test_a_sweep_trains_its_points_in_one_loop_and_a_relaunch_trains_nothing(dig
         keys = dataset_experiment_partitions.get_partition_keys(dynamic_partitions_store=instance)
         assert {f"digits|{name}" for name in names} <= {str(key) for key in keys}
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"gan_pipeline/sweep": "lrm"}))
-        assert len(runs) == 6  # the dataset, a training run per point, the report
+        assert len(runs) == 7  # the dataset, a training run per point, the promotion, the report
         logs = "\n".join(entry.user_message for run in runs for entry in instance.all_logs(run.run_id))
     # the first point's step trained all 8 runs (4 points x 2 seeds) in one loop; the others found theirs stored
     assert "8 runs (seeds [0, 1, 0, 1, 0, 1, 0, 1]) in one loop" in logs

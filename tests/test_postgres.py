@@ -43,7 +43,7 @@ def test_digits_graph_schedule_tick_and_pool_limit_on_postgres(tmp_path, postgre
         print(f"digits graph on PostgreSQL: {time.perf_counter() - started:.1f} s")
         assert outcome["failed_checks"] == [] and outcome["report"]["report_html"].endswith("report.html")
         runs = instance.get_runs()
-        assert {run.job_name for run in runs} == {"dataset_job", "training_job", "report_job"}
+        assert {run.job_name for run in runs} == {"dataset_job", "training_job", "promotion_job", "report_job"}
         assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
         assert instance.get_latest_materialization_event(dg.AssetKey("evaluation_report")) is not None
 
