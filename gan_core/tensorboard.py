@@ -34,18 +34,9 @@ EPOCH_SCALARS = {
 GRID_TAG = "samples/fixed_noise"
 GRID_SIZE = 64  # samples in each grid, 8 x 8, from the same noise every time (grid seed 0)
 GRID_SEED = 0
-# the settings every run's hparams hold (beside its experiment, sweep and the settings its experiment varies)
-HPARAM_SETTINGS = (
-    "model",
-    "seed",
-    "loss",
-    "optimizer",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "momentum_end",
-    "ema_decay",
-)
+# the settings every run's hparams hold beside its experiment, sweep and the settings its experiment sets or sweeps:
+# few, because TensorBoard's HParams view shows only its first few columns until more are ticked
+HPARAM_SETTINGS = ("seed", "epochs", "learning_rate")
 FINAL_METRIC_PREFIX = "final/"  # the tags of the final metrics the HParams view shows beside the settings
 
 
@@ -117,7 +108,7 @@ def hparams_of(
 ) -> dict[str, float | int | str | bool]:
     """The hparams of one run: its experiment and sweep ('' when none), the settings that tell runs apart
     (HPARAM_SETTINGS) and the `varied` ones (the experiment's own settings, its sweep's swept ones), as plain values;
-    not every TrainConfig field, so the HParams table shows what differs rather than 25 columns."""
+    not every TrainConfig field (the experiment's definition holds the rest), so the HParams view shows what differs."""
     names = [*HPARAM_SETTINGS, *(name for name in varied if name not in HPARAM_SETTINGS)]
     plain = {name: config[name] for name in names if isinstance(config.get(name), int | float | str | bool)}
     return {"experiment": experiment, "sweep": sweep, **plain}

@@ -32,8 +32,9 @@ from tests.helpers import TEST_ARTIFACTS, chromium_page, digits_graph
 pytestmark = pytest.mark.slow
 WORSE_EPOCHS, BETTER_EPOCHS = 1, 30
 # the longer run also steps faster: on digits the default rate leaves D(x) = D(G(z)) = 1/2 only after ~70 epochs, while
-# learning_rate 0.5 reaches Fréchet distance ~32 in 30 epochs (1 epoch: ~190; measured on AMD EPYC, 1,000 samples)
-BETTER_SETTINGS = {"learning_rate": 0.5}
+# learning_rate 0.3 reaches Fréchet distance ~85 in 30 epochs (1 epoch: ~190; AMD EPYC, 1,000 samples); 0.5 reaches ~32
+# but diverges for some seeds and momentum schedules, too near the edge for a test that must pass on every CPU
+BETTER_SETTINGS = {"learning_rate": 0.3}
 KEY = dataset_experiment_key("digits", "paper_mlp")
 REFUSAL = "candidate_not_worse_than_promoted"
 
