@@ -5,9 +5,10 @@ the export's time, file sizes and parity for each model family.
 
 Training: `paper_mlp` on the digits training split (scikit-learn's bundled 8x8 digits), the digits recipe, CPU, the
 same run with `RuntimeOptions(tensorboard=True)` (scalars every epoch, a 64-sample grid every 5th) and `False`,
-alternating which goes first, after one warm-up run, best of `--repeats`; printed as the ratio of the two wall times. The weights of both are compared (they
-must be identical: events draw from their own generator). Export: each model trained 2 epochs, then
-`gan_core.export.export_generator` and `check_parity` on 256 noise vectors.
+alternating which goes first, after one warm-up run, best of `--repeats`; printed as the ratio of the two wall times
+and of the epochs' own time. The weights of both are compared (they must be identical: events draw from their own
+generator). Export: each model trained 2 epochs, then `gan_core.export.export_generator` and `check_parity` on 256
+noise vectors.
 """
 
 from __future__ import annotations
