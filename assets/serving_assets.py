@@ -14,7 +14,13 @@ import warnings
 
 import dagster as dg
 
-from assets.common import AFTER_PASSING_UPSTREAM, checked_partition, compute_or_load_each, partition_asset
+from assets.common import (
+    AFTER_PASSING_UPSTREAM,
+    checked_partition,
+    compute_or_load_each,
+    dataset_and_experiment,
+    partition_asset,
+)
 from assets.evaluation_assets import parzen_log_likelihood
 from assets.metrics_assets import evaluation_metrics
 from assets.model_assets import gan_model
@@ -92,11 +98,11 @@ def exported_generator(context: dg.AssetExecutionContext, storage: StorageResour
     f"same noise within {PARITY_TOLERANCE:g} per pixel, and the files are the bytes that were written.",
 )
 def export_matches_pytorch(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    keys = context.partition_key.keys_by_dimension  # type: ignore[union-attr]
+    dataset, experiment = dataset_and_experiment(context)
     layout = storage.layout
-    runs = {run["seed"]: run for run in layout.trained_runs(keys["dataset"], keys["experiment"])}
+    runs = {run["seed"]: run for run in layout.trained_runs(dataset, experiment)}
     figures, problems = {}, []
-    for entry in layout.read_partition_index("exports", keys["dataset"], keys["experiment"])["runs"]:
+    for entry in layout.read_partition_index("exports", dataset, experiment)["runs"]:
         try:
             parity = check_parity(runs[entry["seed"]]["checkpoint"], entry)
         except ExportError as error:
