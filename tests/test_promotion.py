@@ -112,6 +112,14 @@ def test_a_better_retrained_generator_is_promoted(graph) -> None:
     layout = storage.layout
     before = json.loads(layout.promoted_files("digits").record.read_text())
     assert train(defs, instance, BETTER_EPOCHS).success
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+    candidate_only = defs.resolve_job_def("promotion_job").execute_in_process(
+        partition_key="digits", instance=instance, asset_selection=[dg.AssetKey("generator_candidate")]
+    )
+    assert checks_of(candidate_only)[REFUSAL].passed
+    # a candidate that passed its check is followed by best_generator (the control of the refusal test below)
+    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert evaluation.get_num_requested(dg.AssetKey("best_generator")) == 1
     result = promote(defs, instance)
     assert result.success, checks_of(result)[REFUSAL].description
     record = json.loads(layout.promoted_files("digits").record.read_text())
@@ -126,8 +134,15 @@ def test_a_worse_retrained_generator_is_refused_and_the_promoted_one_stays(graph
     layout = storage.layout
     files = layout.promoted_files("digits")
     kept = {path: path.read_bytes() for path in (files.onnx, files.torchscript, files.record)}
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
     assert train(defs, instance, WORSE_EPOCHS).success  # what a retrain with worse settings leaves as current
+    # declarative automation (what follows a scheduled retrain): the candidate is picked again...
+    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert evaluation.get_num_requested(dg.AssetKey("generator_candidate")) == 1
     result = promote(defs, instance)
+    # ...and after its check refused it, best_generator is not requested
+    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluation.cursor)
+    assert evaluation.get_num_requested(dg.AssetKey("best_generator")) == 0
     assert not result.success
     refusal = checks_of(result)[REFUSAL]
     assert not refusal.passed and refusal.description.startswith("refused: digits/paper_mlp seed 0")
