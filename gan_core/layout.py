@@ -6,11 +6,11 @@
     models/<dataset>/feature_classifier.{pt,json}
     models/<dataset>/<model>/<run identity>/checkpoint.pt + run.json      one trained seed
     models/<dataset>/<model>/<run identity>/tensorboard/                  its TensorBoard events (gan_core.tensorboard)
+    models/<dataset>/<model>/latest.json                                  the partition's current runs
     exports/<dataset>/<model>/<run identity>/generator.{onnx,ts} + export.json   its generator, exported
     exports/<dataset>/<model>/latest.json
     promoted/<dataset>/generator.{onnx,ts} + promotion.json            the dataset's promoted generator
     promoted/<dataset>/candidate.json                                   the candidate picked last (and judged)
-    models/<dataset>/<model>/latest.json                                  the partition's current runs
     samples/<dataset>/<model>/<run identity>_n<count>_s<seed>.{h5,json}   one seed's samples
     samples/<dataset>/<model>/latest.json
     evaluation/<dataset>/<model>/<kind>_<key>.json                        one seed's bandwidth / parzen / metrics
@@ -289,7 +289,7 @@ class ArtifactLayout:
         return export_files(self.path("promoted", dataset), record=PROMOTION_RECORD_NAME)
 
     def promotion_candidate(self, dataset: str) -> Path:
-        """The generator `best_generator_candidate` picked last, before the promotion check judged it."""
+        """The generator `generator_candidate` picked last, before the promotion check judged it."""
         return self.path("promoted", dataset, CANDIDATE_RECORD_NAME)
 
     # figures and reports

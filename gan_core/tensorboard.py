@@ -20,6 +20,8 @@ from torch import nn
 from gan_core.config import TrainConfig
 from gan_core.layout import HPARAMS_SUFFIX, tensorboard_dir
 from gan_core.models import sample_noise
+from gan_core.plots import image_grid
+from gan_core.sample import asked_labels, generator_of_each
 
 # the scalars of every epoch: TensorBoard tag -> key of the epoch's history record (gan_core.runs.EpochTracker)
 EPOCH_SCALARS = {
@@ -82,21 +84,18 @@ class TrainingBoard:
         noise = sample_noise(
             GRID_SIZE, noise_dim, self.config.noise, device, torch.Generator(device=device).manual_seed(GRID_SEED)
         )
-        rows = torch.arange(GRID_SIZE, device=device)
-        kwargs = {}
+        kwargs = {}  # the labels and members gan_core.sample draws for rows 0, 1, ...
         if self.num_classes:
-            kwargs["labels"] = rows % self.num_classes
+            kwargs["labels"] = torch.from_numpy(asked_labels(GRID_SIZE, self.num_classes)).to(device)
         if self.config.n_generators > 1:
-            kwargs["which"] = rows % self.config.n_generators
+            kwargs["which"] = torch.from_numpy(generator_of_each(GRID_SIZE, self.config.n_generators)).to(device)
         was_training = generator.training
         generator.eval()
         try:
-            images = generator(noise, **kwargs).float().clamp(0, 1).cpu()
+            images = generator(noise, **kwargs).float().clamp(0, 1).cpu().numpy()
         finally:
             generator.train(was_training)
-        from torchvision.utils import make_grid
-
-        self.writer.add_image(GRID_TAG, make_grid(images, nrow=8, padding=1, pad_value=1.0), epoch)
+        self.writer.add_image(GRID_TAG, image_grid(images, columns=8), epoch, dataformats="HWC")
         self.writer.flush()
 
     def close(self) -> None:

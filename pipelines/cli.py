@@ -309,7 +309,7 @@ def _run_jobs(
     failed: list[str] = []
     failed_partitions: dict[str, str] = {}  # with several experiments: a failed one's line; the others go on
     refused: list[str] = []  # a candidate worse than the promoted generator: not an error of this run
-    promoted_files: dict[str, Any] = {}
+    promotion_metadata: dict[str, Any] = {}
     for number, (job_name, title, kwargs) in enumerate(steps, start=1):
         print(f"[{number}/{len(steps)}] {title}", flush=True)
         started = time.perf_counter()
@@ -331,7 +331,7 @@ def _run_jobs(
         if not result.success or failed:
             raise SystemExit(_failure_line(result, instance, job_name, log_path, failed))
         if job_name == "promotion_job":
-            promoted_files = result.asset_materializations_for_node("best_generator")[0].metadata
+            promotion_metadata = result.asset_materializations_for_node("best_generator")[0].metadata
         print(f"      done in {time.perf_counter() - started:.0f} s", flush=True)
     materialization = result.asset_materializations_for_node("evaluation_report")[0]
     metadata = {key: value.value for key, value in materialization.metadata.items()}
@@ -343,7 +343,7 @@ def _run_jobs(
         "failed_checks": failed,
         "failed_partitions": failed_partitions,
         "refused_promotions": refused,
-        "promoted_onnx": promoted_files["onnx"].value if "onnx" in promoted_files else None,
+        "promoted_onnx": promotion_metadata["onnx"].value if "onnx" in promotion_metadata else None,
     }
 
 
