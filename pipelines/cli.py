@@ -586,20 +586,17 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def run_tensorboard(logdir: Any, port: int) -> int:
-    """TensorBoard on `logdir` (every run's events below it), bound to 127.0.0.1, until interrupted."""
-    import subprocess
-
+    """TensorBoard on `logdir` (every run's events below it), bound to 127.0.0.1, until interrupted. This process
+    becomes TensorBoard (exec, not a child), so a signal to its pid, Ctrl-C or a supervisor's stop, reaches TensorBoard
+    itself and leaves nothing running behind."""
     if not logdir.is_dir():
         print(
             f"gan-pipeline tensorboard: {logdir} holds no runs yet; train one first (gan-pipeline run)", file=sys.stderr
         )
         return 2
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1"]
-    print(f"TensorBoard on http://127.0.0.1:{port}/ for {logdir} (Ctrl-C stops it)")
-    try:
-        return subprocess.call([*command, "--port", str(port)])
-    except KeyboardInterrupt:
-        return 0
+    print(f"TensorBoard on http://127.0.0.1:{port}/ for {logdir} (Ctrl-C stops it)", flush=True)
+    os.execv(sys.executable, [*command, "--port", str(port)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -229,8 +229,23 @@ def tensorboard_server(data: Path, log: Path) -> Iterator[str]:
             raise AssertionError(f"TensorBoard did not listen within 120 s:\n{log.read_text()}")
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
+        process.terminate()  # the command is TensorBoard itself (exec): its pid is TensorBoard's
         process.wait(timeout=60)
+        deadline = time.monotonic() + 30  # its data server leaves once TensorBoard is gone
+        while _processes_naming(data) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _processes_naming(data), _processes_naming(data)
+
+
+def _processes_naming(data: Path) -> list[str]:
+    """The command lines of running processes that name `data` (TensorBoard and its data server do)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if str(data) in text and "tensorboard" in text:
+                found.append(text)
+    return found
 
 
 def test_tensorboard_serves_the_runs_to_a_browser(graph, tmp_path) -> None:
