@@ -16,11 +16,19 @@ stacked as one batched model and in turn, against the same S seeds trained one a
 seed alone, side by side in this run: each way's time over the sequential time, and the stacked time over one seed's
 (the goal on a GPU: 8 seeds in at most 1.5x the time of one). Times are wall seconds of the whole call, checkpoints
 included, best of two.
+
+    python bench/train_throughput.py --mnist-source ../shared/data/mnist --products 1 4 [--images 10000]
+
+`--products S...` measures, for each S, the stacked step (gan_core.batched, forced on any device) in fp32 and in bf16
+against the same step's matrix products run alone (the ops and shapes the profiler records in a short run of it,
+replayed on random tensors): the fraction of its products' rate the step reaches (the goal on a CPU: fp32 at 85 % or
+more), and each against the plain DataLoader loop's images/s (the goal: bf16 at 2x or more), side by side in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from dataclasses import replace
@@ -28,6 +36,7 @@ from pathlib import Path
 
 import torch
 from common import ensure_mnist, write_json
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader, Subset
 
 from gan_core.config import RuntimeOptions, TrainConfig
@@ -98,6 +107,79 @@ def compare_seeds(train: torch.Tensor, device: str, counts: list[int]) -> dict[s
     return figures
 
 
+PRODUCT_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def stacked_step(train: torch.Tensor, device: str, seeds: int, bf16: bool) -> tuple[float, list[tuple]]:
+    """The stacked step of `seeds` seeds of the paper's MNIST configuration: wall seconds per step (one epoch over
+    `train`, best of two), and the matrix products one step calls (op name, input shapes), read by the profiler from a
+    short run of it."""
+    configs = [TrainConfig(epochs=1, seed=seed, bf16=bf16) for seed in range(seeds)]
+    options = RuntimeOptions(device=device, progress=False, stack_seeds=True, tensorboard=False)
+    per_step = []
+    for _ in range(2):
+        with tempfile.TemporaryDirectory() as out:
+            outcome = train_seeds(configs, train, [Path(out) / f"s{i}" for i in range(seeds)], options)[0]
+        per_step.append(outcome.history[-1]["seconds"] / (len(train) // 100))
+    profiled_steps = 5
+    short = [replace(config, max_train_images=100 * profiled_steps) for config in configs]
+    with tempfile.TemporaryDirectory() as out, profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        train_seeds(short, train, [Path(out) / f"s{i}" for i in range(seeds)], options)
+    products = [(e.name, e.input_shapes) for e in prof.events() if e.name in PRODUCT_OPS]
+    return min(per_step), products[: len(products) // profiled_steps]
+
+
+def product_seconds(products: list[tuple], device: str, dtype: torch.dtype, repeats: int = 20) -> tuple[float, float]:
+    """Seconds one step's `products` take alone (the same ops at the same shapes on random tensors, best of
+    `repeats` passes), and their floating-point operations."""
+    dev = resolve_device(device)
+    calls, flops = [], 0.0
+    for name, shapes in products:
+        tensors = [torch.rand(shape, device=dev, dtype=dtype) for shape in shapes if shape]
+        if name in ("aten::mm", "aten::bmm"):
+            a, b = tensors[:2]
+            calls.append((torch.bmm if name == "aten::bmm" else torch.mm, (a, b)))
+        else:
+            bias, a, b = tensors[:3]
+            calls.append((torch.baddbmm if name == "aten::baddbmm" else torch.addmm, (bias, a, b)))
+        flops += 2.0 * math.prod(a.shape) * b.shape[-1]
+    best = math.inf
+    for _ in range(repeats):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for op, args in calls:
+            op(*args)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return best, flops
+
+
+def compare_with_products(train: torch.Tensor, device: str, counts: list[int]) -> dict[str, dict[str, float]]:
+    """For each seed count and precision: the stacked step's seconds against its matrix products' alone, side by
+    side in this run (the goal on a CPU: fp32 at >= 85 % of the products' rate)."""
+    figures = {}
+    for count in counts:
+        for bf16 in (False, True):
+            step, products = stacked_step(train, device, count, bf16)
+            alone, flops = product_seconds(products, device, torch.bfloat16 if bf16 else torch.float32)
+            name = f"S={count} {'bf16' if bf16 else 'fp32'}"
+            print(
+                f"{name}: step {step * 1e3:7.2f} ms ({flops / step / 1e9:6.1f} GFLOP/s, {100 * count / step:6.0f} "
+                f"img/s), its {len(products)} products alone {alone * 1e3:7.2f} ms ({flops / alone / 1e9:6.1f} "
+                f"GFLOP/s): the step runs at {alone / step:5.1%} of its products' rate"
+            )
+            figures[name] = {
+                "step_s": step,
+                "products_s": alone,
+                "gflop_per_step": flops / 1e9,
+                "fraction_of_products_rate": alone / step,
+                "images_per_second": 100 * count / step,
+            }
+    return figures
+
+
 def dataloader_images_per_second(raw_dir: Path, count: int, device: str, workers: int) -> float:
     from torchvision import datasets, transforms
 
@@ -138,6 +220,15 @@ def dataloader_images_per_second(raw_dir: Path, count: int, device: str, workers
     return seen / (time.perf_counter() - started)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), and whether it has AVX-512 and AMX: what the figures depend on."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "CPU")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    units = [unit for unit in ("avx512f", "avx512_bf16", "amx_bf16") if unit in flags] or ["avx2" * ("avx2" in flags)]
+    return f"{model} ({', '.join(filter(None, units))})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mnist-source", default="")
@@ -153,14 +244,38 @@ def main() -> None:
         "--cuda-graph", action="store_true", help="also measure the trainer replaying CUDA graphs (second epoch's rate)"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[], help="compare S batched seeds with S sequential")
+    parser.add_argument(
+        "--products",
+        type=int,
+        nargs="+",
+        default=[],
+        help="for these seed counts, the stacked step (fp32 and bf16) against its matrix products alone, and the "
+        "DataLoader loop",
+    )
     parser.add_argument("--json", default="")
     args = parser.parse_args()
 
     h5 = ensure_mnist(args.mnist_source, Path(args.data_dir))
     train = load_split(h5, "train", limit=args.images)
     device = str(resolve_device(args.device))
-    name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    name = (
+        torch.cuda.get_device_name()
+        if device.startswith("cuda")
+        else f"{cpu_model()}, {torch.get_num_threads()} threads"
+    )
+    name_of_device = name
     print(f"paper_mlp on {args.images} MNIST images, batch 100, device {device} ({name})")
+    if args.products:
+        figures = compare_with_products(train, device, args.products)
+        raw = Path(args.data_dir) / "raw" / "mnist"
+        plain = max(dataloader_images_per_second(raw, args.images, device, args.workers) for _ in range(2))
+        print(f"plain DataLoader loop (fp32, one seed): {plain:.0f} img/s")
+        for name, row in figures.items():
+            row["over_plain_loop"] = row["images_per_second"] / plain
+            print(f"{name}: {row['over_plain_loop']:.2f}x the plain loop's images/s")
+        if args.json:
+            write_json(args.json, {"device": device, "device_name": name_of_device, "plain_loop": plain, **figures})
+        return
     if args.seeds:
         figures = compare_seeds(train, device, args.seeds)
         if args.json:

@@ -1,33 +1,36 @@
 """Seeds of one configuration (or a sweep's points differing only in their learning-rate and momentum schedules)
 stacked as one batched model: a `Step` of the training loop (gan_core/train.py).
 
-Every weight gets a leading seed dimension (`torch.func.stack_module_state`); the simultaneous update's losses
-(`gan_core.updates.Objective.simultaneous`, the very code a run alone executes) are evaluated for all seeds in one
-`torch.func.vmap` over `functional_call`s of the real networks, so each linear layer is one batched product over the
-seeds; the gradient of the summed per-seed losses is each seed's own, and the paper's SGD and the generator's average
-act element-wise on the stacked tensors (with one learning rate and momentum per slice where the runs' schedules
-differ: `SLICE_SETTINGS`). Each seed keeps its run directory, lock and checkpoint in the format of a run
-alone (its weights are written back into its own players before each save).
+Read `StackedSeeds.step_on` top to bottom: every weight has a leading slice dimension (S x out x in), so each layer of
+every slice is one batched product (`baddbmm`); one draw gives every slice its noise and dropout masks for the step;
+the loss's terms (the registered `Loss`, vmapped over slices) are vectorised; the gradient of the summed per-slice
+losses is each slice's own, and the paper's SGD acts on the stacked tensors with one learning rate and momentum per
+slice (`SLICE_SETTINGS`). On CUDA the whole step (gather, forward, backward, update, average, statistics) is captured
+once as a CUDA graph and replayed (`CudaGraphStep`); on the CPU the same code runs eagerly.
 
-The noise and dropout masks come from one vmapped draw (`randomness="different"`: other numbers for each seed), so
-stacked seeds are other draws from the same distributions than the seeds trained alone, not the same runs; the loop
-therefore stacks seeds only on CUDA by default, where the batching is the point (`RuntimeOptions.stack_seeds`). On
-the CPU seeds take turns instead (gan_core.train.RunsInTurn) and each is bit-identical to that seed alone.
+Random numbers come from a counter-based generator (`CounterRandom`): slice s's noise, masks and epoch permutations
+are a hash of (its seed, the step, the element), so a slice draws the same numbers whatever else is stacked beside it,
+a resumed run draws what the uninterrupted one would have, and two sweep points with one seed see the same noise
+(common random numbers, a paired comparison). They are other draws than torch's generator gives a run alone, so a
+stacked seed is another run of the same distribution than that seed trained alone; the loop therefore stacks seeds
+only on CUDA by default (`RuntimeOptions.stack_seeds`). Each seed keeps its run directory, lock and checkpoint in the
+format of a run alone (its weights are written back into its own players before each save).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import torch
-from torch.func import functional_call, stack_module_state, vmap
+from torch import nn
+from torch.func import stack_module_state, vmap
 
 from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.losses import DiscriminatorTerms, get_loss
-from gan_core.models import get_model_spec
+from gan_core.models import Maxout, MaxoutDiscriminator, MLPGenerator, get_model_spec
 from gan_core.runs import Run, Step
-from gan_core.updates import Objective, PylearnMomentumSGD, apply_gradients, set_hyperparameters, step_statistics
 
 
 def why_not_batched(config: TrainConfig) -> str | None:
@@ -41,7 +44,6 @@ def why_not_batched(config: TrainConfig) -> str | None:
         (config.update != "simultaneous", f"update={config.update!r} (batching covers 'simultaneous')"),
         (config.optimizer != "paper", f"optimizer={config.optimizer!r} (batching covers the paper's SGD)"),
         (config.n_generators > 1 or config.n_discriminators > 1, "several generators or discriminators"),
-        (config.bf16, "bf16 autocast"),
         (get_loss(config.loss).penalty is not None, f"loss {config.loss!r} has a penalty term"),
     ]
     found = [reason for applies, reason in reasons if applies]
@@ -87,114 +89,281 @@ def stacks_seeds(configs: Sequence[TrainConfig], options: RuntimeOptions, device
     return options.stack_seeds is None and device.type == "cuda" and len(configs) > 1 and not reason
 
 
-class StackedSeeds(Step):
-    """The simultaneous paper-SGD step of S seeds as one vmapped call over their stacked weights."""
+_MASK32 = 0xFFFFFFFF
+# the draws of one step, by purpose (a stream each); permutations use their own stream, counted by epoch
+STEP_STREAM, PERMUTATION_STREAM = 1, 2
 
-    def __init__(self, runs: list[Run], images: torch.Tensor) -> None:
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (two multiply-xorshift rounds, constant 0x45d9f3b) on int64 tensors holding values in
+    [0, 2**32): every product stays below 2**59, so it is exact integer arithmetic on every device."""
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
+    return (x >> 16) ^ x
+
+
+def _slice_key(seed: int) -> int:
+    """A 32-bit key for `seed` (splitmix64's finaliser, in Python's exact integers)."""
+    z = (seed + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (z ^ (z >> 31)) & _MASK32
+
+
+class CounterRandom:
+    """Uniform numbers in [0, 1) for S slices at once, each slice's a function of its seed, a stream, a counter and
+    the element's index alone: the same on every device (integer arithmetic), in any stack, after any resume. 24 bits
+    of each hash become a float32 (torch.rand's resolution)."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device) -> None:
+        self.keys = torch.tensor([_slice_key(seed) for seed in seeds], dtype=torch.int64, device=device).view(-1, 1)
+        self.device = device
+        self._indices: dict[int, torch.Tensor] = {}
+
+    def bits(self, stream: int, counter: torch.Tensor | int, count: int) -> torch.Tensor:
+        """S x `count` 32-bit hashes (int64) for `counter` (a device tensor, so a CUDA graph replays new values)."""
+        if count not in self._indices:
+            self._indices[count] = torch.arange(count, dtype=torch.int64, device=self.device)
+        counter = torch.as_tensor(counter, dtype=torch.int64, device=self.device)
+        base = _mix32(self.keys ^ _mix32((counter * 4 + stream) & _MASK32))  # S x 1: this step's key of each slice
+        return _mix32((_mix32(self._indices[count] ^ base) + self.keys) & _MASK32)
+
+    def uniform(self, stream: int, counter: torch.Tensor | int, count: int) -> torch.Tensor:
+        """S x `count` float32 uniforms in [0, 1)."""
+        return (self.bits(stream, counter, count) >> 8).to(torch.float32).mul_(2.0**-24)
+
+    def permutations(self, epoch: int, count: int) -> torch.Tensor:
+        """S x `count` permutations of range(count), slice s's drawn for (its seed, `epoch`)."""
+        return torch.argsort(self.bits(PERMUTATION_STREAM, epoch, count), dim=1, stable=True)
+
+
+def noise_from_uniform(uniform: torch.Tensor, kind: str) -> torch.Tensor:
+    """Unit-variance noise from uniforms (gan_core.models.sample_noise's distributions): `uniform` on
+    [-sqrt(3), sqrt(3)], `gaussian` by Box-Muller from two halves."""
+    if kind == "uniform":
+        return uniform.mul(2 * math.sqrt(3.0)).sub_(math.sqrt(3.0))
+    first, second = uniform.chunk(2, dim=-1)
+    radius = torch.sqrt(-2.0 * torch.log1p(-first))  # 1 - u in (0, 1]
+    return torch.cat([radius * torch.cos(2 * math.pi * second), radius * torch.sin(2 * math.pi * second)], dim=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layer:
+    """One layer of a stacked MLP: `kind` in linear / relu / sigmoid / maxout / dropout, the weights' name prefix,
+    maxout's pieces, dropout's keep probability."""
+
+    kind: str
+    name: str = ""
+    pieces: int = 0
+    keep: float = 1.0
+
+
+def _layers_of(module: nn.Module) -> list[_Layer]:
+    """The layers of a batchable model's generator or discriminator, in order."""
+    if isinstance(module, MLPGenerator) and not module.num_classes:
+        named = [(f"hidden.{i}", m) for i, m in enumerate(module.hidden)] + [("output", module.output)]
+        return [*(_layer(name, m) for name, m in named), _Layer("sigmoid")]
+    if isinstance(module, MaxoutDiscriminator) and not module.num_classes:
+        return [_layer(f"net.{i}", m) for i, m in enumerate(module.net)]
+    raise ValueError(f"{type(module).__name__} cannot be stacked: gan_core.batched knows the unconditional MLP pair")
+
+
+def _layer(name: str, module: nn.Module) -> _Layer:
+    if isinstance(module, nn.Linear):
+        return _Layer("linear", name)
+    if isinstance(module, Maxout):
+        return _Layer("maxout", f"{name}.linear", pieces=module.pieces)
+    if isinstance(module, nn.Dropout):
+        return _Layer("dropout", keep=1.0 - module.p)
+    if isinstance(module, nn.ReLU):
+        return _Layer("relu")
+    raise ValueError(f"layer {name} ({type(module).__name__}) cannot be stacked")
+
+
+def _run_stacked(layers: list[_Layer], weights: dict[str, torch.Tensor], x: torch.Tensor, draws: list) -> torch.Tensor:
+    """S x B x features through `layers` with S slices of `weights`; each dropout takes the next S x B x width
+    uniforms from `draws` (and keeps a unit where its uniform is below the keep probability, scaled by 1 / keep)."""
+    for layer in layers:
+        if layer.kind in ("linear", "maxout"):
+            weight, bias = weights[f"{layer.name}.weight"], weights[f"{layer.name}.bias"]
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            if layer.kind == "maxout":
+                x = x.view(*x.shape[:2], -1, layer.pieces).amax(dim=3)
+        elif layer.kind == "relu":
+            x = torch.relu(x)
+        elif layer.kind == "sigmoid":
+            x = torch.sigmoid(x)
+        else:
+            x = x * (draws.pop(0).view_as(x) < layer.keep).to(x.dtype).mul_(1.0 / layer.keep)
+    return x
+
+
+def _dropout_widths(layers: list[_Layer], weights: dict[str, torch.Tensor], width: int) -> list[int]:
+    """The input width of each dropout in `layers` (S-stacked `weights`; `width`: the network's input)."""
+    widths = []
+    for layer in layers:
+        if layer.kind == "dropout":
+            widths.append(width)
+        elif layer.kind in ("linear", "maxout"):
+            width = weights[f"{layer.name}.weight"].shape[1] // max(layer.pieces, 1)
+    return widths
+
+
+def _terms(terms: DiscriminatorTerms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return terms.loss, terms.d_real, terms.d_fake
+
+
+class StackedSeeds(Step):
+    """The simultaneous paper-SGD step of S slices (seeds, or sweep points) as one batched model."""
+
+    def __init__(self, runs: list[Run], images: torch.Tensor, use_cuda_graph: bool = False) -> None:
         config, players = runs[0].config, [run.players for run in runs]
-        self.runs, self.images, self.ema_decay = runs, images, config.ema_decay
+        self.runs, self.images, self.config = runs, images, config
+        device = images.device
         g_template, d_template = players[0].generator, players[0].discriminator
+        self.g_layers, self.d_layers = _layers_of(g_template), _layers_of(d_template)
         self.g_weights = stack_module_state([p.generator for p in players])[0]
         self.d_weights = stack_module_state([p.discriminator for p in players])[0]
         self.average = stack_module_state([p.average for p in players])[0] if config.ema_decay > 0 else None
-        self.g_opt = PylearnMomentumSGD(list(self.g_weights.values()), config.learning_rate, config.momentum_start)
-        self.d_opt = PylearnMomentumSGD(list(self.d_weights.values()), config.learning_rate, config.momentum_start)
-        _stack_velocities(self.g_opt, self.g_weights, [(p.generator, p.g_opt) for p in players])
-        _stack_velocities(self.d_opt, self.d_weights, [(p.discriminator, p.d_opt) for p in players])
-        autocast = torch.autocast(images.device.type, enabled=False)
-        noise_dim, device = players[0].pair.noise_dim, images.device
-
-        def losses(g_weights: dict, d_weights: dict, real: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            def g_run(*args: torch.Tensor) -> torch.Tensor:
-                return functional_call(g_template, g_weights, args)
-
-            def d_run(*args: torch.Tensor) -> torch.Tensor:
-                return functional_call(d_template, d_weights, args)
-
-            terms, g_loss = Objective(config, noise_dim, device, g_run, d_run, autocast).simultaneous(real)
-            return terms.loss, g_loss, terms.d_real, terms.d_fake
-
-        self.losses = vmap(losses, randomness="different")
+        self.g_velocity = _stack_velocities(self.g_weights, [(p.generator, p.g_opt) for p in players])
+        self.d_velocity = _stack_velocities(self.d_weights, [(p.discriminator, p.d_opt) for p in players])
+        self.random = CounterRandom([run.config.seed for run in runs], device)
+        self.noise_dim, self.pixels = players[0].pair.noise_dim, math.prod(images.shape[1:])
+        self.d_widths = _dropout_widths(self.d_layers, self.d_weights, self.pixels)
+        loss = get_loss(config.loss)
+        self.d_terms = vmap(lambda real, fake: _terms(loss.discriminator_terms(real, fake)))
+        self.g_loss = vmap(loss.generator_loss)
+        self.bf16 = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16, cache_enabled=False)
+        # the step's inputs, filled before each call (static for a CUDA graph): rows of the images, each slice's
+        # learning rate and momentum, the step counter the random numbers are drawn for
+        slices, batch = len(runs), config.batch_size
+        self.rows = torch.zeros(slices, batch, dtype=torch.int64, device=device)
+        self.lrs = torch.zeros(slices, device=device)
+        self.momenta = torch.zeros(slices, device=device)
+        self.counter = torch.zeros((), dtype=torch.int64, device=device)
+        self.permutations: torch.Tensor | None = None
+        self._drawn: tuple[int, torch.Tensor | None] = (-1, None)  # the epoch whose permutations are drawn, and they
+        self.statistics: torch.Tensor | None = None  # S x steps x STEP_STATISTICS: this epoch's, each run's a view
         # each run's learning rate and momentum of the last step (what its own optimiser is given on write-back)
-        self.hyperparameters: list[tuple[float, float | None]] = [
-            (run.config.learning_rate, run.config.momentum_start) for run in runs
-        ]
+        self.hyperparameters = [(run.config.learning_rate, run.config.momentum_start) for run in runs]
+        self.graph = CudaGraphStep(self.step_on, device) if use_cuda_graph else None
+
+    def permutation(self, run: Run, epoch: int) -> torch.Tensor:
+        """`run`'s permutation of the training images for `epoch` (0-based), from its own seed alone."""
+        if self._drawn[0] != epoch:
+            self._drawn = (epoch, self.random.permutations(epoch, len(self.images)))
+        return self._drawn[1][self.runs.index(run)]
+
+    def start_epoch(self, runs: list[Run]) -> None:
+        """Stack this epoch's permutations and statistics of every slice; each run's become views of them."""
+        self.permutations = torch.stack([run.permutation for run in self.runs])
+        self.statistics = torch.stack([run.epoch_statistics for run in self.runs])
+        for index, run in enumerate(self.runs):
+            run.permutation, run.epoch_statistics = self.permutations[index], self.statistics[index]
+
+    def step_on(self) -> torch.Tensor:
+        """One simultaneous update of every slice on the images at `rows`; the step's statistics (STEP_STATISTICS x
+        S). Reads only the static inputs and writes the weights in place: what a CUDA graph captures."""
+        slices, batch = self.rows.shape
+        real = self.images[self.rows.view(-1)].view(slices, batch, self.pixels)
+        widths = [w * batch for w in self.d_widths]
+        counts = [self.noise_dim * batch, *widths, *widths]  # noise, then D's masks on the fake and the real batch
+        draws = list(self.random.uniform(STEP_STREAM, self.counter, sum(counts)).split(counts, dim=1))
+        noise = noise_from_uniform(draws.pop(0), self.config.noise).view(slices, batch, self.noise_dim)
+        with self.bf16:
+            fake = _run_stacked(self.g_layers, self.g_weights, noise, [])
+            fake_logits = _run_stacked(self.d_layers, self.d_weights, fake, draws).squeeze(2).float()
+            real_logits = _run_stacked(self.d_layers, self.d_weights, real, draws).squeeze(2).float()
+        d_loss, d_real, d_fake = self.d_terms(real_logits, fake_logits)
+        g_loss = self.g_loss(fake_logits)
+        d_leaves, g_leaves = list(self.d_weights.values()), list(self.g_weights.values())
+        d_grads = torch.autograd.grad(d_loss.sum(), d_leaves, retain_graph=True)  # each slice's own gradient
+        g_grads = torch.autograd.grad(g_loss.sum(), g_leaves)
+        with torch.no_grad():
+            _momentum_step(d_leaves, list(self.d_velocity.values()), d_grads, self.lrs, self.momenta)
+            _momentum_step(g_leaves, list(self.g_velocity.values()), g_grads, self.lrs, self.momenta)
+            if self.average is not None:
+                torch._foreach_lerp_(list(self.average.values()), g_leaves, 1.0 - self.config.ema_decay)
+            return torch.stack([d_loss.detach(), g_loss.detach(), d_real.detach(), d_fake.detach()])
 
     def __call__(self, runs: list[Run], batch: slice, local_step: int) -> None:
-        rows = torch.stack([run.permutation[batch] for run in self.runs])  # a stopped seed goes on, unsaved
-        d_loss, g_loss, d_real, d_fake = self.losses(self.g_weights, self.d_weights, self.images[rows])
-        d_leaves, g_leaves = list(self.d_weights.values()), list(self.g_weights.values())
-        d_grads = torch.autograd.grad(d_loss.sum(), d_leaves, retain_graph=True)  # each seed's own gradient
-        g_grads = torch.autograd.grad(g_loss.sum(), g_leaves)
-        live = {id(run) for run in runs}  # a stopped run keeps its last values
+        live = {id(run) for run in runs}  # a stopped run keeps its last values (and goes on, unsaved)
         self.hyperparameters = [
             (run.learning_rate, run.momentum) if id(run) in live else last
             for run, last in zip(self.runs, self.hyperparameters, strict=True)
         ]
-        if len(set(self.hyperparameters)) == 1:  # seeds of one configuration: one schedule, the optimiser's step
-            lr, momentum = self.hyperparameters[0]
-            for optimizer in (self.d_opt, self.g_opt):
-                set_hyperparameters(optimizer, lr, momentum)
-            apply_gradients(self.d_opt, d_leaves, d_grads)
-            apply_gradients(self.g_opt, g_leaves, g_grads)
-        else:  # a sweep's points: the same rule, each slice with its own learning rate and momentum
-            lrs = torch.tensor([lr for lr, _ in self.hyperparameters], device=rows.device)
-            momenta = torch.tensor([m for _, m in self.hyperparameters], device=rows.device)
-            _per_slice_momentum_step(self.d_opt, d_leaves, d_grads, lrs, momenta)
-            _per_slice_momentum_step(self.g_opt, g_leaves, g_grads, lrs, momenta)
-        if self.average is not None:
-            with torch.no_grad():
-                torch._foreach_lerp_(list(self.average.values()), g_leaves, 1.0 - self.ema_decay)
-        statistics = step_statistics(DiscriminatorTerms(d_loss, d_real, d_fake), g_loss)  # STEP_STATISTICS x S
-        for index, run in enumerate(self.runs):
-            run.epoch_statistics[local_step] = statistics[:, index]
+        self.lrs.copy_(torch.tensor([lr for lr, _ in self.hyperparameters]), non_blocking=True)
+        self.momenta.copy_(torch.tensor([m for _, m in self.hyperparameters]), non_blocking=True)
+        self.rows.copy_(self.permutations[:, batch])
+        self.counter.fill_(self.runs[0].state.step)  # the group's runs stand at one step
+        self.statistics[:, local_step] = (self.step_on() if self.graph is None else self.graph()).T
 
     @torch.no_grad()
     def write_back(self, run: Run) -> None:
         index, players = self.runs.index(run), run.players
-        parts = [(players.generator, self.g_weights, self.g_opt, players.g_opt)]
-        parts.append((players.discriminator, self.d_weights, self.d_opt, players.d_opt))
-        for module, stacked, stacked_opt, optimizer in parts:
+        parts = [(players.generator, self.g_weights, self.g_velocity, players.g_opt)]
+        parts.append((players.discriminator, self.d_weights, self.d_velocity, players.d_opt))
+        for module, stacked, velocities, optimizer in parts:
             for name, param in module.named_parameters():
                 param.copy_(stacked[name][index])
-                velocity = stacked_opt.state[stacked[name]].get("velocity")
-                if velocity is not None:
-                    optimizer.state[param]["velocity"] = velocity[index].clone()
+                optimizer.state[param]["velocity"] = velocities[name][index].clone()
         if self.average is not None:
             for name, param in players.average.named_parameters():
                 param.copy_(self.average[name][index])
         players.set_hyperparameters(*self.hyperparameters[index])
 
 
+class CudaGraphStep:
+    """Runs `step` eagerly on a side stream for the first `warmup` calls (real training steps, as capture needs),
+    then captures it once as a CUDA graph and replays it; `step` reads only static device tensors."""
+
+    def __init__(self, step: Callable[[], torch.Tensor], device: torch.device, warmup: int = 3) -> None:
+        self.step, self.warmup_left = step, warmup
+        self.side_stream = torch.cuda.Stream(device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.out: torch.Tensor | None = None
+
+    def __call__(self) -> torch.Tensor:
+        if self.graph is not None:
+            self.graph.replay()
+            return self.out  # type: ignore[return-value]
+        if self.warmup_left > 0:
+            self.warmup_left -= 1
+            self.side_stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side_stream):
+                out = self.step()
+            torch.cuda.current_stream().wait_stream(self.side_stream)
+            return out
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):  # capture records the step without running it: replay it now
+            self.out = self.step()
+        self.graph.replay()
+        return self.out
+
+
 @torch.no_grad()
-def _per_slice_momentum_step(
-    optimizer: PylearnMomentumSGD,
+def _momentum_step(
     leaves: list[torch.Tensor],
+    velocities: list[torch.Tensor],
     grads: tuple[torch.Tensor, ...],
     lrs: torch.Tensor,
     momenta: torch.Tensor,
 ) -> None:
     """PylearnMomentumSGD's rule (v <- m v - lr g; p <- p + v) on stacked leaves, slice s with lrs[s] and
-    momenta[s]; the velocities stay in `optimizer`'s state, where write-back and checkpoints find them."""
-    for leaf, grad in zip(leaves, grads, strict=True):
+    momenta[s] (device tensors)."""
+    for leaf, velocity, grad in zip(leaves, velocities, grads, strict=True):
         shape = (-1,) + (1,) * (leaf.dim() - 1)
-        velocity = optimizer.state[leaf].setdefault("velocity", torch.zeros_like(leaf))
-        velocity.mul_(momenta.to(leaf.dtype).view(shape)).sub_(grad * lrs.to(leaf.dtype).view(shape))
+        velocity.mul_(momenta.view(shape)).sub_(grad * lrs.view(shape))
         leaf.add_(velocity)
 
 
 def _stack_velocities(
-    stacked: PylearnMomentumSGD,
-    weights: dict[str, torch.Tensor],
-    per_seed: list[tuple[torch.nn.Module, torch.optim.Optimizer]],
-) -> None:
-    """Give the stacked optimiser the seeds' momentum velocities (none yet before the first step: zeros)."""
+    weights: dict[str, torch.Tensor], per_seed: list[tuple[nn.Module, torch.optim.Optimizer]]
+) -> dict[str, torch.Tensor]:
+    """The seeds' momentum velocities stacked like `weights` (zeros before a seed's first step)."""
+    stacked = {}
     for name, leaf in weights.items():
         params = [dict(module.named_parameters())[name] for module, _ in per_seed]
-        velocities = [
-            opt.state.get(param, {}).get("velocity") for param, (_, opt) in zip(params, per_seed, strict=True)
-        ]
-        if any(v is not None for v in velocities):
-            stacked.state[leaf]["velocity"] = torch.stack(
-                [v if v is not None else torch.zeros_like(leaf[0]) for v in velocities]
-            )
+        velocities = [opt.state.get(p, {}).get("velocity") for p, (_, opt) in zip(params, per_seed, strict=True)]
+        stacked[name] = torch.stack([v if v is not None else torch.zeros_like(leaf[0]) for v in velocities])
+    return stacked

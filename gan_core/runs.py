@@ -128,7 +128,9 @@ class Run:
 
     def save(self, image_shape: torch.Size, next_step: int | None = None) -> None:
         """Checkpoint the run with its own random state; `next_step` inside an epoch (with its progress)."""
-        progress = None if next_step is None else (self.permutation, self.epoch_statistics, next_step)
+        progress = None  # copies: the step may hold them as views of all runs' (which would all be saved)
+        if next_step is not None:
+            progress = (self.permutation.clone(), self.epoch_statistics.clone(), next_step)
         with self.turn():
             self.checkpoint.save(self.players, self.state, image_shape, epoch_progress=progress)
 
@@ -160,7 +162,15 @@ class Run:
 
 
 class Step:
-    """One training step for the live runs of a group, writing each run's row of `epoch_statistics`."""
+    """One training step for the live runs of a group, writing each run's row of `epoch_statistics`; it also says
+    where each run's epoch permutations come from."""
+
+    def permutation(self, run: Run, epoch: int) -> torch.Tensor:
+        """`run`'s permutation of the training images for `epoch` (0-based), drawn in its turn."""
+        raise NotImplementedError
+
+    def start_epoch(self, runs: list[Run]) -> None:
+        """Called once the live `runs` have their permutation and statistics for the epoch."""
 
     def __call__(self, runs: list[Run], batch: slice, local_step: int) -> None:
         """Step the live `runs` on the rows `batch` of their permutations, each with its `learning_rate` and

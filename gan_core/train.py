@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -111,7 +112,13 @@ def train_seeds(
                 progress = run.state.epoch_progress
                 groups[run.state.epoch, run.state.step, None if progress is None else progress[2]].append(run)
         for group in groups.values():
-            step = StackedSeeds(group, data.images) if stacked else RunsInTurn(ranks, len(group) > 1, log)
+            if stacked:
+                graphed = options.use_cuda_graph(group[0].config, device)
+                if graphed and log:
+                    log("replaying the stacked step as a CUDA graph (RuntimeOptions.cuda_graph)")
+                step: Step = StackedSeeds(group, data.images, use_cuda_graph=graphed)
+            else:
+                step = RunsInTurn(ranks, data.images, len(group) > 1, log)
             _train(group, data, options, step, ranks)
     return [run.outcome() for run in runs]
 
@@ -125,8 +132,8 @@ def _train(runs: list[Run], data: TrainingData, options: RuntimeOptions, step: S
         live = [run for run in runs if run.error is None]
         for run in live:
             run.momentum = paper_momentum(run.config, epoch + 1) if run.config.optimizer == "paper" else None
-        permutation = lambda: ranks.permutation(len(images), images.device)  # noqa: E731 (drawn in each run's turn)
-        first = [run.start_epoch(steps_per_epoch, permutation) for run in live]
+        first = [run.start_epoch(steps_per_epoch, functools.partial(step.permutation, run, epoch)) for run in live]
+        step.start_epoch(live)
         stop_now = False
         for local_step in range(first[0], steps_per_epoch):
             for run in live:  # each run's own schedule (a sweep's points differ in it)
@@ -183,10 +190,13 @@ class RunsInTurn(Step):
     one run after another. One run is the ordinary training step; each of several runs trained this way is
     bit-identical to that run trained alone (the same calls on the same numbers), on any device and for any model."""
 
-    def __init__(self, ranks: Ranks, several: bool, log: Callable[[str], None] | None) -> None:
-        self.ranks = ranks
+    def __init__(self, ranks: Ranks, images: torch.Tensor, several: bool, log: Callable[[str], None] | None) -> None:
+        self.ranks, self.images = ranks, images
         if several and log:
             log("training the seeds in turn, each on its own random stream (bit-identical to each alone)")
+
+    def permutation(self, run: Run, epoch: int) -> torch.Tensor:
+        return self.ranks.permutation(len(self.images), self.images.device)
 
     def __call__(self, runs: list[Run], batch: slice, local_step: int) -> None:
         for run in runs:

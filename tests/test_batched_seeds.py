@@ -16,10 +16,12 @@ import pytest
 import torch
 
 from assets.partitions import dataset_experiment_key
-from gan_core.batched import stacks_seeds, why_not_batched
-from gan_core.checkpoint import checkpoint_weights_hash, load_checkpoint
+from gan_core.batched import STEP_STREAM, CounterRandom, noise_from_uniform, stacks_seeds, why_not_batched
+from gan_core.checkpoint import TrainingInterrupted, checkpoint_weights_hash, load_checkpoint
 from gan_core.config import RuntimeOptions, default_train_config
+from gan_core.losses import get_loss
 from gan_core.train import TrainingDiverged, train_gan, train_seeds
+from gan_core.updates import Players, apply_gradients, learning_rate, paper_momentum
 from tests.helpers import digits_graph
 
 QUIET = RuntimeOptions(progress=False, checkpoint_every=1)
@@ -145,28 +147,112 @@ def test_sweep_points_with_their_own_learning_rates_and_momentum_train_in_one_lo
 STACKED = RuntimeOptions(progress=False, checkpoint_every=1, stack_seeds=True)
 
 
-def test_one_stacked_seed_is_the_run_alone_up_to_rounding(digits_train, tmp_path) -> None:
-    # One seed stacked draws the same numbers as the run alone (a vmapped draw of one seed is the same call), so what
-    # differs is rounding: each layer is a batched product (bmm), which may sum in another order than the run alone's
-    # addmm. 20 steps of it stay within 1e-6 of weights of size 0.05 (8e-9 measured here, AMD EPYC, AVX2); the
-    # tolerance leaves room for other kernels' orders without admitting a wrong gradient, which is of the order of
-    # the learning rate times a gradient (1e-4 and more after one step).
-    (config,) = configs(epochs=2, seeds=(0,))
-    (stacked,) = train_seeds([config], digits_train, [tmp_path / "stacked"], STACKED)
-    alone = train_gan(config, digits_train, tmp_path / "alone", QUIET)
-    saved, expected = load_checkpoint(stacked.checkpoint_path), load_checkpoint(alone.checkpoint_path)
+def reference_run(config, images: torch.Tensor) -> Players:
+    """`config` trained for its epochs by hand with the players' own modules, the registered loss and the paper's
+    optimiser, given the numbers the stacked step draws for its seed (CounterRandom: its noise, its dropout masks, put
+    in place by forward hooks on the discriminator's real nn.Dropout modules, and its permutations)."""
+    images = images[: config.max_train_images]
+    torch.manual_seed(config.seed)
+    players = Players.build(config, images)
+    generator, discriminator = players.generator.train(), players.discriminator.train()
+    masks: list[torch.Tensor] = []
+    for module in discriminator.modules():
+        if isinstance(module, torch.nn.Dropout):
+            keep = 1.0 - module.p
+            module.register_forward_hook(lambda _m, args, _out, keep=keep: args[0] * (masks.pop(0) < keep) / keep)
+    loss, random = get_loss(config.loss), CounterRandom([config.seed], images.device)
+    batch, widths = config.batch_size, [64 * config.batch_size, 240 * config.batch_size, 240 * config.batch_size]
+    steps = len(images) // batch
+    for epoch in range(config.epochs):
+        permutation = random.permutations(epoch, len(images))[0]
+        momentum = paper_momentum(config, epoch + 1)
+        for local_step in range(steps):
+            step = epoch * steps + local_step
+            counts = [100 * batch, *widths, *widths]
+            draws = list(random.uniform(STEP_STREAM, step, sum(counts))[0].split(counts))
+            noise = noise_from_uniform(draws.pop(0), config.noise).view(batch, 100)
+            masks[:] = [draw.view(batch, -1) for draw in draws]  # D sees the fake batch first
+            real = images[permutation[local_step * batch : (local_step + 1) * batch]]
+            fake_logits = discriminator(generator(noise))
+            terms = loss.discriminator_terms(discriminator(real), fake_logits)
+            g_loss = loss.generator_loss(fake_logits)
+            d_params, g_params = list(discriminator.parameters()), list(generator.parameters())
+            d_grads = torch.autograd.grad(terms.loss, d_params, retain_graph=True)
+            g_grads = torch.autograd.grad(g_loss, g_params)
+            players.set_hyperparameters(learning_rate(config, step, config.epochs * steps), momentum)
+            apply_gradients(players.d_opt, d_params, d_grads)
+            apply_gradients(players.g_opt, g_params, g_grads)
+            players.update_average()
+    return players
+
+
+def test_each_stacked_slice_is_its_settings_trained_by_hand_with_the_models_own_modules(digits_train, tmp_path) -> None:
+    # Three slices of digits' recipe (the generator's average included), each with its own seed, learning rate and
+    # momentum schedule, stacked and trained for 2 epochs (20 steps), against each trained by hand through the
+    # players' own nn.Modules, the registered loss and PylearnMomentumSGD on the same random numbers. What may differ
+    # is rounding: a stacked layer is one batched product (baddbmm) where the modules call addmm, which may sum in
+    # another order (weights of size 0.05; a wrong mask, noise, gradient or schedule differs by the learning rate
+    # times a gradient, 1e-4 and more after one step, so atol 1e-5 after 20 steps tells them apart).
+    base, _ = configs(epochs=2, seeds=(0, 1))
+    wanted = [
+        base,
+        dataclasses.replace(base, seed=1, learning_rate=0.05, momentum_end=0.9, momentum_saturate_epoch=2),
+        dataclasses.replace(base, seed=2, learning_rate=0.2),
+    ]
+    dirs = [tmp_path / f"slice{index}" for index in range(3)]
+    outcomes = train_seeds(wanted, digits_train, dirs, STACKED)
+    for config, outcome in zip(wanted, outcomes, strict=True):
+        saved, expected = load_checkpoint(outcome.checkpoint_path), reference_run(config, digits_train).state()
+        for part in ("generator", "discriminator", "generator_average"):
+            for key, tensor in expected[part].items():
+                torch.testing.assert_close(saved[part][key], tensor, rtol=0, atol=1e-5, msg=f"{part}.{key}")
+        for part in ("g_optimizer", "d_optimizer"):
+            velocities = [state["velocity"] for state in expected[part]["state"].values()]
+            for got, want in zip([s["velocity"] for s in saved[part]["state"].values()], velocities, strict=True):
+                torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+            assert saved[part]["param_groups"][0]["lr"] == pytest.approx(expected[part]["param_groups"][0]["lr"])
+            assert saved[part]["param_groups"][0]["momentum"] == expected[part]["param_groups"][0]["momentum"]
+    assert outcomes[1].history[-1]["momentum"] == pytest.approx(0.9)  # its own schedule, recorded
+
+
+def test_stacked_runs_resume_exactly_and_a_slice_draws_the_same_in_any_stack(digits_train, tmp_path) -> None:
+    # A stacked slice's random numbers are a hash of its seed and the step: a run stopped inside an epoch and resumed
+    # stacked with another seed is, bit for bit, the run stacked with none (the same products of the same shapes on
+    # one machine; the slices' arithmetic never mixes).
+    seed0, seed1 = configs(epochs=2, seeds=(0, 1))
+    (uninterrupted,) = train_seeds([seed0], digits_train, [tmp_path / "alone"], STACKED)
+    dirs = [tmp_path / "seed0", tmp_path / "seed1"]
+    polls = iter(range(1000))
+    stop_mid_epoch = dataclasses.replace(STACKED, stop_requested=lambda: next(polls) == 14)  # step 15 of 20
+    with pytest.raises(TrainingInterrupted):
+        train_seeds([seed0, seed1], digits_train, dirs, stop_mid_epoch)
+    assert load_checkpoint(dirs[0] / "checkpoint.pt")["epoch_progress"]["next_step"] == 5
+    resumed = train_seeds([seed0, seed1], digits_train, dirs, STACKED)
+    assert resumed[0].resumed_from_epoch == 1 and resumed[0].finished
+    got, want = load_checkpoint(resumed[0].checkpoint_path), load_checkpoint(uninterrupted.checkpoint_path)
     for part in ("generator", "discriminator", "generator_average"):
-        for key, tensor in expected[part].items():
-            torch.testing.assert_close(saved[part][key], tensor, rtol=0, atol=1e-6, msg=f"{part}.{key}")
-    for part in ("g_optimizer", "d_optimizer"):
-        velocities = [state["velocity"] for state in expected[part]["state"].values()]
-        stacked_velocities = [state["velocity"] for state in saved[part]["state"].values()]
-        for got, wanted in zip(stacked_velocities, velocities, strict=True):
-            torch.testing.assert_close(got, wanted, rtol=0, atol=1e-6)
-        assert saved[part]["param_groups"][0]["lr"] == expected[part]["param_groups"][0]["lr"]
-    for got, wanted in zip(stacked.history, alone.history, strict=True):
-        assert got["step"] == wanted["step"] and got["learning_rate"] == wanted["learning_rate"]
-        assert got["d_loss"] == pytest.approx(wanted["d_loss"], abs=1e-5)
+        for key, tensor in want[part].items():
+            assert torch.equal(got[part][key], tensor), f"{part}.{key}"
+    keys = ("step", "d_loss", "g_loss", "d_real", "d_fake")
+    assert [{k: r[k] for k in keys} for r in got["history"]] == [{k: r[k] for k in keys} for r in want["history"]]
+
+
+def test_counter_random_numbers_are_uniform_and_each_slices_own() -> None:
+    random = CounterRandom([0, 1, 0], torch.device("cpu"))
+    draws = random.uniform(STEP_STREAM, 7, 200_000)
+    assert torch.equal(draws[0], draws[2]) and not torch.equal(draws[0], draws[1])  # by seed, not by position
+    assert torch.equal(CounterRandom([1], torch.device("cpu")).uniform(STEP_STREAM, 7, 200_000)[0], draws[1])
+    assert not torch.equal(random.uniform(STEP_STREAM, 8, 200_000)[0], draws[0])  # another step, other numbers
+    # 200,000 uniforms: mean 1/2 and variance 1/12 within 5 standard errors; a keep probability of 0.8 kept
+    # 0.8 of the time (binomial standard error 0.0009)
+    assert float(draws.min()) >= 0.0 and float(draws.max()) < 1.0
+    assert abs(float(draws[0].mean()) - 0.5) < 5 * (1 / 12 / 200_000) ** 0.5
+    assert abs(float(draws[0].var()) - 1 / 12) < 0.002
+    assert abs(float((draws[0] < 0.8).float().mean()) - 0.8) < 5 * 0.0009
+    noise = noise_from_uniform(draws, "gaussian")
+    assert abs(float(noise.mean())) < 0.01 and abs(float(noise.std()) - 1.0) < 0.01
+    permutations = random.permutations(0, 1000)
+    assert all(torch.equal(p.sort().values, torch.arange(1000)) for p in permutations)
 
 
 def test_stacked_seeds_are_distinct_runs_whose_checkpoints_resume_alone(digits_train, tmp_path) -> None:
