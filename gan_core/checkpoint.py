@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from gan_core.config import SETTINGS_ADDED_LATER, TrainConfig
-from gan_core.layout import checkpoint_file, previous_checkpoint_file
+from gan_core.layout import best_checkpoint_file, checkpoint_file, previous_checkpoint_file
 from gan_core.storage import atomic_output
 from gan_core.updates import Players
 
@@ -59,6 +59,7 @@ class Checkpoint:
     ) -> None:
         self.writes = writes  # under torchrun only rank 0 writes; every rank reads
         self.path, self.previous = checkpoint_file(run_dir), previous_checkpoint_file(run_dir)
+        self.best = best_checkpoint_file(run_dir)
         self.config, self.device, self.every_seconds, self.log = config, device, every_seconds, log
         self.last_saved = time.monotonic()
 
@@ -111,9 +112,11 @@ class Checkpoint:
         state: TrainingState,
         image_shape: torch.Size,
         epoch_progress: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+        best: bool = False,
     ) -> None:
         """Write the checkpoint atomically and durably, keeping the one it replaces as the previous one, with the
-        global random state (a run taking turns with others has its own stream in place while it saves)."""
+        global random state (a run taking turns with others has its own stream in place while it saves); `best`:
+        the best checkpoint instead (the validation monitor's, at an epoch's end), which keeps no previous one."""
         if not self.writes:
             self.last_saved = time.monotonic()  # keep the cadence on ranks that do not write
             return
@@ -135,6 +138,10 @@ class Checkpoint:
         if epoch_progress is not None:
             permutation, stats, next_step = epoch_progress
             payload["epoch_progress"] = {"permutation": permutation, "stats": stats, "next_step": next_step}
+        if best:
+            with atomic_output(self.best) as tmp:
+                torch.save(payload, tmp)
+            return
         with atomic_output(self.path, keep_previous=self.previous) as tmp:
             torch.save(payload, tmp)
         self.last_saved = time.monotonic()

@@ -77,6 +77,13 @@ class TrainConfig:
     # optimiser, on top of the paper's decay). It settles the players' step-to-step oscillation where an average of
     # the weights cannot (a generator with batch norm); the span is the configured epochs' updates.
     lr_anneal_fraction: Annotated[float, Bounds(ge=0, le=1)] = 0.0
+    # Every this many epochs (and at the last), estimate the validation log-likelihood with a Parzen window on
+    # `monitor_samples` samples (window `monitor_sigma`) and keep the checkpoint of the best estimate beside the last
+    # (gan_core.monitor; 0: off). The paper's released configuration logged this estimate every epoch (100 samples,
+    # sigma 0.2); the best checkpoint is how a best epoch can be picked without looking at the test images.
+    monitor_every: Annotated[int, Bounds(ge=0)] = 0
+    monitor_samples: Annotated[int, Bounds(ge=2)] = 1000
+    monitor_sigma: Annotated[float, Positive] = 0.2
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -98,6 +105,12 @@ class TrainConfig:
             raise ValueError(f"lr_anneal_fraction must be in [0, 1], got {self.lr_anneal_fraction}")
         if not self.lr_decay >= 1.0:
             raise ValueError(f"lr_decay must be >= 1 (the rate is divided by it each update), got {self.lr_decay}")
+        if self.monitor_every < 0:
+            raise ValueError(f"monitor_every must be >= 0 (0 = off), got {self.monitor_every}")
+        if self.monitor_samples < 2:
+            raise ValueError(f"monitor_samples must be at least 2 (samples per estimate), got {self.monitor_samples}")
+        if not self.monitor_sigma > 0 or not math.isfinite(self.monitor_sigma):
+            raise ValueError(f"monitor_sigma must be positive and finite (the window width), got {self.monitor_sigma}")
         if self.max_train_images < 0:
             raise ValueError(f"max_train_images must be >= 0 (0 = all), got {self.max_train_images}")
 
@@ -120,6 +133,9 @@ SETTINGS_ADDED_LATER: dict[str, Any] = {
     "n_generators": 1,
     "n_discriminators": 1,
     "lr_anneal_fraction": 0.0,
+    "monitor_every": 0,
+    "monitor_samples": 1000,
+    "monitor_sigma": 0.2,
 }
 
 

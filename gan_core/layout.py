@@ -5,6 +5,7 @@
     datasets/<dataset>.h5               train/valid/test splits (gan_core.data)
     models/<dataset>/feature_classifier.{pt,json}
     models/<dataset>/<model>/<run identity>/checkpoint.pt + run.json      one trained seed
+    models/<dataset>/<model>/<run identity>/checkpoint.{prev,best}.pt      the one before, the monitor's best
     models/<dataset>/<model>/<run identity>/tensorboard/                  its TensorBoard events (gan_core.tensorboard)
     models/<dataset>/<model>/latest.json                                  the partition's current runs
     exports/<dataset>/<model>/<run identity>/generator.{onnx,ts} + export.json   its generator, exported
@@ -40,6 +41,7 @@ from gan_core.records import read_record, write_record
 
 CHECKPOINT_NAME = "checkpoint.pt"
 PREVIOUS_CHECKPOINT_NAME = "checkpoint.prev.pt"  # the last good checkpoint before the current one
+BEST_CHECKPOINT_NAME = "checkpoint.best.pt"  # the checkpoint of the best validation monitor estimate (gan_core.monitor)
 RUN_RECORD_NAME = "run.json"
 RAW_MANIFEST_NAME = "manifest.json"
 PARTITION_INDEX_NAME = "latest.json"
@@ -147,6 +149,11 @@ def checkpoint_file(run_dir: str | os.PathLike[str]) -> Path:
 def previous_checkpoint_file(run_dir: str | os.PathLike[str]) -> Path:
     """The checkpoint before the current one, kept so that a damaged current one loses one interval at most."""
     return Path(run_dir) / PREVIOUS_CHECKPOINT_NAME
+
+
+def best_checkpoint_file(run_dir: str | os.PathLike[str]) -> Path:
+    """The checkpoint of the epoch with the best validation monitor estimate so far (TrainConfig.monitor_every)."""
+    return Path(run_dir) / BEST_CHECKPOINT_NAME
 
 
 def tensorboard_dir(run_dir: str | os.PathLike[str]) -> Path:

@@ -134,6 +134,11 @@ class Run:
         with self.turn():
             self.checkpoint.save(self.players, self.state, image_shape, epoch_progress=progress)
 
+    def save_best(self, image_shape: torch.Size) -> None:
+        """Write the run, at an epoch's end, as its best checkpoint (the validation monitor's)."""
+        with self.turn():
+            self.checkpoint.save(self.players, self.state, image_shape, best=True)
+
     def stop_if_diverged(self, steps_done: int, epoch: int, alone: bool) -> None:
         """Set `error` when one of this epoch's first `steps_done` steps holds a NaN or infinite statistic (the last
         good checkpoint is kept: a stopped run is not saved again)."""

@@ -32,6 +32,7 @@ EPOCH_SCALARS = {
     "schedule/learning_rate": "learning_rate",
     "schedule/momentum": "momentum",
     "speed/images_per_second": "images_per_second",
+    "validation/parzen_estimate": "monitor_ll",  # gan_core.monitor.MONITOR_KEY, on monitored epochs
 }
 GRID_TAG = "samples/fixed_noise"
 GRID_SIZE = 64  # samples in each grid, 8 x 8, from the same noise every time (grid seed 0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from gan_core.distributed import Ranks
 from gan_core.layout import checkpoint_file
 from gan_core.locks import exclusive
 from gan_core.models import get_model_spec
+from gan_core.monitor import MONITOR_KEY, ValidationMonitor, best_monitored
 from gan_core.runs import EpochTracker, RandomStream, Run, Step, TrainingDiverged, TrainResult, interrupted
 from gan_core.tensorboard import TrainingBoard
 from gan_core.updates import Players, learning_rate, make_update, paper_momentum
@@ -46,11 +48,13 @@ def train_gan(
     log: Callable[[str], None] | None = None,
     train_labels: torch.Tensor | None = None,
     num_classes: int = 0,
+    monitor_images: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train (or resume, or return the finished run in) `out_dir` on `train_images` (N x C x H x W in [0, 1]); a
-    conditional model also needs the images' `train_labels` (0..num_classes-1) and `num_classes`. Raises
-    TrainingDiverged when a loss turns NaN or infinite."""
-    (outcome,) = train_seeds([config], train_images, [out_dir], options, log, train_labels, num_classes)
+    conditional model also needs the images' `train_labels` (0..num_classes-1) and `num_classes`; a config with
+    `monitor_every` the validation images it estimates on (`monitor_images`). Raises TrainingDiverged when a loss
+    turns NaN or infinite."""
+    (outcome,) = train_seeds([config], train_images, [out_dir], options, log, train_labels, num_classes, monitor_images)
     if isinstance(outcome, TrainingDiverged):
         raise outcome
     return outcome
@@ -73,13 +77,15 @@ def train_seeds(
     log: Callable[[str], None] | None = None,
     train_labels: torch.Tensor | None = None,
     num_classes: int = 0,
+    monitor_images: torch.Tensor | None = None,
 ) -> list[TrainResult | TrainingDiverged]:
     """Train (or resume, or return the finished runs of) `configs` into `out_dirs` in one loop: seeds of one
     configuration, or the points of a sweep (they share LOOP_SETTINGS; learning rate, momentum, loss, update rule and
     every other setting may differ, each run stepping with its own). Each run keeps its own directory, lock and
     checkpoint in the format of a run alone, so resume, sampling and every later step see ordinary runs. Runs resuming
     from different points train as one group per point. Each entry of the result is that run's TrainResult, or the
-    TrainingDiverged that stopped it (the others trained on)."""
+    TrainingDiverged that stopped it (the others trained on). Runs with `monitor_every` estimate their validation
+    log-likelihood on `monitor_images` (gan_core.monitor) and keep their best checkpoint beside the last."""
     options = options or RuntimeOptions()
     if not configs or len(set(map(str, out_dirs))) != len(configs):
         raise ValueError("train_seeds takes one or more configs, one output directory each")
@@ -90,7 +96,13 @@ def train_seeds(
         raise ValueError("several seeds in one loop support neither on_epoch_end nor torchrun: train them one by one")
     for config in configs:
         config.validate()
+        if config.monitor_every and monitor_images is None:
+            raise ValueError(
+                f"monitor_every={config.monitor_every} estimates on validation images: pass monitor_images (the "
+                "dataset's valid split), or set monitor_every=0"
+            )
     device = resolve_device(options.device)
+    monitor = ValidationMonitor(monitor_images, device) if monitor_images is not None else None
     stacked = stacks_seeds(configs, options, device)
     data = TrainingData.on_device(configs[0], train_images, train_labels, num_classes, device)
     ranks = Ranks(options.distributed, configs[0])  # no-ops in one process
@@ -119,11 +131,19 @@ def train_seeds(
                 step: Step = StackedSeeds(group, data.images, use_cuda_graph=graphed)
             else:
                 step = RunsInTurn(ranks, data.images, len(group) > 1, log)
-            _train(group, data, options, step, ranks)
+            _train(group, data, options, step, ranks, monitor, log if ranks.is_main else None)
     return [run.outcome() for run in runs]
 
 
-def _train(runs: list[Run], data: TrainingData, options: RuntimeOptions, step: Step, ranks: Ranks) -> None:
+def _train(
+    runs: list[Run],
+    data: TrainingData,
+    options: RuntimeOptions,
+    step: Step,
+    ranks: Ranks,
+    monitor: ValidationMonitor | None,
+    log: Callable[[str], None] | None,
+) -> None:
     """Train `runs`, standing at the same point, to their last epoch or to a requested stop."""
     config, images = runs[0].config, data.images
     per_step = config.batch_size * config.d_steps
@@ -159,6 +179,8 @@ def _train(runs: list[Run], data: TrainingData, options: RuntimeOptions, step: S
             if options.distributed is not None:
                 players = run.players
                 run.state.history[-1]["rank_weights"] = ranks.weights_in_sync(players.generator, players.discriminator)
+            if monitor is not None and monitor.due(run.config, epoch + 1):
+                _monitor(run, monitor, step, images.shape[1:], data.num_classes, log)
             if run.board is not None:
                 run.board.epoch(run.state.history[-1])
                 if run.board.grid_due(epoch + 1):
@@ -176,6 +198,31 @@ def _train(runs: list[Run], data: TrainingData, options: RuntimeOptions, step: S
             live[0].players.generator.train()
         if stop:
             return
+
+
+def _monitor(
+    run: Run,
+    monitor: ValidationMonitor,
+    step: Step,
+    image_shape: torch.Size,
+    num_classes: int,
+    log: Callable[[str], None] | None,
+) -> None:
+    """Estimate `run`'s validation log-likelihood at its epoch's end into its history, and write its best checkpoint
+    when the estimate beats every earlier one (before the last checkpoint: a crash in between trains that epoch
+    again and finds the same estimate)."""
+    best = best_monitored(run.state.history[:-1])
+    step.write_back(run)
+    players = run.players
+    estimate = monitor.estimate(run.config, players.sampling_generator, players.pair.noise_dim, num_classes)
+    record = run.state.history[-1]
+    record[MONITOR_KEY] = estimate
+    improved = math.isfinite(estimate) and (best is None or estimate > best[1])
+    if improved:
+        run.save_best(image_shape)
+    if log:
+        kept = "best so far, kept" if improved else f"best {best[1]:.1f} at epoch {best[0]}"
+        log(f"seed {run.config.seed} epoch {int(record['epoch'])}: validation Parzen estimate {estimate:.1f} ({kept})")
 
 
 def _save(runs: list[Run], step: Step, image_shape: torch.Size, next_step: int | None = None) -> None:

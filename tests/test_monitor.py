@@ -1,0 +1,87 @@
+"""The validation monitor (gan_core.monitor): its estimates in the history, the best checkpoint kept beside the last,
+and both through a resume, for a run alone and for seeds stacked as one batched model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from gan_core.checkpoint import load_checkpoint
+from gan_core.config import RuntimeOptions, default_train_config
+from gan_core.data import load_split
+from gan_core.layout import best_checkpoint_file
+from gan_core.monitor import MONITOR_KEY, ValidationMonitor, best_monitored
+from gan_core.sample import load_generator
+from gan_core.train import train_gan, train_seeds
+
+QUIET = RuntimeOptions(progress=False, checkpoint_every=1, tensorboard=False)
+
+
+@pytest.fixture(scope="module")
+def digits_valid(digits_h5):  # noqa: ANN001, ANN201
+    return load_split(digits_h5, "valid")
+
+
+def monitored(epochs: int, seed: int = 0):  # noqa: ANN201
+    # digits' recipe on 320 images (10 steps an epoch), an estimate every epoch on 200 samples
+    return default_train_config(
+        "paper_mlp",
+        dataset="digits",
+        epochs=epochs,
+        seed=seed,
+        max_train_images=320,
+        monitor_every=1,
+        monitor_samples=200,
+    )
+
+
+def test_the_best_estimate_keeps_its_checkpoint_and_resumes(digits_train, digits_valid, tmp_path) -> None:
+    config = monitored(epochs=6)
+    stopped = train_gan(
+        config,
+        digits_train,
+        tmp_path / "run",
+        dataclasses.replace(QUIET, stop_after_epoch=3),
+        monitor_images=digits_valid,
+    )
+    assert stopped.epochs == 3 and not stopped.finished
+    resumed = train_gan(config, digits_train, tmp_path / "run", QUIET, monitor_images=digits_valid)
+    uninterrupted = train_gan(config, digits_train, tmp_path / "alone", QUIET, monitor_images=digits_valid)
+    # every epoch estimated; a resumed run alone is bit-identical to the uninterrupted one, its estimates too
+    estimates = [row[MONITOR_KEY] for row in resumed.history]
+    assert len(estimates) == 6 and estimates == [row[MONITOR_KEY] for row in uninterrupted.history]
+    best_epoch, best_estimate = best_monitored(resumed.history)
+    assert best_estimate == max(estimates)
+    best = load_checkpoint(best_checkpoint_file(tmp_path / "run"))
+    assert best["epoch"] == best_epoch and best["history"][-1][MONITOR_KEY] == best_estimate
+    again = load_checkpoint(best_checkpoint_file(tmp_path / "alone"))
+    for part in ("generator", "generator_average"):
+        assert all(torch.equal(best[part][key], again[part][key]) for key in again[part])
+    last = load_checkpoint(resumed.checkpoint_path)
+    assert last["epoch"] == 6
+    # the kept checkpoint samples as its epoch did: the estimate of its generator is the one recorded (the same
+    # computation on the same weights: up to the order of the Parzen sums on another thread count, 1e-6 nats)
+    loaded = load_generator(best_checkpoint_file(tmp_path / "run"))
+    monitor = ValidationMonitor(digits_valid, torch.device("cpu"))
+    assert monitor.estimate(config, loaded.generator, loaded.noise_dim) == pytest.approx(best_estimate, abs=1e-6)
+
+
+def test_stacked_seeds_each_keep_their_best_checkpoint(digits_train, digits_valid, tmp_path) -> None:
+    configs = [monitored(epochs=3, seed=seed) for seed in (0, 1)]
+    dirs = [tmp_path / "seed0", tmp_path / "seed1"]
+    options = dataclasses.replace(QUIET, stack_seeds=True)
+    outcomes = train_seeds(configs, digits_train, dirs, options, monitor_images=digits_valid)
+    for outcome, run_dir in zip(outcomes, dirs, strict=True):
+        best_epoch, best_estimate = best_monitored(outcome.history)
+        best = load_checkpoint(best_checkpoint_file(run_dir))
+        assert best["epoch"] == best_epoch and best["history"][-1][MONITOR_KEY] == best_estimate
+    assert outcomes[0].history[-1][MONITOR_KEY] != outcomes[1].history[-1][MONITOR_KEY]  # each seed its own
+
+
+def test_a_monitor_without_validation_images_is_refused_in_one_line(digits_train, tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"^monitor_every=1 estimates on validation images: pass monitor_images"):
+        train_gan(monitored(epochs=1), digits_train, tmp_path / "run", QUIET)
+    with pytest.raises(ValueError, match=r"^monitor_sigma must be positive"):
+        dataclasses.replace(monitored(epochs=1), monitor_sigma=0.0).validate()
