@@ -5,6 +5,7 @@ read back (marked `cached`) instead of recomputed.
 """
 
 import functools
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -19,8 +20,9 @@ from assets.common import (
 )
 from assets.configs import ParzenBandwidthConfig, ParzenConfig
 from assets.metrics_assets import evaluation_metrics, paper_figures, reference_metrics
-from assets.model_assets import generated_samples
+from assets.model_assets import gan_model, generated_samples
 from assets.resources import StorageResource
+from gan_core.checkpoint import checkpoint_weights_hash
 from gan_core.data import load_split, read_dataset_info
 from gan_core.layout import ArtifactLayout, EvaluationKind
 from gan_core.parzen import across_seeds, evaluate_parzen, score_test_set, search_bandwidth
@@ -32,10 +34,12 @@ from gan_core.report import (
     metrics_table,
     parzen_table,
     reported_figures,
+    reproduction_table,
     shown_experiments,
     sigma_search_table,
     write_report,
 )
+from gan_core.reproduction import PROTOCOL_SAMPLES, best_and_last, protocol_score, reproduction_rows
 from gan_core.sample import read_samples_h5
 from gan_core.sources import DATASETS
 from gan_core.storage import hash_json
@@ -138,6 +142,58 @@ def parzen_log_likelihood(
     )
 
 
+@parzen_asset(deps=[gan_model])
+def reproduction_scores(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """Each seed's best checkpoint by the validation monitor and its last one, scored under the exact protocol
+    (gan_core.reproduction): the report's Table 1 row from the pipeline, for experiments that set monitor_every
+    (paper_reproduction); nothing to do for the others."""
+    dataset, experiment, layout = checked_partition(context, storage)
+    monitored = [run for run in layout.trained_runs(dataset, experiment) if run["config"].get("monitor_every")]
+    checkpoints = [
+        (run, kind, path) for run in monitored for kind, path in best_and_last(Path(run["checkpoint"]).parent).items()
+    ]
+    if not checkpoints:
+        layout.write_partition_index("reproduction", dataset, experiment, {"runs": []})
+        return dg.MaterializeResult(metadata={"monitored_seeds": 0})
+    dataset_file = layout.dataset_file(dataset)
+    valid, test = load_split(dataset_file, "valid"), load_split(dataset_file, "test")
+    dataset_hash = read_dataset_info(dataset_file).content_hash
+
+    def score(item: tuple) -> dict:
+        run, kind, path = item
+        scored = protocol_score(path, valid, test)
+        return {"dataset": dataset, "model": experiment, "seed": run["seed"], "checkpoint": kind, **scored}
+
+    entries = compute_or_load_each(
+        context,
+        checkpoints,
+        lambda item, key: layout.evaluation_record("reproduction", dataset, experiment, key),
+        lambda item: {
+            "weights": checkpoint_weights_hash(item[2]),
+            "checkpoint": item[1],
+            "samples": PROTOCOL_SAMPLES,
+            "dataset": dataset_hash,
+            "code": PARZEN_CODE_VERSION,
+        },
+        score,
+        lambda entry: (
+            f"{entry['checkpoint']} checkpoint (epoch {entry['epoch']}): "
+            f"{entry['mean_log_likelihood']:.2f} +- {entry['standard_error']:.2f} nats"
+        ),
+    )
+    layout.write_partition_index("reproduction", dataset, experiment, {"runs": entries})
+    rows = reproduction_table(reproduction_rows(entries))
+    return dg.MaterializeResult(
+        metadata={
+            "monitored_seeds": len(monitored),
+            "cached": all(e["cached"] for e in entries),
+            "table": table_metadata(rows),
+            **{f"{r['checkpoint']}_mean_log_likelihood": r["mean"] for r in reproduction_rows(entries)},
+        },
+        data_version=dg.DataVersion(hash_json([[e["key"], e["mean_log_likelihood"]] for e in entries])),
+    )
+
+
 def reference_result(layout: ArtifactLayout, dataset: str, n_samples: int = 10_000, device: str = "auto") -> dict:
     """The estimator applied to up to 10,000 real training images (its ceiling), cached by the dataset's hash."""
     info = read_dataset_info(layout.dataset_file(dataset))
@@ -191,7 +247,13 @@ def report_tables(
 
 @dg.asset(
     # best_generator by key: assets/serving_assets.py imports this module
-    deps=[parzen_log_likelihood, evaluation_metrics, paper_figures, dg.AssetKey("best_generator")],
+    deps=[
+        parzen_log_likelihood,
+        reproduction_scores,
+        evaluation_metrics,
+        paper_figures,
+        dg.AssetKey("best_generator"),
+    ],
     code_version=REPORT_CODE_VERSION,
     # eager() would wait for every dataset x model partition upstream; the report refreshes when any of them updates
     automation_condition=dg.AutomationCondition.any_deps_updated() & ~dg.AutomationCondition.in_progress(),
@@ -212,6 +274,11 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
     promoted = promotions_table(layout, list(DATASETS))
     if not promoted.empty:
         tables["promoted"] = promoted
+    reproduced = [
+        row for row in collect_project_results(layout, "reproduction") if f"{row['dataset']}|{row['model']}" in covered
+    ]
+    if reproduced:
+        tables["reproduction"] = reproduction_table(reproduction_rows(reproduced))
     figures = reported_figures(layout.figures(), covered, tables["experiments"])
     paths = write_report(
         tables,

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dagster as dg
 import torch
@@ -37,6 +37,16 @@ from gan_core.train import loop_mismatch, train_seeds
 TRAIN_CODE_VERSION = "2"  # 2: output-bias clip 1e-7 as pylearn2; bf16 autocast also on the CPU
 
 
+class TrainingInputs(NamedTuple):
+    """What training reads of a dataset: the training images, their labels and class count (a conditional model),
+    and the validation images (the validation monitor's; None when no run is monitored)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    num_classes: int
+    valid: torch.Tensor | None
+
+
 def train_partition(
     context: dg.AssetExecutionContext,
     settings: GanTrainingConfig,
@@ -58,7 +68,16 @@ def train_partition(
     num_classes = get_dataset_spec(dataset).num_classes
     conditional = get_model_spec(experiment.model).conditional  # only a conditional model reads the labels
     labels = torch.from_numpy(load_split_arrays(info.path, "train").labels) if conditional else None
-    training_data = (load_split(info.path, "train"), labels, num_classes if conditional else 0)
+    train_configs = settings.train_configs(dataset, experiment)
+    monitored = any(config.monitor_every for config in train_configs)
+    if monitored and torchrun:
+        raise dg.Failure(
+            "gan_model config: monitor_every (the validation monitor) runs in process; set launcher: in_process or "
+            "monitor_every: 0",
+            allow_retries=False,
+        )
+    valid = load_split(info.path, "valid")  # the validation monitor's images (a sweep mate in the loop may monitor)
+    training_data = TrainingInputs(load_split(info.path, "train"), labels, num_classes if conditional else 0, valid)
     Pending = tuple[str, TrainConfig]  # (experiment name, one seed's config)
 
     def identity_parts(train_config: TrainConfig) -> dict:
@@ -75,7 +94,6 @@ def train_partition(
             (name, c) for c in train_configs if not layout.run_record(dataset, name, run_dir(name, c).name).is_file()
         ]
 
-    train_configs = settings.train_configs(dataset, experiment)
     trained: dict[Pending, dict] = {}  # runs trained in process below: their runs' fields
     diverged: dict[Pending, TrainingDiverged] = {}
     mates: list[Pending] = []
@@ -166,11 +184,11 @@ def train_in_process(
     configs: list[TrainConfig],
     run_dirs: list[Path],
     options: RuntimeOptions,
-    training_data: tuple[torch.Tensor, torch.Tensor | None, int],
+    training_data: TrainingInputs,
 ) -> tuple[dict[int, dict[str, Any]], dict[int, TrainingDiverged]]:
     """gan_core.train.train_seeds here, for one run or several in one loop: ({position in `configs`: the fields of
     its trained run}, {position: the error of a run that diverged}; a divergence is not retried, it would diverge
-    again) on `training_data` (images, labels, classes). A termination finishes the step, writes a checkpoint and
+    again) on `training_data`. A termination finishes the step, writes a checkpoint and
     cancels the run."""
     seeds = [config.seed for config in configs]
     if len(seeds) == 1:
@@ -181,10 +199,12 @@ def train_in_process(
             context.log.info(f"seeds {seeds}: training as one batched model ({how}; gan_model config batch_seeds)")
         else:  # a sweep's points
             context.log.info(f"{len(seeds)} runs (seeds {seeds}) in one loop ({how}; gan_model config batch_seeds)")
-    images, labels, num_classes = training_data
+    data = training_data
     with _cancel_on_stop(context) as stop_requested:
         options = replace(options, stop_requested=stop_requested)
-        outcomes = train_seeds(configs, images, run_dirs, options, context.log.info, labels, num_classes)
+        outcomes = train_seeds(
+            configs, data.images, run_dirs, options, context.log.info, data.labels, data.num_classes, data.valid
+        )
     trained, diverged = {}, {}
     for position, outcome in enumerate(outcomes):
         if isinstance(outcome, TrainingDiverged):

@@ -1,7 +1,7 @@
 """Seeds of one configuration (or a sweep's points differing only in their learning-rate and momentum schedules)
 stacked as one batched model: a `Step` of the training loop (gan_core/train.py).
 
-Read `StackedSeeds.step_on` top to bottom: every weight has a leading slice dimension (S x out x in), so each layer of
+Read `StackedSeeds.step_on` top to bottom: every weight has a leading slice dimension (S x in x out), so each layer of
 every slice is one batched product (`baddbmm`); one draw gives every slice its noise and dropout masks for the step;
 the loss's terms (the registered `Loss`, vmapped over slices) are vectorised; the gradient of the summed per-slice
 losses is each slice's own, and the paper's SGD acts on the stacked tensors with one learning rate and momentum per
@@ -20,12 +20,13 @@ format of a run alone (its weights are written back into its own players before 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.func import stack_module_state, vmap
+from torch.func import vmap
 
 from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.losses import DiscriminatorTerms, get_loss
@@ -111,9 +112,9 @@ def _slice_key(seed: int) -> int:
 
 
 class CounterRandom:
-    """Uniform numbers in [0, 1) for S slices at once, each slice's a function of its seed, a stream, a counter and
-    the element's index alone: the same on every device (integer arithmetic), in any stack, after any resume. 24 bits
-    of each hash become a float32 (torch.rand's resolution)."""
+    """Random bits for S slices at once, each slice's a function of its seed, a stream, a counter and the element's
+    index alone: the same on every device (integer arithmetic), in any stack, after any resume. 24 bits of each hash
+    make a uniform float32 in [0, 1) (torch.rand's resolution) or a dropout decision (`keeps`)."""
 
     def __init__(self, seeds: Sequence[int], device: torch.device) -> None:
         self.keys = torch.tensor([_slice_key(seed) for seed in seeds], dtype=torch.int64, device=device).view(-1, 1)
@@ -126,15 +127,32 @@ class CounterRandom:
             self._indices[count] = torch.arange(count, dtype=torch.int64, device=self.device)
         counter = torch.as_tensor(counter, dtype=torch.int64, device=self.device)
         base = _mix32(self.keys ^ _mix32((counter * 4 + stream) & _MASK32))  # S x 1: this step's key of each slice
-        return _mix32((_mix32(self._indices[count] ^ base) + self.keys) & _MASK32)
+        return _mix32(self._indices[count] ^ base)
 
     def uniform(self, stream: int, counter: torch.Tensor | int, count: int) -> torch.Tensor:
         """S x `count` float32 uniforms in [0, 1)."""
-        return (self.bits(stream, counter, count) >> 8).to(torch.float32).mul_(2.0**-24)
+        return uniform_from_bits(self.bits(stream, counter, count))
 
     def permutations(self, epoch: int, count: int) -> torch.Tensor:
         """S x `count` permutations of range(count), slice s's drawn for (its seed, `epoch`)."""
         return torch.argsort(self.bits(PERMUTATION_STREAM, epoch, count), dim=1, stable=True)
+
+
+def uniform_from_bits(bits: torch.Tensor) -> torch.Tensor:
+    """Float32 uniforms in [0, 1) from 32-bit hashes: their top 24 bits times 2**-24."""
+    return (bits >> 8).to(torch.float32).mul_(2.0**-24)
+
+
+def keeps(bits: torch.Tensor, keep: float) -> torch.Tensor:
+    """Dropout's decisions from 32-bit hashes: True where the uniform of `uniform_from_bits` is below `keep` (the
+    same comparison in integers, without making the floats)."""
+    return (bits >> 8) < _keep_threshold(keep)
+
+
+@functools.cache
+def _keep_threshold(keep: float) -> int:
+    """The 24-bit integers below it are the uniforms below `keep` as float32 has it."""
+    return math.ceil(float(torch.tensor(keep, dtype=torch.float32)) * 2**24)
 
 
 def noise_from_uniform(uniform: torch.Tensor, kind: str) -> torch.Tensor:
@@ -181,20 +199,22 @@ def _layer(name: str, module: nn.Module) -> _Layer:
 
 
 def _run_stacked(layers: list[_Layer], weights: dict[str, torch.Tensor], x: torch.Tensor, draws: list) -> torch.Tensor:
-    """S x B x features through `layers` with S slices of `weights`; each dropout takes the next S x B x width
-    uniforms from `draws` (and keeps a unit where its uniform is below the keep probability, scaled by 1 / keep)."""
+    """S x B x features through `layers` with S slices of `weights` (each weight stored transposed, S x in x out, so
+    that its gradient is contiguous like it); each dropout takes the next S x B*width random bits from `draws` (and
+    keeps a unit where `keeps` says, scaled by 1 / keep)."""
     for layer in layers:
         if layer.kind in ("linear", "maxout"):
             weight, bias = weights[f"{layer.name}.weight"], weights[f"{layer.name}.bias"]
-            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-            if layer.kind == "maxout":
-                x = x.view(*x.shape[:2], -1, layer.pieces).amax(dim=3)
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight)
+            if layer.kind == "maxout":  # max's backward routes each gradient by index, cheaper than amax's ties
+                x = x.view(*x.shape[:2], -1, layer.pieces).max(dim=3).values
         elif layer.kind == "relu":
             x = torch.relu(x)
         elif layer.kind == "sigmoid":
             x = torch.sigmoid(x)
         else:
-            x = x * (draws.pop(0).view_as(x) < layer.keep).to(x.dtype).mul_(1.0 / layer.keep)
+            mask = keeps(draws.pop(0), layer.keep).view_as(x).to(x.dtype).mul_(1.0 / layer.keep)
+            x = x * mask
     return x
 
 
@@ -205,7 +225,7 @@ def _dropout_widths(layers: list[_Layer], weights: dict[str, torch.Tensor], widt
         if layer.kind == "dropout":
             widths.append(width)
         elif layer.kind in ("linear", "maxout"):
-            width = weights[f"{layer.name}.weight"].shape[1] // max(layer.pieces, 1)
+            width = weights[f"{layer.name}.weight"].shape[2] // max(layer.pieces, 1)
     return widths
 
 
@@ -222,18 +242,22 @@ class StackedSeeds(Step):
         device = images.device
         g_template, d_template = players[0].generator, players[0].discriminator
         self.g_layers, self.d_layers = _layers_of(g_template), _layers_of(d_template)
-        self.g_weights = stack_module_state([p.generator for p in players])[0]
-        self.d_weights = stack_module_state([p.discriminator for p in players])[0]
-        self.average = stack_module_state([p.average for p in players])[0] if config.ema_decay > 0 else None
-        self.g_velocity = _stack_velocities(self.g_weights, [(p.generator, p.g_opt) for p in players])
-        self.d_velocity = _stack_velocities(self.d_weights, [(p.discriminator, p.d_opt) for p in players])
+        self.g_weights = _stack([dict(p.generator.named_parameters()) for p in players], trained=True)
+        self.d_weights = _stack([dict(p.discriminator.named_parameters()) for p in players], trained=True)
+        self.average = None
+        if config.ema_decay > 0:
+            self.average = _stack([dict(p.average.named_parameters()) for p in players])
+        self.g_velocity = _stack([_velocities(p.generator, p.g_opt) for p in players])
+        self.d_velocity = _stack([_velocities(p.discriminator, p.d_opt) for p in players])
         self.random = CounterRandom([run.config.seed for run in runs], device)
         self.noise_dim, self.pixels = players[0].pair.noise_dim, math.prod(images.shape[1:])
         self.d_widths = _dropout_widths(self.d_layers, self.d_weights, self.pixels)
         loss = get_loss(config.loss)
         self.d_terms = vmap(lambda real, fake: _terms(loss.discriminator_terms(real, fake)))
         self.g_loss = vmap(loss.generator_loss)
-        self.bf16 = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16, cache_enabled=False)
+        # bf16: the products and activations in bfloat16, each weight cast once per step from its float32 master
+        # (autocast would cast it at every use); the losses, gradients and updates in float32
+        self.compute_dtype = torch.bfloat16 if config.bf16 else torch.float32
         # the step's inputs, filled before each call (static for a CUDA graph): rows of the images, each slice's
         # learning rate and momentum, the step counter the random numbers are drawn for
         slices, batch = len(runs), config.batch_size
@@ -268,20 +292,25 @@ class StackedSeeds(Step):
         real = self.images[self.rows.view(-1)].view(slices, batch, self.pixels)
         widths = [w * batch for w in self.d_widths]
         counts = [self.noise_dim * batch, *widths, *widths]  # noise, then D's masks on the fake and the real batch
-        draws = list(self.random.uniform(STEP_STREAM, self.counter, sum(counts)).split(counts, dim=1))
-        noise = noise_from_uniform(draws.pop(0), self.config.noise).view(slices, batch, self.noise_dim)
-        with self.bf16:
-            fake = _run_stacked(self.g_layers, self.g_weights, noise, [])
-            fake_logits = _run_stacked(self.d_layers, self.d_weights, fake, draws).squeeze(2).float()
-            real_logits = _run_stacked(self.d_layers, self.d_weights, real, draws).squeeze(2).float()
+        draws = list(self.random.bits(STEP_STREAM, self.counter, sum(counts)).split(counts, dim=1))
+        noise = noise_from_uniform(uniform_from_bits(draws.pop(0)), self.config.noise)
+        noise = noise.view(slices, batch, self.noise_dim)
+        dtype = self.compute_dtype
+        g_weights = {name: weight.to(dtype) for name, weight in self.g_weights.items()}
+        d_weights = {name: weight.to(dtype) for name, weight in self.d_weights.items()}
+        fake = _run_stacked(self.g_layers, g_weights, noise.to(dtype), [])
+        fake_logits = _run_stacked(self.d_layers, d_weights, fake, draws).squeeze(2).float()
+        real_logits = _run_stacked(self.d_layers, d_weights, real.to(dtype), draws).squeeze(2).float()
         d_loss, d_real, d_fake = self.d_terms(real_logits, fake_logits)
         g_loss = self.g_loss(fake_logits)
         d_leaves, g_leaves = list(self.d_weights.values()), list(self.g_weights.values())
-        d_grads = torch.autograd.grad(d_loss.sum(), d_leaves, retain_graph=True)  # each slice's own gradient
-        g_grads = torch.autograd.grad(g_loss.sum(), g_leaves)
+        # each slice's own gradient times minus its learning rate (the sum's gradient in slice s is -lr_s times its
+        # loss's): the update's step, ready for the momentum rule
+        d_steps = torch.autograd.grad((d_loss * self.lrs).sum().neg(), d_leaves, retain_graph=True)
+        g_steps = torch.autograd.grad((g_loss * self.lrs).sum().neg(), g_leaves)
         with torch.no_grad():
-            _momentum_step(d_leaves, list(self.d_velocity.values()), d_grads, self.lrs, self.momenta)
-            _momentum_step(g_leaves, list(self.g_velocity.values()), g_grads, self.lrs, self.momenta)
+            _momentum_step(d_leaves, list(self.d_velocity.values()), d_steps, self.momenta)
+            _momentum_step(g_leaves, list(self.g_velocity.values()), g_steps, self.momenta)
             if self.average is not None:
                 torch._foreach_lerp_(list(self.average.values()), g_leaves, 1.0 - self.config.ema_decay)
             return torch.stack([d_loss.detach(), g_loss.detach(), d_real.detach(), d_fake.detach()])
@@ -305,11 +334,11 @@ class StackedSeeds(Step):
         parts.append((players.discriminator, self.d_weights, self.d_velocity, players.d_opt))
         for module, stacked, velocities, optimizer in parts:
             for name, param in module.named_parameters():
-                param.copy_(stacked[name][index])
-                optimizer.state[param]["velocity"] = velocities[name][index].clone()
+                param.copy_(_unstacked(stacked[name], index))
+                optimizer.state[param]["velocity"] = _unstacked(velocities[name], index).clone()
         if self.average is not None:
             for name, param in players.average.named_parameters():
-                param.copy_(self.average[name][index])
+                param.copy_(_unstacked(self.average[name], index))
         players.set_hyperparameters(*self.hyperparameters[index])
 
 
@@ -343,27 +372,33 @@ class CudaGraphStep:
 
 @torch.no_grad()
 def _momentum_step(
-    leaves: list[torch.Tensor],
-    velocities: list[torch.Tensor],
-    grads: tuple[torch.Tensor, ...],
-    lrs: torch.Tensor,
-    momenta: torch.Tensor,
+    leaves: list[torch.Tensor], velocities: list[torch.Tensor], steps: tuple[torch.Tensor, ...], momenta: torch.Tensor
 ) -> None:
-    """PylearnMomentumSGD's rule (v <- m v - lr g; p <- p + v) on stacked leaves, slice s with lrs[s] and
-    momenta[s] (device tensors)."""
-    for leaf, velocity, grad in zip(leaves, velocities, grads, strict=True):
-        shape = (-1,) + (1,) * (leaf.dim() - 1)
-        velocity.mul_(momenta.view(shape)).sub_(grad * lrs.view(shape))
+    """PylearnMomentumSGD's rule (v <- m v - lr g; p <- p + v) on stacked leaves, slice s with momenta[s] (a device
+    tensor); `steps` are the gradients already times minus each slice's learning rate (v <- step + m v: one pass)."""
+    for leaf, velocity, step in zip(leaves, velocities, steps, strict=True):
+        torch.addcmul(step, velocity, momenta.view((-1,) + (1,) * (leaf.dim() - 1)), out=velocity)
         leaf.add_(velocity)
 
 
-def _stack_velocities(
-    weights: dict[str, torch.Tensor], per_seed: list[tuple[nn.Module, torch.optim.Optimizer]]
-) -> dict[str, torch.Tensor]:
-    """The seeds' momentum velocities stacked like `weights` (zeros before a seed's first step)."""
+def _stack(tensors: list[dict[str, torch.Tensor]], trained: bool = False) -> dict[str, torch.Tensor]:
+    """Each name's tensors of the slices stacked (S first), a weight matrix transposed to in x out (contiguous) as
+    the stacked layers read it; `trained`: leaves that require gradients."""
     stacked = {}
-    for name, leaf in weights.items():
-        params = [dict(module.named_parameters())[name] for module, _ in per_seed]
-        velocities = [opt.state.get(p, {}).get("velocity") for p, (_, opt) in zip(params, per_seed, strict=True)]
-        stacked[name] = torch.stack([v if v is not None else torch.zeros_like(leaf[0]) for v in velocities])
+    for name in tensors[0]:
+        rows = [one[name].detach() for one in tensors]
+        tensor = torch.stack([row.T if row.dim() == 2 else row for row in rows]).contiguous()
+        stacked[name] = tensor.requires_grad_(True) if trained else tensor
     return stacked
+
+
+def _unstacked(stacked: torch.Tensor, index: int) -> torch.Tensor:
+    """Slice `index` of a `_stack`ed tensor in its module's layout."""
+    return stacked[index].T if stacked.dim() == 3 else stacked[index]
+
+
+def _velocities(module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The momentum velocity of each of `module`'s parameters (zeros before its first step)."""
+    return {
+        name: optimizer.state.get(p, {}).get("velocity", torch.zeros_like(p)) for name, p in module.named_parameters()
+    }

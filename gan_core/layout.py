@@ -14,7 +14,8 @@
     promoted/<dataset>/candidate.json                                   the candidate picked last (and judged)
     samples/<dataset>/<model>/<run identity>_n<count>_s<seed>.{h5,json}   one seed's samples
     samples/<dataset>/<model>/latest.json
-    evaluation/<dataset>/<model>/<kind>_<key>.json                        one seed's bandwidth / parzen / metrics
+    evaluation/<dataset>/<model>/<kind>_<key>.json                        one seed's bandwidth / parzen / metrics /
+                                                                          reproduction (a best or last checkpoint)
     evaluation/<dataset>/<model>/<kind>.json                              the partition's current results of a kind
     evaluation/<dataset>/<kind>_<key>.json                                per-dataset reference results
     figures/<dataset>/<model>/<figure>.png              samples, loss_curves, sigma_search, figure2_*, figure3_*
@@ -54,15 +55,15 @@ EXPORT_RECORD_NAME = "export.json"
 PROMOTION_RECORD_NAME = "promotion.json"
 CANDIDATE_RECORD_NAME = "candidate.json"
 
-PartitionKind = Literal["models", "samples", "bandwidth", "parzen", "metrics", "exports"]
-EvaluationKind = Literal["bandwidth", "parzen", "metrics"]
+PartitionKind = Literal["models", "samples", "bandwidth", "parzen", "metrics", "exports", "reproduction"]
+EvaluationKind = Literal["bandwidth", "parzen", "metrics", "reproduction"]
 ReferenceKind = Literal["reference_real_train", "reference_metrics"]
 # Each figure is written by one asset: samples and class_grid (generated_samples), loss_curves (gan_model), sigma_search
 # (parzen_bandwidth), figure2/figure3 (paper_figures); the report embeds them.
 FigureName = Literal[
     "samples", "class_grid", "loss_curves", "sigma_search", "figure2_nearest_neighbours", "figure3_interpolations"
 ]
-_EVALUATION_KINDS = ("bandwidth", "parzen", "metrics")
+_EVALUATION_KINDS = ("bandwidth", "parzen", "metrics", "reproduction")
 _WRITTEN_BY = {
     "models": "gan_model",
     "samples": "generated_samples",
@@ -70,6 +71,7 @@ _WRITTEN_BY = {
     "parzen": "parzen_log_likelihood",
     "metrics": "evaluation_metrics",
     "exports": "exported_generator",
+    "reproduction": "reproduction_scores",
 }
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 

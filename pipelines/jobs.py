@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.data_assets import preprocessed_dataset, raw_dataset
-from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
+from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood, reproduction_scores
 from assets.metrics_assets import evaluation_metrics, feature_classifier, paper_figures
 from assets.model_assets import gan_model, generated_samples
 from assets.serving_assets import best_generator, exported_generator, generator_candidate
@@ -20,6 +20,7 @@ TRAINING_SELECTION = dg.AssetSelection.assets(
     generated_samples,
     parzen_bandwidth,
     parzen_log_likelihood,
+    reproduction_scores,
     evaluation_metrics,
     paper_figures,
     exported_generator,

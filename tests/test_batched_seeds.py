@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,10 +17,19 @@ import pytest
 import torch
 
 from assets.partitions import dataset_experiment_key
-from gan_core.batched import STEP_STREAM, CounterRandom, noise_from_uniform, stacks_seeds, why_not_batched
+from gan_core.batched import (
+    STEP_STREAM,
+    CounterRandom,
+    keeps,
+    noise_from_uniform,
+    stacks_seeds,
+    uniform_from_bits,
+    why_not_batched,
+)
 from gan_core.checkpoint import TrainingInterrupted, checkpoint_weights_hash, load_checkpoint
 from gan_core.config import RuntimeOptions, default_train_config
 from gan_core.losses import get_loss
+from gan_core.reproduction import CHECKPOINTS, best_and_last
 from gan_core.train import TrainingDiverged, train_gan, train_seeds
 from gan_core.updates import Players, apply_gradients, learning_rate, paper_momentum
 from tests.helpers import digits_graph
@@ -159,7 +169,7 @@ def reference_run(config, images: torch.Tensor) -> Players:
     for module in discriminator.modules():
         if isinstance(module, torch.nn.Dropout):
             keep = 1.0 - module.p
-            module.register_forward_hook(lambda _m, args, _out, keep=keep: args[0] * (masks.pop(0) < keep) / keep)
+            module.register_forward_hook(lambda _m, args, _out, keep=keep: args[0] * keeps(masks.pop(0), keep) / keep)
     loss, random = get_loss(config.loss), CounterRandom([config.seed], images.device)
     batch, widths = config.batch_size, [64 * config.batch_size, 240 * config.batch_size, 240 * config.batch_size]
     steps = len(images) // batch
@@ -169,8 +179,8 @@ def reference_run(config, images: torch.Tensor) -> Players:
         for local_step in range(steps):
             step = epoch * steps + local_step
             counts = [100 * batch, *widths, *widths]
-            draws = list(random.uniform(STEP_STREAM, step, sum(counts))[0].split(counts))
-            noise = noise_from_uniform(draws.pop(0), config.noise).view(batch, 100)
+            draws = list(random.bits(STEP_STREAM, step, sum(counts))[0].split(counts))
+            noise = noise_from_uniform(uniform_from_bits(draws.pop(0)), config.noise).view(batch, 100)
             masks[:] = [draw.view(batch, -1) for draw in draws]  # D sees the fake batch first
             real = images[permutation[local_step * batch : (local_step + 1) * batch]]
             fake_logits = discriminator(generator(noise))
@@ -248,7 +258,9 @@ def test_counter_random_numbers_are_uniform_and_each_slices_own() -> None:
     assert float(draws.min()) >= 0.0 and float(draws.max()) < 1.0
     assert abs(float(draws[0].mean()) - 0.5) < 5 * (1 / 12 / 200_000) ** 0.5
     assert abs(float(draws[0].var()) - 1 / 12) < 0.002
-    assert abs(float((draws[0] < 0.8).float().mean()) - 0.8) < 5 * 0.0009
+    bits = random.bits(STEP_STREAM, 7, 200_000)
+    assert torch.equal(keeps(bits, 0.8), uniform_from_bits(bits) < 0.8)  # the decision is the uniform's
+    assert abs(float(keeps(bits, 0.8)[0].float().mean()) - 0.8) < 5 * 0.0009
     noise = noise_from_uniform(draws, "gaussian")
     assert abs(float(noise.mean())) < 0.01 and abs(float(noise.std()) - 1.0) < 0.01
     permutations = random.permutations(0, 1000)
@@ -327,10 +339,13 @@ def test_sweep_points_stacked_each_follow_their_own_learning_rate_and_momentum(d
 def test_gan_model_trains_its_seeds_as_one_batch_and_the_report_shows_their_spread(
     digits_train, digits_data, tmp_path
 ) -> None:
+    # the validation monitor on (it leaves the weights as they are: its noise has a generator of its own), so
+    # reproduction_scores scores each seed's best and last checkpoints and the report shows Table 1's rows of them
     with digits_graph(digits_data) as (storage, defs, instance):
+        monitor = {"monitor_every": 1, "monitor_samples": 100}
         run_config = {
             "ops": {
-                "gan_model": {"config": {"epochs": 2, "seeds": [0, 1]}},
+                "gan_model": {"config": {"epochs": 2, "seeds": [0, 1], **monitor}},
                 "generated_samples": {"config": {"count": 1000}},
             }
         }
@@ -348,6 +363,15 @@ def test_gan_model_trains_its_seeds_as_one_batch_and_the_report_shows_their_spre
             alone = train_gan(config, digits_train, tmp_path / f"alone{run['seed']}", QUIET)
             assert run["weights_hash"] == checkpoint_weights_hash(alone.checkpoint_path)
 
+        scores = storage.layout.read_partition_index("reproduction", "digits", "paper_mlp")["runs"]
+        expected = [(seed, kind) for seed in (0, 1) for kind in CHECKPOINTS]
+        assert sorted((s["seed"], s["checkpoint"]) for s in scores) == expected
+        for score in scores:  # the protocol's sample count, and the checkpoint's own epoch and monitor estimate
+            assert score["n_samples"] == 10_000 and score["epoch"] in (1, 2) and score["monitor_ll"] is not None
+            run_dir = Path(next(r["checkpoint"] for r in runs if r["seed"] == score["seed"])).parent
+            kept = load_checkpoint(best_and_last(run_dir)[score["checkpoint"]])
+            assert kept["epoch"] == score["epoch"] and kept["history"][-1]["monitor_ll"] == score["monitor_ll"]
+
         assert defs.resolve_job_def("report_job").execute_in_process(instance=instance).success
         summary = pd.read_csv(storage.layout.report_file("summary.csv")).set_index("model")
         row = summary.loc["paper_mlp"]
@@ -356,3 +380,8 @@ def test_gan_model_trains_its_seeds_as_one_batch_and_the_report_shows_their_spre
         assert row["seeds"] == 2 and row["frechet_distance_std"] == pytest.approx(np.std(distances, ddof=1), abs=1e-4)
         shown = f"{np.mean(distances):.2f} ± {np.std(distances, ddof=1):.2f}"
         assert shown in storage.layout.report_file("report.md").read_text()
+        reproduced = pd.read_csv(storage.layout.report_file("reproduction.csv"))
+        assert list(reproduced["checkpoint"].str.split().str[0]) == ["best", "last"]
+        last_means = [s["mean_log_likelihood"] for s in scores if s["checkpoint"] == "last"]
+        assert reproduced["mean"].iloc[1] == pytest.approx(np.mean(last_means))
+        assert "Table 1 from the pipeline" in storage.layout.report_file("report.html").read_text()
