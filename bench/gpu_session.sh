@@ -9,7 +9,11 @@
 #        (CUDA-graph tests and throughput; the runs use --cuda-graph only if those tests pass), cudagraph (the runs use --cuda-graph without those checks), ddp (torchrun with one
 #        NCCL rank per GPU on 20,000 MNIST images, 3 epochs, through assets/ddp_worker.py), recipes (12
 #        candidates of bench/recipe_search.py at once until the budget is spent; needs MNIST's feature classifier at
-#        $CLASSIFIER, default .gpu_carry/models/mnist/feature_classifier.pt), or none.
+#        $CLASSIFIER, default .gpu_carry/models/mnist/feature_classifier.pt), stacked (issue 27: the stacked step's
+#        tests on CUDA, its CUDA graph included, then 1/4/8/16 seeds stacked against one and against sequential, and
+#        the step against its products), table1 (issue 27: bench/reproduce_table1.py, the paper_reproduction
+#        experiment's 3 stacked seeds with the validation monitor, resuming runs/paper_reproduction, until the budget
+#        is spent, then best and last scored under the protocol), or none.
 # RUN:   NOISE:SEED:DIR, e.g. uniform:0:runs/mnist_paper. A run resumes from DIR/checkpoint.pt when it is there.
 #
 # Everything worth keeping (gpu_session/: machine.txt, bench logs and JSON, pytest logs; each run's log, parzen.jsonl
@@ -27,6 +31,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 end=$((SECONDS + total))
 py=${PYTHON:-python3}
 has() { [[ ",$steps," == *",$1,"* ]]; }
+keep=("$out")
 
 {
     date -u
@@ -62,6 +67,16 @@ if has seeds; then  # issue 17: S seeds as one batched model against S one after
         --json "$out/seeds.json" 2>&1 | tee "$out/seeds.log"
 fi
 
+if has stacked; then  # issue 27: the stacked step on CUDA (graph captured), then its figures
+    $py -m pytest -q -p no:cacheprovider tests/test_batched_seeds.py tests/test_monitor.py \
+        >"$out/pytest_stacked.log" 2>&1
+    tail -5 "$out/pytest_stacked.log"
+    $py bench/train_throughput.py --mnist-source "$src" --images 10000 --seeds 1 4 8 16 \
+        --json "$out/seeds_stacked.json" 2>&1 | tee "$out/seeds_stacked.log"
+    $py bench/train_throughput.py --mnist-source "$src" --images 10000 --products 1 8 \
+        --json "$out/products.json" 2>&1 | tee "$out/products.log"
+fi
+
 if has ddp; then
     gpus=$($py -c 'import torch; print(torch.cuda.device_count())')
     $py - <<PY
@@ -91,10 +106,16 @@ if has recipes; then  # issue 16: which modern recipe reaches the target, and af
     tail -16 "$out/recipes.log"
 fi
 
+if has table1; then  # issue 27: the paper's Table 1 row, 3 seeds stacked, until the budget is spent
+    mkdir -p runs
+    $py bench/reproduce_table1.py --mnist-source "$src" --out runs/paper_reproduction \
+        --max-seconds $((end - SECONDS - 150)) --score --json "$out/table1.json" >"$out/table1.log" 2>&1
+    tail -12 "$out/table1.log"  # the checkpoints (3 x 3 x 30 MB) stay on the machine: too big to come back
+fi
+
 left=$((end - SECONDS - 45))
 ((left < 1)) && left=1  # reproduce_mnist reads 0 or less as "no limit"
 echo "long runs: ${left} s"
-keep=("$out")
 for run in "$@"; do
     IFS=: read -r noise seed dir <<<"$run"
     $py bench/reproduce_mnist.py --mnist-source "$src" --out "$dir" --epochs 5000 --eval-every 10 --noise "$noise" \

@@ -20,6 +20,7 @@ from torch import nn
 from gan_core.config import TrainConfig
 from gan_core.layout import HPARAMS_SUFFIX, tensorboard_dir
 from gan_core.models import sample_noise
+from gan_core.monitor import MONITOR_KEY
 from gan_core.plots import image_grid
 from gan_core.sample import asked_labels, generator_of_each
 
@@ -32,8 +33,8 @@ EPOCH_SCALARS = {
     "schedule/learning_rate": "learning_rate",
     "schedule/momentum": "momentum",
     "speed/images_per_second": "images_per_second",
-    "validation/parzen_estimate": "monitor_ll",  # gan_core.monitor.MONITOR_KEY, on monitored epochs
 }
+MONITOR_TAG = "validation/parzen_estimate"  # the validation monitor's estimate, on the epochs it is made
 GRID_TAG = "samples/fixed_noise"
 GRID_SIZE = 64  # samples in each grid, 8 x 8, from the same noise every time (grid seed 0)
 GRID_SEED = 0
@@ -72,6 +73,8 @@ class TrainingBoard:
         for tag, key in EPOCH_SCALARS.items():
             if key in record:
                 self.writer.add_scalar(tag, float(record[key]), epoch)
+        if MONITOR_KEY in record:
+            self.writer.add_scalar(MONITOR_TAG, float(record[MONITOR_KEY]), epoch)
         self.writer.flush()
 
     def grid_due(self, epoch: int) -> bool:

@@ -7,13 +7,15 @@ import dataclasses
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gan_core.checkpoint import load_checkpoint
 from gan_core.config import RuntimeOptions, default_train_config
 from gan_core.data import load_split
-from gan_core.layout import best_checkpoint_file
+from gan_core.layout import best_checkpoint_file, tensorboard_dir
 from gan_core.monitor import MONITOR_KEY, ValidationMonitor, best_monitored
 from gan_core.sample import load_generator
+from gan_core.tensorboard import MONITOR_TAG
 from gan_core.train import train_gan, train_seeds
 
 QUIET = RuntimeOptions(progress=False, checkpoint_every=1, tensorboard=False)
@@ -71,8 +73,12 @@ def test_the_best_estimate_keeps_its_checkpoint_and_resumes(digits_train, digits
 def test_stacked_seeds_each_keep_their_best_checkpoint(digits_train, digits_valid, tmp_path) -> None:
     configs = [monitored(epochs=3, seed=seed) for seed in (0, 1)]
     dirs = [tmp_path / "seed0", tmp_path / "seed1"]
-    options = dataclasses.replace(QUIET, stack_seeds=True)
+    options = dataclasses.replace(QUIET, stack_seeds=True, tensorboard=True)
     outcomes = train_seeds(configs, digits_train, dirs, options, monitor_images=digits_valid)
+    events = EventAccumulator(str(tensorboard_dir(dirs[1])), size_guidance={"scalars": 0})
+    events.Reload()
+    shown = [(event.step, event.value) for event in events.Scalars(MONITOR_TAG)]
+    assert shown == [(row["epoch"], pytest.approx(row[MONITOR_KEY])) for row in outcomes[1].history]
     for outcome, run_dir in zip(outcomes, dirs, strict=True):
         best_epoch, best_estimate = best_monitored(outcome.history)
         best = load_checkpoint(best_checkpoint_file(run_dir))
