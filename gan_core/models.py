@@ -240,8 +240,8 @@ class ModelSpec:
     recipe: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     conditional: bool = False  # both players see the class label; samples are drawn for asked labels
-    # its seeds can be stacked as one batched model (gan_core.batched: torch.func.vmap over its networks): an
-    # unconditional pair without batch-norm statistics or data-dependent shapes, which vmap cannot batch
+    # its seeds can be stacked as one batched model (gan_core.batched): an unconditional pair of MLPGenerator and
+    # MaxoutDiscriminator, whose layers the stacked step knows
     batchable: bool = False
 
 
