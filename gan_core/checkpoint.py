@@ -138,13 +138,22 @@ class Checkpoint:
         if epoch_progress is not None:
             permutation, stats, next_step = epoch_progress
             payload["epoch_progress"] = {"permutation": permutation, "stats": stats, "next_step": next_step}
-        if best:
-            with atomic_output(self.best) as tmp:
-                torch.save(payload, tmp)
-            return
-        with atomic_output(self.path, keep_previous=self.previous) as tmp:
+        size = _tensor_bytes(payload)  # about the file's size: a disk without room for it is refused first
+        with atomic_output(self.best if best else self.path, None if best else self.previous, size) as tmp:
             torch.save(payload, tmp)
-        self.last_saved = time.monotonic()
+        if not best:
+            self.last_saved = time.monotonic()
+
+
+def _tensor_bytes(value: Any) -> int:
+    """The bytes of every tensor in a (nested) checkpoint payload: what torch.save writes, less a few kilobytes."""
+    if isinstance(value, torch.Tensor):
+        return value.nelement() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_tensor_bytes(item) for item in value)
+    return 0
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> dict[str, Any]:

@@ -9,6 +9,7 @@ zero-length "complete" file either.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -45,14 +46,67 @@ def durable_replace(source: str | os.PathLike[str], target: str | os.PathLike[st
     fsync_path(Path(target).parent)
 
 
+class DiskFullError(OSError):
+    """A write found no space left (errno ENOSPC): its one-line message names the file, the bytes it needs and the
+    bytes free."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+# Below this many free bytes a failed write is taken for a full disk even when the writer's error does not say so
+# (torch.save reports a short write as "unexpected pos ... vs ...", with no errno).
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """Free bytes on the filesystem holding `path` (or its nearest existing parent)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def _no_space(path: Path, needed: str, free: int) -> DiskFullError:
+    return DiskFullError(
+        errno.ENOSPC,
+        f"no space left for {path}: it needs {needed} bytes and {free:,} bytes are free there; free some space and "
+        "run again (earlier results and the previous version of this file are intact)",
+    )
+
+
+def ensure_space(path: str | os.PathLike[str], needed: int) -> None:
+    """Raise DiskFullError before writing `needed` bytes to `path` where they do not fit."""
+    if (free := free_bytes(Path(path).parent)) < needed:
+        raise _no_space(Path(path), f"{needed:,}", free)
+
+
+def _is_out_of_space(error: BaseException) -> bool:
+    """Whether `error` or one of its causes is a write that found the disk full (ENOSPC or EDQUOT; h5py puts the
+    errno in its message)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(error) or "errno = 28" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 @contextlib.contextmanager
 def atomic_output(
-    final_path: str | os.PathLike[str], keep_previous: str | os.PathLike[str] | None = None
+    final_path: str | os.PathLike[str],
+    keep_previous: str | os.PathLike[str] | None = None,
+    size: int | None = None,
 ) -> Iterator[Path]:
     """Yield a temporary path beside `final_path`; flush it and rename it into place only if the block succeeds.
-    With `keep_previous`, the file being replaced is kept under that name (the last good version)."""
+    With `keep_previous`, the file being replaced is kept under that name (the last good version). With `size` (the
+    bytes to be written, where known), a disk without that much space is refused before anything is written; a write
+    that runs out of space raises DiskFullError, the temporary file removed and everything else untouched."""
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
+    if size is not None:
+        ensure_space(final_path, size)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent)
     os.close(fd)
     tmp_path = Path(tmp_name)
@@ -62,6 +116,15 @@ def atomic_output(
             os.replace(final_path, keep_previous)
         os.chmod(tmp_path, _default_mode())  # readable like any other file (a report is served or mailed)
         durable_replace(tmp_path, final_path)
+    except Exception as error:
+        written = tmp_path.stat().st_size if tmp_path.exists() else 0
+        nearly_full = isinstance(error, OSError | RuntimeError) and free_bytes(final_path.parent) < NEARLY_FULL_BYTES
+        full = _is_out_of_space(error) or nearly_full
+        if not isinstance(error, DiskFullError) and full:
+            tmp_path.unlink(missing_ok=True)
+            needed = f"{size:,}" if size is not None else f"more than {written:,}"
+            raise _no_space(final_path, needed, free_bytes(final_path.parent)) from error
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
