@@ -9,6 +9,7 @@ noise. The estimate selects a checkpoint and never sees the test images: those a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,8 +61,8 @@ class ValidationMonitor:
 def best_monitored(history: Sequence[dict[str, Any]]) -> tuple[int, float] | None:
     """(epoch, estimate) of the best monitored epoch of `history` (the earliest of equal ones); None when none was
     monitored or every estimate is NaN."""
-    monitored = [(row[MONITOR_KEY], -row["epoch"]) for row in history if row.get(MONITOR_KEY) == row.get(MONITOR_KEY)]
-    monitored = [m for m in monitored if m[0] is not None]
+    estimates = [(row[MONITOR_KEY], row["epoch"]) for row in history if MONITOR_KEY in row]
+    monitored = [(estimate, -epoch) for estimate, epoch in estimates if not math.isnan(estimate)]
     if not monitored:
         return None
     estimate, negative_epoch = max(monitored)

@@ -40,7 +40,7 @@ def monitored(epochs: int, seed: int = 0):  # noqa: ANN201
 
 
 def test_the_best_estimate_keeps_its_checkpoint_and_resumes(digits_train, digits_valid, tmp_path) -> None:
-    config = monitored(epochs=6)
+    config = dataclasses.replace(monitored(epochs=6), monitor_every=2)  # epochs 2, 4 and 6
     stopped = train_gan(
         config,
         digits_train,
@@ -52,8 +52,10 @@ def test_the_best_estimate_keeps_its_checkpoint_and_resumes(digits_train, digits
     resumed = train_gan(config, digits_train, tmp_path / "run", QUIET, monitor_images=digits_valid)
     uninterrupted = train_gan(config, digits_train, tmp_path / "alone", QUIET, monitor_images=digits_valid)
     # every epoch estimated; a resumed run alone is bit-identical to the uninterrupted one, its estimates too
-    estimates = [row[MONITOR_KEY] for row in resumed.history]
-    assert len(estimates) == 6 and estimates == [row[MONITOR_KEY] for row in uninterrupted.history]
+    estimates = [row.get(MONITOR_KEY) for row in resumed.history]
+    assert estimates == [row.get(MONITOR_KEY) for row in uninterrupted.history]
+    assert [row["epoch"] for row in resumed.history if MONITOR_KEY in row] == [2, 4, 6]
+    estimates = [estimate for estimate in estimates if estimate is not None]
     best_epoch, best_estimate = best_monitored(resumed.history)
     assert best_estimate == max(estimates)
     best = load_checkpoint(best_checkpoint_file(tmp_path / "run"))
@@ -84,6 +86,12 @@ def test_stacked_seeds_each_keep_their_best_checkpoint(digits_train, digits_vali
         best = load_checkpoint(best_checkpoint_file(run_dir))
         assert best["epoch"] == best_epoch and best["history"][-1][MONITOR_KEY] == best_estimate
     assert outcomes[0].history[-1][MONITOR_KEY] != outcomes[1].history[-1][MONITOR_KEY]  # each seed its own
+
+
+def test_the_best_of_a_history_skips_epochs_not_monitored_and_nan() -> None:
+    history = [{"epoch": 1}, {"epoch": 2, MONITOR_KEY: float("nan")}, {"epoch": 3, MONITOR_KEY: 5.0}]
+    assert best_monitored(history + [{"epoch": 4, MONITOR_KEY: 5.0}]) == (3, 5.0)  # the earliest of equals
+    assert best_monitored(history[:2]) is None
 
 
 def test_a_monitor_without_validation_images_is_refused_in_one_line(digits_train, tmp_path) -> None:
