@@ -39,7 +39,7 @@ TRAIN_CODE_VERSION = "2"  # 2: output-bias clip 1e-7 as pylearn2; bf16 autocast 
 
 class TrainingInputs(NamedTuple):
     """What training reads of a dataset: the training images, their labels and class count (a conditional model),
-    and the validation images (the validation monitor's; None when no run is monitored)."""
+    and the validation images (the validation monitor's, for the runs that set monitor_every)."""
 
     images: torch.Tensor
     labels: torch.Tensor | None

@@ -8,8 +8,8 @@ stopped and resumed on any machine.
 
 Training resumes from the checkpoints in --out; `--max-seconds` stops after the first epoch past that wall time
 (checkpointed). `--score` then scores each seed's best and last checkpoints and prints the row beside the paper's
-225 +- 2, the monitor's curve (every estimate per seed) and, where reached, the wall seconds of training to the first
-monitored epoch whose best checkpoint scores at least 220 and 225 (the checkpoint scored is the best so far).
+225 +- 2, the monitor's curve (every estimate per seed, with the training seconds to it) and, where a scored
+checkpoint reaches 220 or 225, the training seconds (across resumes) to the earliest such checkpoint of each seed.
 """
 
 from __future__ import annotations
@@ -70,7 +70,10 @@ def main() -> None:
     )
     outcomes = train_seeds(configs, train, dirs, options, lambda m: print(m, flush=True), monitor_images=valid)
     for config, outcome in zip(configs, outcomes, strict=True):
-        print(f"seed {config.seed}: {outcome.epochs} epochs, {outcome.wall_seconds:.0f} s on {outcome.device}")
+        if isinstance(outcome, Exception):  # a diverged seed: its last good checkpoint is kept and scored
+            print(f"seed {config.seed}: {outcome}")
+        else:
+            print(f"seed {config.seed}: {outcome.epochs} epochs, {outcome.wall_seconds:.0f} s on {outcome.device}")
     if not args.score:
         return
 
@@ -94,9 +97,24 @@ def main() -> None:
             f"this project, {row['checkpoint']} checkpoint: {row['mean']:.1f} +- {row['error']:.1f} over "
             f"{row['seeds']} seeds, {row['epochs']:.0f} epochs (mean), {row['wall_seconds']:.0f} s training"
         )
+    reached = {}
+    for target in (220.0, 225.0):
+        for seed in sorted({s["seed"] for s in scores}):
+            hits = [s for s in scores if s["seed"] == seed and s["mean_log_likelihood"] >= target]
+            if hits:
+                first = min(hits, key=lambda s: s["wall_seconds"])
+                reached[f"{target:.0f}|seed{seed}"] = first["wall_seconds"]
+                print(
+                    f"seed {seed}: {target:.0f} nats reached by epoch {first['epoch']}, {first['wall_seconds']:.0f} s"
+                )
+    if not reached:
+        print("no scored checkpoint reached 220 nats")
     if args.json:
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-        write_json(args.json, {"device": device, "rows": rows, "scores": scores, "monitor_curves": curves})
+        write_json(
+            args.json,
+            {"device": device, "rows": rows, "scores": scores, "monitor_curves": curves, "seconds_to": reached},
+        )
         print(json.dumps(rows, indent=1))
 
 

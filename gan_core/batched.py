@@ -123,8 +123,8 @@ class CounterRandom:
 
     def bits(self, stream: int, counter: torch.Tensor | int, count: int) -> torch.Tensor:
         """S x `count` 32-bit hashes (int64) for `counter` (a device tensor, so a CUDA graph replays new values)."""
-        if count not in self._indices:
-            self._indices[count] = torch.arange(count, dtype=torch.int64, device=self.device)
+        if count not in self._indices:  # the elements' own hashes, once: other steps' keys then map them apart
+            self._indices[count] = _mix32(torch.arange(count, dtype=torch.int64, device=self.device))
         counter = torch.as_tensor(counter, dtype=torch.int64, device=self.device)
         base = _mix32(self.keys ^ _mix32((counter * 4 + stream) & _MASK32))  # S x 1: this step's key of each slice
         return _mix32(self._indices[count] ^ base)
@@ -324,7 +324,7 @@ class StackedSeeds(Step):
         self.lrs.copy_(torch.tensor([lr for lr, _ in self.hyperparameters]), non_blocking=True)
         self.momenta.copy_(torch.tensor([m for _, m in self.hyperparameters]), non_blocking=True)
         self.rows.copy_(self.permutations[:, batch])
-        self.counter.fill_(self.runs[0].state.step)  # the group's runs stand at one step
+        self.counter.fill_(runs[0].state.step)  # the live runs stand at one step (a stopped one's step stays behind)
         self.statistics[:, local_step] = (self.step_on() if self.graph is None else self.graph()).T
 
     @torch.no_grad()
@@ -335,7 +335,8 @@ class StackedSeeds(Step):
         for module, stacked, velocities, optimizer in parts:
             for name, param in module.named_parameters():
                 param.copy_(_unstacked(stacked[name], index))
-                optimizer.state[param]["velocity"] = _unstacked(velocities[name], index).clone()
+                velocity = _unstacked(velocities[name], index)
+                optimizer.state[param]["velocity"] = velocity.clone(memory_format=torch.contiguous_format)
         if self.average is not None:
             for name, param in players.average.named_parameters():
                 param.copy_(_unstacked(self.average[name], index))

@@ -87,6 +87,20 @@ class Checkpoint:
             self.log(f"resuming from {self.path} at {where}, step {state.step}")
         return state
 
+    def best_kept(self) -> tuple[int, float] | None:
+        """(epoch, validation monitor estimate) of the best checkpoint kept so far; None when there is none (or it
+        is unreadable: the next estimate writes a new one)."""
+        if not self.best.is_file():
+            return None
+        try:
+            history = load_checkpoint(self.best)["history"]
+        except ValueError as error:
+            if self.log:
+                self.log(f"{error}; the next validation estimate writes a new best checkpoint")
+            return None
+        estimate = history[-1].get("monitor_ll") if history else None
+        return None if estimate is None else (int(history[-1]["epoch"]), float(estimate))
+
     def _newest_readable(self) -> dict[str, Any] | None:
         problems = []
         for path in (self.path, self.previous):

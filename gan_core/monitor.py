@@ -60,9 +60,9 @@ class ValidationMonitor:
 
 def best_monitored(history: Sequence[dict[str, Any]]) -> tuple[int, float] | None:
     """(epoch, estimate) of the best monitored epoch of `history` (the earliest of equal ones); None when none was
-    monitored or every estimate is NaN."""
+    monitored or no estimate is finite."""
     estimates = [(row[MONITOR_KEY], row["epoch"]) for row in history if MONITOR_KEY in row]
-    monitored = [(estimate, -epoch) for estimate, epoch in estimates if not math.isnan(estimate)]
+    monitored = [(estimate, -epoch) for estimate, epoch in estimates if math.isfinite(estimate)]
     if not monitored:
         return None
     estimate, negative_epoch = max(monitored)

@@ -209,7 +209,7 @@ def reproduction_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             {
                 "dataset": row["dataset"],
                 "model": row["model"],
-                "checkpoint": f"{row['checkpoint']} (this project, mean ± std over seeds)",
+                "checkpoint": f"{row['checkpoint']} (this project, mean ± {row['spread']})",
                 "seeds": row["seeds"],
                 "log_likelihood": _pm(row["mean"], row["error"]),
                 "epochs": row["epochs"],

@@ -57,8 +57,9 @@ def protocol_score(
 
 def reproduction_rows(scores: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per (dataset, model, checkpoint) over its seeds: mean +- std of the seeds' test log-likelihoods (a
-    single seed: its standard error), the epochs (mean), and the longest training wall time. `scores` items:
-    {dataset, model, seed, checkpoint (CHECKPOINTS), epoch, wall_seconds, mean_log_likelihood, standard_error}."""
+    single seed: its standard error; `spread` says which), the epochs (mean), and the longest training wall time.
+    `scores` items: {dataset, model, seed, checkpoint (CHECKPOINTS), epoch, wall_seconds, mean_log_likelihood,
+    standard_error}."""
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for score in scores:
         groups.setdefault((score["dataset"], score["model"], score["checkpoint"]), []).append(score)
@@ -74,6 +75,7 @@ def reproduction_rows(scores: Iterable[Mapping[str, Any]]) -> list[dict[str, Any
                 "seeds": len(group),
                 "mean": float(means.mean()),
                 "error": error,
+                "spread": "std over seeds" if len(means) > 1 else "standard error",
                 "epochs": float(np.mean([s["epoch"] for s in group])),
                 "wall_seconds": max(float(s["wall_seconds"]) for s in group),
             }

@@ -109,6 +109,7 @@ class Run:
     learning_rate: float = 0.0  # this step's, and this epoch's momentum (None: an optimiser without one)
     momentum: float | None = None
     board: TrainingBoard | None = None
+    best: tuple[int, float] | None = None  # (epoch, estimate) its best checkpoint holds (the validation monitor's)
 
     def turn(self) -> contextlib.AbstractContextManager[None]:
         """Draw from this run's random stream inside this block."""

@@ -54,9 +54,10 @@ class DiskFullError(OSError):
         return str(self.strerror)
 
 
-# Below this many free bytes a failed write is taken for a full disk even when the writer's error does not say so
-# (torch.save reports a short write as "unexpected pos ... vs ...", with no errno).
+# torch.save reports a short write as "unexpected pos ... vs ..." with no errno: with less than this many bytes free
+# that error is taken for a full disk
 NEARLY_FULL_BYTES = 1 << 20
+SHORT_WRITE = "unexpected pos"
 
 
 def free_bytes(path: str | os.PathLike[str]) -> int:
@@ -112,13 +113,15 @@ def atomic_output(
     tmp_path = Path(tmp_name)
     try:
         yield tmp_path
+        fsync_path(tmp_path)  # on the disk before the file it replaces moves aside (a full disk shows up here)
         if keep_previous is not None and final_path.exists():
             os.replace(final_path, keep_previous)
         os.chmod(tmp_path, _default_mode())  # readable like any other file (a report is served or mailed)
         durable_replace(tmp_path, final_path)
     except Exception as error:
         written = tmp_path.stat().st_size if tmp_path.exists() else 0
-        nearly_full = isinstance(error, OSError | RuntimeError) and free_bytes(final_path.parent) < NEARLY_FULL_BYTES
+        short_write = SHORT_WRITE in str(error)
+        nearly_full = short_write and free_bytes(final_path.parent) < NEARLY_FULL_BYTES
         full = _is_out_of_space(error) or nearly_full
         if not isinstance(error, DiskFullError) and full:
             tmp_path.unlink(missing_ok=True)

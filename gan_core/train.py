@@ -31,7 +31,7 @@ from gan_core.distributed import Ranks
 from gan_core.layout import checkpoint_file
 from gan_core.locks import exclusive
 from gan_core.models import get_model_spec
-from gan_core.monitor import MONITOR_KEY, ValidationMonitor, best_monitored
+from gan_core.monitor import MONITOR_KEY, ValidationMonitor
 from gan_core.runs import EpochTracker, RandomStream, Run, Step, TrainingDiverged, TrainResult, interrupted
 from gan_core.tensorboard import TrainingBoard
 from gan_core.updates import Players, learning_rate, make_update, paper_momentum
@@ -102,7 +102,8 @@ def train_seeds(
                 "dataset's valid split), or set monitor_every=0"
             )
     device = resolve_device(options.device)
-    monitor = ValidationMonitor(monitor_images, device) if monitor_images is not None else None
+    monitored = monitor_images is not None and any(config.monitor_every for config in configs)
+    monitor = ValidationMonitor(monitor_images, device) if monitored else None
     stacked = stacks_seeds(configs, options, device)
     data = TrainingData.on_device(configs[0], train_images, train_labels, num_classes, device)
     ranks = Ranks(options.distributed, configs[0])  # no-ops in one process
@@ -192,6 +193,7 @@ def _train(
         if stop_now:
             raise interrupted(live)
         if options.on_epoch_end is not None:  # one run
+            step.write_back(live[0])
             sampler = live[0].players.sampling_generator
             sampler.eval()
             options.on_epoch_end(epoch + 1, sampler)
@@ -209,9 +211,9 @@ def _monitor(
     log: Callable[[str], None] | None,
 ) -> None:
     """Estimate `run`'s validation log-likelihood at its epoch's end into its history, and write its best checkpoint
-    when the estimate beats every earlier one (before the last checkpoint: a crash in between trains that epoch
-    again and finds the same estimate)."""
-    best = best_monitored(run.state.history[:-1])
+    when the estimate beats the one the best checkpoint holds (written before the last checkpoint: a crash in between
+    trains the epochs since the last checkpoint again, and the best checkpoint keeps what it holds until beaten)."""
+    best = run.best
     step.write_back(run)
     players = run.players
     estimate = monitor.estimate(run.config, players.sampling_generator, players.pair.noise_dim, num_classes)
@@ -220,8 +222,11 @@ def _monitor(
     improved = math.isfinite(estimate) and (best is None or estimate > best[1])
     if improved:
         run.save_best(image_shape)
+        run.best = (int(record["epoch"]), estimate)
     if log:
-        kept = "best so far, kept" if improved else f"best {best[1]:.1f} at epoch {best[0]}"
+        kept = "best so far, kept" if improved else "no best yet"
+        if best is not None and not improved:
+            kept = f"best {best[1]:.1f} at epoch {best[0]}"
         log(f"seed {run.config.seed} epoch {int(record['epoch'])}: validation Parzen estimate {estimate:.1f} ({kept})")
 
 
@@ -287,7 +292,7 @@ def _restore(
     board = None
     if options.tensorboard and ranks.is_main and state.epoch < config.epochs:
         board = TrainingBoard(out_dir, config, state.epoch, options.tensorboard_grid_every, data.num_classes)
-    return Run(config, players, update, checkpoint, state, tracker, random, board=board)
+    return Run(config, players, update, checkpoint, state, tracker, random, board=board, best=checkpoint.best_kept())
 
 
 @dataclass(frozen=True)

@@ -214,8 +214,7 @@ def apply_gradients(
 
 class Objective:
     """The loss terms of one configuration for a generator `g_run` and a discriminator `d_run` (the players' modules,
-    or, for seeds stacked as one model, the same modules called on one seed's weights), under bf16 autocast when
-    asked."""
+    possibly compiled), under bf16 autocast when asked."""
 
     def __init__(
         self,
