@@ -48,7 +48,7 @@ def parse_dataset_experiment_key(key: str, experiments: Iterable[str] | None = N
     experiment not in `experiments` (where given; else one that cannot be a name), is refused naming what is known."""
     dataset, separator, experiment = key.partition("|")
     known = list(experiments) if experiments is not None else []
-    allowed = experiment in known if experiments is not None else bool(NAME_PATTERN.match(experiment))
+    allowed = experiment in known if experiments is not None else bool(NAME_PATTERN.fullmatch(experiment))
     if not separator or dataset not in DATASETS or not allowed:
         shown = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
         raise ValueError(

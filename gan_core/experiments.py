@@ -32,7 +32,7 @@ from gan_core.locks import exclusive
 from gan_core.models import MODELS
 from gan_core.storage import write_json_atomic
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # whole names only (fullmatch: `$` admits a "\n")
 NAME_RULE = "1 to 100 letters, digits, '_', '-' or '.', not starting with '-' or '.'"
 EXPERIMENT_FIELDS = ("model", "settings", "seeds", "sweep", "swept", "description")
 
@@ -123,7 +123,7 @@ class Experiment:
 
 def check_name(name: str, what: str) -> str:
     """`name` if it may name an experiment or a sweep (a partition key and a directory name), else one line why."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ExperimentError(f"{what} name: {name!r} is not allowed: use {NAME_RULE}")
     return name
 

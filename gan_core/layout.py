@@ -73,7 +73,7 @@ _WRITTEN_BY = {
     "exports": "exported_generator",
     "reproduction": "reproduction_scores",
 }
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # matched whole (fullmatch)
 
 
 class StoredRecord(TypedDict):
@@ -200,7 +200,7 @@ class ArtifactLayout:
     def path(self, *parts: str) -> Path:
         """A path below the root built from safe name components (no separators, no '..')."""
         for part in parts:
-            if not _SAFE_NAME.match(part) or part in (".", ".."):
+            if not _SAFE_NAME.fullmatch(part) or part in (".", ".."):
                 raise ValueError(f"unsafe path component {part!r}: only letters, digits, '_', '-' and '.' allowed")
         candidate = self.root.joinpath(*parts).resolve()
         if candidate != self.root and self.root not in candidate.parents:
