@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=0, help="stop (checkpointed) past this wall time")
     parser.add_argument("--epochs", type=int, default=0, help="train to this epoch instead of the experiment's")
     parser.add_argument("--score", action="store_true", help="score best and last checkpoints under the protocol")
+    parser.add_argument("--no-train", action="store_true", help="only score the checkpoints there (with --score)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", default="")
     args = parser.parse_args()
@@ -68,7 +69,8 @@ def main() -> None:
         stop_after_time=started + args.max_seconds if args.max_seconds > 0 else None,
         stop_after_epoch=args.epochs or None,
     )
-    outcomes = train_seeds(configs, train, dirs, options, lambda m: print(m, flush=True), monitor_images=valid)
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    outcomes = [] if args.no_train else train_seeds(configs, train, dirs, options, log, monitor_images=valid)
     for config, outcome in zip(configs, outcomes, strict=True):
         if isinstance(outcome, Exception):  # a diverged seed: its last good checkpoint is kept and scored
             print(f"seed {config.seed}: {outcome}")
