@@ -71,7 +71,7 @@ def main() -> None:
     )
     log = lambda m: print(m, flush=True)  # noqa: E731
     outcomes = [] if args.no_train else train_seeds(configs, train, dirs, options, log, monitor_images=valid)
-    for config, outcome in zip(configs, outcomes, strict=True):
+    for config, outcome in zip(configs, outcomes, strict=False):  # none with --no-train
         if isinstance(outcome, Exception):  # a diverged seed: its last good checkpoint is kept and scored
             print(f"seed {config.seed}: {outcome}")
         else:
