@@ -182,13 +182,13 @@ def reproduction_scores(context: dg.AssetExecutionContext, storage: StorageResou
         ),
     )
     layout.write_partition_index("reproduction", dataset, experiment, {"runs": entries})
-    rows = reproduction_table(reproduction_rows(entries))
+    rows = reproduction_rows(entries)
     return dg.MaterializeResult(
         metadata={
             "monitored_seeds": len(monitored),
             "cached": all(e["cached"] for e in entries),
-            "table": table_metadata(rows),
-            **{f"{r['checkpoint']}_mean_log_likelihood": r["mean"] for r in reproduction_rows(entries)},
+            "table": table_metadata(reproduction_table(rows)),
+            **{f"{r['checkpoint']}_mean_log_likelihood": r["mean"] for r in rows},
         },
         data_version=dg.DataVersion(hash_json([[e["key"], e["mean_log_likelihood"]] for e in entries])),
     )

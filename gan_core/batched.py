@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ from gan_core.config import RuntimeOptions, TrainConfig
 from gan_core.losses import DiscriminatorTerms, get_loss
 from gan_core.models import Maxout, MaxoutDiscriminator, MLPGenerator, get_model_spec
 from gan_core.runs import Run, Step
+from gan_core.updates import CudaGraphStep
 
 
 def why_not_batched(config: TrainConfig) -> str | None:
@@ -341,34 +342,6 @@ class StackedSeeds(Step):
             for name, param in players.average.named_parameters():
                 param.copy_(_unstacked(self.average[name], index))
         players.set_hyperparameters(*self.hyperparameters[index])
-
-
-class CudaGraphStep:
-    """Runs `step` eagerly on a side stream for the first `warmup` calls (real training steps, as capture needs),
-    then captures it once as a CUDA graph and replays it; `step` reads only static device tensors."""
-
-    def __init__(self, step: Callable[[], torch.Tensor], device: torch.device, warmup: int = 3) -> None:
-        self.step, self.warmup_left = step, warmup
-        self.side_stream = torch.cuda.Stream(device)
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.out: torch.Tensor | None = None
-
-    def __call__(self) -> torch.Tensor:
-        if self.graph is not None:
-            self.graph.replay()
-            return self.out  # type: ignore[return-value]
-        if self.warmup_left > 0:
-            self.warmup_left -= 1
-            self.side_stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(self.side_stream):
-                out = self.step()
-            torch.cuda.current_stream().wait_stream(self.side_stream)
-            return out
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):  # capture records the step without running it: replay it now
-            self.out = self.step()
-        self.graph.replay()
-        return self.out
 
 
 @torch.no_grad()

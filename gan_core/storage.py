@@ -113,11 +113,12 @@ def atomic_output(
     tmp_path = Path(tmp_name)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _default_mode())  # readable like any other file (a report is served or mailed)
         fsync_path(tmp_path)  # on the disk before the file it replaces moves aside (a full disk shows up here)
         if keep_previous is not None and final_path.exists():
             os.replace(final_path, keep_previous)
-        os.chmod(tmp_path, _default_mode())  # readable like any other file (a report is served or mailed)
-        durable_replace(tmp_path, final_path)
+        os.replace(tmp_path, final_path)
+        fsync_path(final_path.parent)  # the renames themselves survive a power loss
     except Exception as error:
         written = tmp_path.stat().st_size if tmp_path.exists() else 0
         short_write = SHORT_WRITE in str(error)

@@ -338,10 +338,38 @@ class AlternatingUpdate(_UpdateRule):
         return step_statistics(terms, g_loss)
 
 
+class CudaGraphStep:
+    """Runs `step` eagerly on a side stream for the first `warmup` calls (real training steps, as capture needs),
+    then captures it once as a CUDA graph and replays it; `step` reads only static device tensors, which the caller
+    refills before each call."""
+
+    def __init__(self, step: Callable[[], torch.Tensor], device: torch.device, warmup: int = 3) -> None:
+        self.step, self.warmup_left = step, warmup
+        self.side_stream = torch.cuda.Stream(device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.out: torch.Tensor | None = None
+
+    def __call__(self) -> torch.Tensor:
+        if self.graph is not None:
+            self.graph.replay()
+            return self.out  # type: ignore[return-value]
+        if self.warmup_left > 0:
+            self.warmup_left -= 1
+            self.side_stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side_stream):
+                out = self.step()
+            torch.cuda.current_stream().wait_stream(self.side_stream)
+            return out
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):  # capture records the step without running it: replay it now
+            self.out = self.step()
+        self.graph.replay()
+        return self.out
+
+
 class CudaGraphUpdate:
-    """Runs a `SimultaneousUpdate` eagerly on a side stream for the first `warmup` batches (real training steps, as
-    CUDA-graph capture needs), then captures it once and replays it. The batch, learning rate and momentum are static
-    device tensors refilled before each call; the optimisers read the latter two on the device."""
+    """A `SimultaneousUpdate` replayed as a CUDA graph (`CudaGraphStep`). The batch, learning rate and momentum are
+    static device tensors refilled before each call; the optimisers read the latter two on the device."""
 
     def __init__(self, update: SimultaneousUpdate, warmup: int = 3) -> None:
         images = update.images
@@ -350,30 +378,13 @@ class CudaGraphUpdate:
         self.lr = torch.zeros((), device=images.device)
         self.momentum = torch.zeros((), device=images.device)
         update.players.set_hyperparameters(self.lr, self.momentum)
-        self.warmup_left = warmup
-        self.side_stream = torch.cuda.Stream(images.device)
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.out: torch.Tensor | None = None
+        self.graphed = CudaGraphStep(lambda: update.step_on(self.real), images.device, warmup)
 
     def __call__(self, indices: torch.Tensor, lr: float, momentum: float | None) -> torch.Tensor:
         torch.index_select(self.update.images, 0, indices, out=self.real)
         self.lr.fill_(lr)
         self.momentum.fill_(momentum or 0.0)
-        if self.graph is not None:
-            self.graph.replay()
-            return self.out  # type: ignore[return-value]
-        if self.warmup_left > 0:
-            self.warmup_left -= 1
-            self.side_stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(self.side_stream):
-                out = self.update.step_on(self.real)
-            torch.cuda.current_stream().wait_stream(self.side_stream)
-            return out
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out = self.update.step_on(self.real)
-        self.graph.replay()
-        return self.out
+        return self.graphed()
 
 
 UpdateRule = Callable[[torch.Tensor, float, float | None], torch.Tensor]
