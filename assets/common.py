@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -18,7 +19,8 @@ from gan_core.layout import ArtifactLayout, FigureName, PartitionKind
 from gan_core.metrics import METRIC_COLUMNS
 from gan_core.records import compute_or_load
 from gan_core.report import COLUMN_GUIDE, DECIMALS, STD
-from gan_core.storage import atomic_output
+from gan_core.signals import StopRequested, raise_on_signals
+from gan_core.storage import DiskFullError, atomic_output
 from gan_core.tensorboard import FINAL_METRIC_PREFIX, hparams_of, write_hparams
 
 Item = TypeVar("Item")
@@ -36,6 +38,94 @@ GPU_STEP_TAGS = {
 AFTER_PASSING_UPSTREAM = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
+# Set on a run that failed for a reason a retry cannot fix: Dagster's run-retry daemon (dagster.yaml `run_retries`)
+# then leaves it, and `gan-pipeline` does not retry it either; NOT_RETRIED_TAG says why.
+NO_RETRY_TAGS = {"dagster/retry_on_asset_or_op_failure": "false"}
+NOT_RETRIED_TAG = "gan_pipeline/not_retried"
+
+
+def final_failure(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, message: str, why: str
+) -> dg.Failure:
+    """The error for a failure a retry cannot fix (`why`: bad settings, divergence, a failed blocking check): the
+    run is tagged so that neither the run-retry daemon nor `gan-pipeline` retries it, and the log says so."""
+    mark_not_retried(context, why)
+    return dg.Failure(message, allow_retries=False)
+
+
+def mark_not_retried(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, why: str) -> None:
+    """Tag this run as not to be retried (see `final_failure`) and log why."""
+    context.instance.add_run_tags(context.run.run_id, {**NO_RETRY_TAGS, NOT_RETRIED_TAG: why})
+    context.log.info(f"this run will not be retried: {why}")
+
+
+def cancel_run(context: dg.AssetExecutionContext, reason: str) -> dg.DagsterExecutionInterruptedError:
+    """Mark this run CANCELING (unless a termination from the UI did already), so that Dagster ends it CANCELED, not
+    FAILED, and no retry follows; return the interruption to raise."""
+    run = context.instance.get_run_by_id(context.run.run_id)
+    if run is not None and run.status not in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED):
+        context.instance.report_run_canceling(run, reason)
+    return dg.DagsterExecutionInterruptedError(reason)
+
+
+AssetCompute = TypeVar("AssetCompute", bound=Callable[..., Any])
+
+
+def final_if_failed(check: AssetCompute) -> AssetCompute:
+    """A blocking check whose failure is final: the run it fails is not retried (the same data would fail again)."""
+
+    @functools.wraps(check)
+    def wrapped(context: dg.AssetCheckExecutionContext, *args: Any, **kwargs: Any) -> dg.AssetCheckResult:
+        result = check(context, *args, **kwargs)
+        if not result.passed:
+            mark_not_retried(context, f"blocking check {check.__name__} failed: {result.description}")
+        return result
+
+    return wrapped  # type: ignore[return-value]
+
+
+def may_pass_on_retry(error: BaseException) -> bool:
+    """Whether a retry may succeed where `error` failed a step: a server away (the instance's database, the broker),
+    memory the machine or the GPU lacked, a lost worker. Not the inputs, the settings or the code: those fail again."""
+    seen: BaseException | None = error
+    while seen is not None:
+        module = type(seen).__module__.split(".")[0]
+        name = type(seen).__name__
+        if module in {"sqlalchemy", "psycopg2", "redis", "kombu"} and ("Operational" in name or "Connection" in name):
+            return True
+        if isinstance(seen, MemoryError) or name == "OutOfMemoryError":  # torch.OutOfMemoryError: the GPU's memory
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def guarded_step(compute: AssetCompute) -> AssetCompute:
+    """An asset body run as unattended operation needs it:
+    - a termination (SIGTERM, Ctrl-C, the UI's SIGINT) stops it at once and cancels the run: every file is written
+      atomically, so nothing half-written stays and the next run redoes only this step (training instead finishes
+      its step and writes a checkpoint first: assets/training.py);
+    - an error a retry cannot fix (`may_pass_on_retry`: bad input or settings, a full disk, a bug) tags the run so
+      that no retry follows (`mark_not_retried`); any other failure, and a killed process, is retried."""
+
+    @functools.wraps(compute)
+    def wrapped(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
+        try:
+            with raise_on_signals():
+                return compute(context, *args, **kwargs)
+        except StopRequested as stop:
+            context.log.warning(f"{context.asset_key.to_user_string()}: stopped by {stop}; nothing of it was stored")
+            raise cancel_run(context, f"stopped by {stop} during {context.asset_key.to_user_string()}") from None
+        except DiskFullError:
+            mark_not_retried(context, "the disk is full; free space, then run it again")
+            raise
+        except Exception as error:
+            if not may_pass_on_retry(error) and NOT_RETRIED_TAG not in context.run.tags:
+                mark_not_retried(context, f"{type(error).__name__} would happen again")
+            raise
+
+    return wrapped  # type: ignore[return-value]
+
+
 def partition_asset(
     *,
     deps: list[Any],
@@ -48,8 +138,8 @@ def partition_asset(
 ) -> Callable[[Callable[..., dg.MaterializeResult]], dg.AssetsDefinition]:
     """`@dg.asset` for a dataset x experiment asset: partitioned, in the `gpu` pool unless told otherwise, and (when
     `automated`) materialised by declarative automation once its dependencies are updated. The description is the
-    decorated function's docstring unless given."""
-    return dg.asset(
+    decorated function's docstring unless given. Its body is a `guarded_step`."""
+    asset = dg.asset(
         partitions_def=dataset_experiment_partitions,
         deps=deps,
         code_version=code_version,
@@ -60,12 +150,16 @@ def partition_asset(
         kinds=kinds,
         description=description,
     )
+    return lambda compute: asset(guarded_step(compute))
 
 
 def checked_partition(context: dg.AssetExecutionContext, storage: StorageResource) -> tuple[str, str, ArtifactLayout]:
     """Check the whole run's config, then (dataset, experiment, layout) of this dataset x experiment partition."""
     dataset, experiment = dataset_and_experiment(context)
-    validate_run_config(context, storage.experiments.get(experiment))
+    try:
+        validate_run_config(context, storage.experiments.get(experiment))
+    except ValueError as refused:
+        raise final_failure(context, str(refused), "bad settings") from None
     return dataset, experiment, storage.layout
 
 

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.common import guarded_step
 from assets.configs import RawDatasetConfig
 from assets.partitions import dataset_partitions
 from assets.resources import DatasetSourcesResource, StorageResource
@@ -16,6 +17,7 @@ from gan_core.storage import hash_json
     group_name="data",
     kinds={"python"},
 )
+@guarded_step
 def raw_dataset(
     context: dg.AssetExecutionContext,
     config: RawDatasetConfig,
@@ -50,6 +52,7 @@ def raw_dataset(
     group_name="data",
     kinds={"hdf5"},
 )
+@guarded_step
 def preprocessed_dataset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """One HDF5 file per dataset: train/valid/test groups of uint8 N x C x H x W images and labels, with source
     checksums, split definition and format version as attributes."""

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import check_result
+from assets.common import check_result, final_if_failed
 from assets.data_assets import preprocessed_dataset
 from assets.resources import StorageResource
 from gan_core import checks
@@ -10,6 +10,7 @@ from gan_core.sources import get_dataset_spec, read_raw_manifest
 
 
 @dg.asset_check(asset=preprocessed_dataset, blocking=True, description="Split sizes match the split definition.")
+@final_if_failed
 def split_sizes_match(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset = context.partition_key
     return check_result(checks.check_split_sizes(storage.layout.dataset_file(dataset), get_dataset_spec(dataset)))
@@ -18,6 +19,7 @@ def split_sizes_match(context: dg.AssetCheckExecutionContext, storage: StorageRe
 @dg.asset_check(
     asset=preprocessed_dataset, blocking=True, description="uint8 images of the right shape, range in [0, 1]."
 )
+@final_if_failed
 def images_dtype_shape_range(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset = context.partition_key
     return check_result(checks.check_images(storage.layout.dataset_file(dataset), get_dataset_spec(dataset)))

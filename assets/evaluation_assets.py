@@ -13,6 +13,7 @@ import pandas as pd
 from assets.common import (
     checked_partition,
     compute_or_load_each,
+    guarded_step,
     partition_asset,
     publish_hparams,
     store_figure,
@@ -260,6 +261,7 @@ def report_tables(
     group_name="evaluation",
     kinds={"pandas"},
 )
+@guarded_step
 def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The paper's Table 1 beside this project's Parzen results for every materialised partition, with a real-data
     reference row per dataset; written as CSV, Markdown and HTML."""

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import check_result, dataset_and_experiment
+from assets.common import check_result, dataset_and_experiment, final_if_failed
 from assets.evaluation_assets import (
     evaluation_report,
     parzen_bandwidth,
@@ -37,6 +37,7 @@ def sigma_inside_grid(context: dg.AssetCheckExecutionContext, storage: StorageRe
 
 
 @dg.asset_check(asset=parzen_log_likelihood, blocking=True, description="The test log-likelihood is finite.")
+@final_if_failed
 def log_likelihood_finite(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset, experiment = dataset_and_experiment(context)
     return check_result(checks.check_log_likelihoods(storage.layout.parzen_scores(dataset, experiment)))

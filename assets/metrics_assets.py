@@ -13,6 +13,7 @@ from assets.common import (
     checked_partition,
     compute_or_load_each,
     dataset_and_experiment,
+    guarded_step,
     partition_asset,
     progress_bars,
     publish_hparams,
@@ -47,6 +48,7 @@ MAX_REFERENCE = 10_000
     group_name="metrics",
     kinds={"pytorch"},
 )
+@guarded_step
 def feature_classifier(
     context: dg.AssetExecutionContext, config: ClassifierConfig, storage: StorageResource
 ) -> dg.MaterializeResult:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import check_result, dataset_and_experiment
+from assets.common import check_result, dataset_and_experiment, final_if_failed
 from assets.model_assets import gan_model, generated_samples
 from assets.resources import StorageResource
 from gan_core import checks
@@ -12,6 +12,7 @@ from gan_core.sample import read_samples_h5
 
 
 @dg.asset_check(asset=gan_model, blocking=True, description="Training ran every epoch and ended with finite losses.")
+@final_if_failed
 def training_did_not_diverge(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset, experiment = dataset_and_experiment(context)
     histories = {}
@@ -23,6 +24,7 @@ def training_did_not_diverge(context: dg.AssetCheckExecutionContext, storage: St
 
 
 @dg.asset_check(asset=generated_samples, blocking=True, description="Samples are finite and inside [0, 1].")
+@final_if_failed
 def samples_finite_in_unit_range(
     context: dg.AssetCheckExecutionContext, storage: StorageResource
 ) -> dg.AssetCheckResult:

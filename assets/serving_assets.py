@@ -19,6 +19,10 @@ from assets.common import (
     checked_partition,
     compute_or_load_each,
     dataset_and_experiment,
+    final_failure,
+    final_if_failed,
+    guarded_step,
+    mark_not_retried,
     partition_asset,
 )
 from assets.evaluation_assets import parzen_log_likelihood
@@ -97,6 +101,7 @@ def exported_generator(context: dg.AssetExecutionContext, storage: StorageResour
     description=f"The ONNX graph under onnxruntime and the TorchScript file agree with the PyTorch generator on the "
     f"same noise within {PARITY_TOLERANCE:g} per pixel, and the files are the bytes that were written.",
 )
+@final_if_failed
 def export_matches_pytorch(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     dataset, experiment = dataset_and_experiment(context)
     layout = storage.layout
@@ -133,6 +138,7 @@ def export_matches_pytorch(context: dg.AssetCheckExecutionContext, storage: Stor
     automation_condition=dg.AutomationCondition.any_deps_updated() & ~dg.AutomationCondition.in_progress(),
     group_name="serving",
 )
+@guarded_step
 def generator_candidate(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The generator the criterion picks among the dataset's experiments (gan_core.promotion.CRITERION), with every
     experiment's standing and why the others may not be promoted."""
@@ -147,6 +153,7 @@ def generator_candidate(context: dg.AssetExecutionContext, storage: StorageResou
     standings_md = f"| experiment | mean {promotion.RANKED_BY} | spread | standing |\n|---|---|---|---|\n{table}"
     if chosen is None:
         reasons = "; ".join(f"{row['experiment']}: {'; '.join(row['problems'])}" for row in standings)
+        mark_not_retried(context, "no generator may be promoted; a retry would find the same")
         raise dg.Failure(
             description=f"no experiment of {dataset} may be promoted: {reasons}"
             if standings
@@ -178,6 +185,7 @@ def generator_candidate(context: dg.AssetExecutionContext, storage: StorageResou
     description="Refuses a candidate worse than the promoted generator by more than the seeds' spread; the promoted "
     "generator then stays.",
 )
+@final_if_failed
 def candidate_not_worse_than_promoted(
     context: dg.AssetCheckExecutionContext, storage: StorageResource
 ) -> dg.AssetCheckResult:
@@ -195,6 +203,7 @@ def candidate_not_worse_than_promoted(
     group_name="serving",
     kinds={"onnx"},
 )
+@guarded_step
 def best_generator(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The dataset's promoted generator at a stable path (`promoted/<dataset>/generator.onnx` and `.ts`, with
     promotion.json saying which experiment and seed it is, by what criterion and why), replaced only by a candidate
@@ -204,7 +213,7 @@ def best_generator(context: dg.AssetExecutionContext, storage: StorageResource) 
     before = promotion.promoted(layout, dataset)
     accepted, why, _ = promotion.judge(candidate, before)
     if not accepted:
-        raise dg.Failure(description=why)
+        raise final_failure(context, why, "the candidate is worse than the promoted generator")
     unchanged = before is not None and before["weights_hash"] == candidate["weights_hash"]
     if unchanged:
         try:

@@ -17,7 +17,7 @@ import dagster as dg
 import torch
 from dagster._core.errors import DagsterPipesExecutionError  # raised by PipesSubprocessClient; not exported
 
-from assets.common import compute_or_load_each, run_holder
+from assets.common import cancel_run, compute_or_load_each, final_failure, run_holder
 from assets.configs import GanTrainingConfig
 from gan_core.batched import stacks_seeds
 from gan_core.checkpoint import TrainingInterrupted, checkpoint_weights_hash
@@ -71,10 +71,11 @@ def train_partition(
     train_configs = settings.train_configs(dataset, experiment)
     monitored = any(config.monitor_every for config in train_configs)
     if monitored and torchrun:
-        raise dg.Failure(
+        raise final_failure(
+            context,
             "gan_model config: monitor_every (the validation monitor) runs in process; set launcher: in_process or "
             "monitor_every: 0",
-            allow_retries=False,
+            "bad settings",
         )
     valid = load_split(info.path, "valid")  # the validation monitor's images (a sweep mate in the loop may monitor)
     training_data = TrainingInputs(load_split(info.path, "train"), labels, num_classes if conditional else 0, valid)
@@ -125,7 +126,7 @@ def train_partition(
         elif pending not in trained:  # its record was there a moment ago and is gone: train it now
             done, failed = train_in_process(context, [train_config], [run_dir(*pending)], options, training_data)
             if failed:
-                raise dg.Failure(str(failed[0]), allow_retries=False)
+                raise final_failure(context, str(failed[0]), "training diverged; it would diverge again")
             trained[pending] = done[0]
         fields = trained[pending]
         return {
@@ -157,9 +158,10 @@ def train_partition(
     own_diverged = {c.seed: error for (name, c), error in diverged.items() if name == experiment.name}
     if own_diverged:
         others = " (the other seeds' runs are stored)" if len(own_diverged) < len(train_configs) else ""
-        raise dg.Failure(
+        raise final_failure(
+            context,
             f"seed(s) {sorted(own_diverged)} diverged{others}: " + "; ".join(map(str, own_diverged.values())),
-            allow_retries=False,
+            "training diverged; it would diverge again",
         )
     return runs
 
@@ -173,10 +175,7 @@ def _cancel_on_stop(context: dg.AssetExecutionContext) -> Iterator[Callable[[], 
             yield stop_requested
         except TrainingInterrupted as stopped:
             context.log.warning(str(stopped))
-            run = context.instance.get_run_by_id(context.run.run_id)
-            if run is not None and run.status != dg.DagsterRunStatus.CANCELING:  # a signal, not the UI
-                context.instance.report_run_canceling(run, "stopped by a signal during training")
-            raise dg.DagsterExecutionInterruptedError(str(stopped)) from None
+            raise cancel_run(context, "stopped by a signal during training") from None
 
 
 def train_in_process(
@@ -248,7 +247,8 @@ def train_with_torchrun(
         described = describe_rank_failures(files.failures)
         for line in described:
             context.log.error(line)
-        raise dg.Failure(f"torchrun training failed: {'; '.join(described) or error}", allow_retries=False) from error
+        # retried like a killed process: a rank lost to a signal or to memory resumes from the checkpoint
+        raise dg.Failure(f"torchrun training failed: {'; '.join(described) or error}") from error
     (message,) = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "checkpoint" in m][-1:]
     return {key: message[key] for key in RunSummary.__annotations__}
 

@@ -120,9 +120,8 @@ def _execute_on_celery(
     import dagster as dg
 
     from pipelines.celery_workers import reconstructable_celery_training_job
-    from pipelines.recovery import process_tags
 
-    tags = {**process_tags(), **extra_tags, "dagster/partition": str(partition_key)}
+    tags = {**extra_tags, "dagster/partition": str(partition_key)}
     tags.update({f"dagster/partition/{name}": key for name, key in partition_key.keys_by_dimension.items()})
     with dg.execute_job(
         reconstructable_celery_training_job(), instance=instance, run_config=run_config, tags=tags, raise_on_error=False
@@ -149,34 +148,75 @@ def _print_warnings(instance: Any, run_id: str) -> None:
 
 def _execute(job_name: str, defs: Any, instance: Any, tags: dict[str, str] | None = None, **kwargs: Any) -> Any:
     """Run one job in this process after the `gpu` pool has a free slot, tagged with this process's identity (so a
-    later CLI can tell if it died). SIGTERM or Ctrl-C during training stops it after the current step with a
-    checkpoint and cancels the run (`gan_model`); a canceled run ends the command."""
+    later CLI can tell if it died). A run that fails for a reason a retry can fix is retried here after a back-off
+    (pipelines/retries.py), each retry's run id printed. SIGTERM or Ctrl-C stops the run cleanly and cancels it (a
+    training step first writes a checkpoint); a canceled run ends the command."""
+    import time
+
     import dagster as dg
 
     from pipelines.recovery import process_tags, wait_for_pool
+    from pipelines.retries import (
+        ATTEMPT_ID_TAG,
+        ATTEMPT_TAG,
+        DAEMON_LEAVES_IT,
+        RETRY_OF_TAG,
+        backoff_seconds,
+        end_lost_run,
+        max_retries,
+        not_retried_because,
+        run_of_attempt,
+        unreachable_server,
+    )
 
-    wait_for_pool(instance, "gpu")
+    executor = kwargs.pop("executor", "in_process")
     if not kwargs.pop("verbose", False):
         kwargs["run_config"] = {**QUIET_LOGGERS, **(kwargs.get("run_config") or {})}
-    try:
-        if kwargs.pop("executor", "in_process") == "celery":
-            result = _execute_on_celery(instance, kwargs["partition_key"], kwargs["run_config"], tags or {})
-            run_id = result.run_id
-        else:
-            run_id = str(uuid.uuid4())
-            result = defs.resolve_job_def(job_name).execute_in_process(
-                instance=instance,
-                raise_on_error=False,
-                run_id=run_id,
-                tags={**process_tags(), **(tags or {})},
-                **kwargs,
-            )
-    except dg.DagsterInvalidConfigError as error:  # refused before a run exists: say which setting, no traceback
-        raise SystemExit(_refused(job_name, error)) from None
-    run = instance.get_run_by_id(run_id)
-    if run is not None and run.status == dg.DagsterRunStatus.CANCELED:
-        raise SystemExit(f"run {run.run_id} ({job_name}) was canceled; the next `gan-pipeline run` resumes it")
-    return result
+    retries, attempt_id = max_retries(instance), str(uuid.uuid4())  # in process, an attempt's id is its run id
+    first_run_id = attempt_id
+    for attempt in range(1, retries + 2):
+        run_tags = {**process_tags(), **(tags or {}), **DAEMON_LEAVES_IT, ATTEMPT_TAG: str(attempt)}
+        run_tags[ATTEMPT_ID_TAG] = attempt_id
+        if attempt > 1:
+            run_tags[RETRY_OF_TAG] = first_run_id
+        result = None
+        try:
+            wait_for_pool(instance, "gpu")
+            if executor == "celery":
+                result = _execute_on_celery(instance, kwargs["partition_key"], kwargs["run_config"], run_tags)
+            else:
+                result = defs.resolve_job_def(job_name).execute_in_process(
+                    instance=instance, raise_on_error=False, run_id=attempt_id, tags=run_tags, **kwargs
+                )
+            run = run_of_attempt(instance, attempt_id)
+            if attempt == 1:
+                first_run_id = result.run_id
+            why_not = not_retried_because(run)
+            if why_not is not None:
+                if run is not None and run.status == dg.DagsterRunStatus.CANCELED:
+                    raise SystemExit(
+                        f"run {result.run_id} ({job_name}) was canceled; the next `gan-pipeline run` resumes it"
+                    )
+                return result  # succeeded, or failed for good: the caller reports it
+            cause = _failure_line(result, instance, job_name, write_run_log(instance, result.run_id), [])
+        except dg.DagsterInvalidConfigError as error:  # refused before a run exists: say which setting, no traceback
+            raise SystemExit(_refused(job_name, error)) from None
+        except Exception as error:  # a server away in the middle of the run: the run's own events may be lost too
+            server = unreachable_server(error)
+            if server is None:
+                raise
+            cause = f"{job_name}: run {attempt_id} lost {server}: {one_line(str(error), 300)}"
+        if attempt > retries:
+            if result is not None:
+                return result
+            raise SystemExit(f"{cause} (gave up after {retries} retries)")
+        print(f"      {cause}", flush=True)
+        wait, lost_attempt, attempt_id = backoff_seconds(attempt), attempt_id, str(uuid.uuid4())
+        which = f"run {attempt_id}" if executor != "celery" else f"the run tagged {ATTEMPT_ID_TAG}={attempt_id}"
+        print(f"      retry {attempt} of {retries} in {wait:.0f} s: {which}", flush=True)
+        time.sleep(wait)
+        end_lost_run(instance, lost_attempt, cause)
+    raise AssertionError("the loop returns or exits")
 
 
 def run_pipeline(

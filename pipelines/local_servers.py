@@ -56,16 +56,35 @@ def _stop(pid: int, sig: signal.Signals = signal.SIGINT, timeout: float = 30) ->
         os.kill(pid, signal.SIGKILL)
 
 
-@dataclass(frozen=True)
+@dataclass
 class PostgresServer:
+    """A running PostgreSQL server of `postgres_server`; `restart` stops it by its pid and starts it again on the same
+    port and data (what a database restart looks like to its clients)."""
+
     port: int
-    pid: int
     directory: Path
+    command: list[str]
+    pid: int = 0
 
     @property
     def url(self) -> str:
         """A SQLAlchemy URL for the `postgres` database (psycopg2 driver, as deploy/dagster.postgres.yaml asks)."""
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        log = self.directory / "server.log"
+        with open(log, "ab") as log_file:
+            subprocess.Popen(self.command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_for_port(self.port, "PostgreSQL", log)
+        self.pid = int((self.directory / "data" / "postmaster.pid").read_text().split()[0])  # its own (runuser forks)
+
+    def stop(self) -> None:
+        _stop(self.pid)  # SIGINT: PostgreSQL's fast shutdown (clients are disconnected)
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
 
 
 def _postgres_binary(name: str) -> str:
@@ -87,40 +106,52 @@ def postgres_server() -> Iterator[PostgresServer]:
     if os.geteuid() == 0:
         shutil.chown(directory, "postgres", "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    data, log = directory / "data", directory / "server.log"
+    data = directory / "data"
     port = free_port()
+    command = [*as_user, postgres, "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1"]
+    command += ["-c", f"unix_socket_directories={directory}", "-c", "fsync=off"]
+    server = PostgresServer(port, directory, command)
     try:
         subprocess.run(
             [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
             check=True,
             capture_output=True,
         )
-        with open(log, "wb") as log_file:
-            process = subprocess.Popen(
-                [*as_user, postgres, "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1"]
-                + ["-c", f"unix_socket_directories={directory}", "-c", "fsync=off"],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        _wait_for_port(port, "PostgreSQL", log)
-        pid = int((data / "postmaster.pid").read_text().split()[0])  # the server's own pid (runuser forks)
-        try:
-            yield PostgresServer(port, pid, directory)
-        finally:
-            _stop(pid)  # SIGINT: PostgreSQL's fast shutdown
-            process.wait(timeout=30)
+        server.start()
+        yield server
     finally:
+        if server.pid:
+            server.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@dataclass(frozen=True)
+@dataclass
 class RedisServer:
+    """A running Redis server of `redis_server` (no persistence: a restart loses every queue and result, as a
+    broker that is replaced does); `restart` stops it by its pid and starts it again on the same port."""
+
     port: int
-    pid: int
+    directory: Path
+    command: list[str]
+    pid: int = 0
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        log = self.directory / "server.log"
+        with open(log, "ab") as log_file:
+            process = subprocess.Popen(self.command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_for_port(self.port, "Redis", log)
+        self.pid = process.pid
+
+    def stop(self) -> None:
+        _stop(self.pid, signal.SIGTERM)
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
 
 
 @contextlib.contextmanager
@@ -131,21 +162,13 @@ def redis_server() -> Iterator[RedisServer]:
         raise ServerUnavailable("redis-server not found: apt-get update && apt-get install -y redis-server")
     directory = Path(tempfile.mkdtemp(prefix="gan-pipeline-redis-"))
     port = free_port()
-    log = directory / "server.log"
+    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    command += ["--dir", str(directory), "--protected-mode", "yes"]
+    server = RedisServer(port, directory, command)
     try:
-        with open(log, "wb") as log_file:
-            process = subprocess.Popen(
-                [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-                + ["--dir", str(directory), "--protected-mode", "yes"],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        _wait_for_port(port, "Redis", log)
-        try:
-            yield RedisServer(port, process.pid)
-        finally:
-            _stop(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+        server.start()
+        yield server
     finally:
+        if server.pid:
+            server.stop()
         shutil.rmtree(directory, ignore_errors=True)

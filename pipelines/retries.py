@@ -1,0 +1,92 @@
+"""When a failed run is retried, one rule for the daemon and for `gan-pipeline run`.
+
+A run that failed for a reason a retry can fix (its process killed, a worker lost, the database or the broker away for
+a moment) is retried; one that failed for a reason a retry cannot fix is not: the step that failed tagged it
+(assets.common.final_failure, final_if_failed: bad settings, divergence, a failed blocking check, a full disk). Under
+the daemon, Dagster's run retries (dagster.yaml `run_retries`) re-execute a failed run from its failed step at once.
+`gan-pipeline run` executes its runs in its own process, where no daemon sees them (they carry
+`dagster/max_retries: 0` so that the daemon leaves them alone); it retries them itself, after a back-off of
+`backoff_seconds`, and prints each retry's run id. Finished steps are found stored and training resumes from its last
+checkpoint, so a retry redoes only what the failure lost.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.common import NOT_RETRIED_TAG
+
+RETRY_OF_TAG = "gan_pipeline/retry_of"  # on a retry that `gan-pipeline run` launched: the first run's id
+ATTEMPT_TAG = "gan_pipeline/attempt"  # 1 for the first run, 2 for its first retry, ...
+DAEMON_LEAVES_IT = {"dagster/max_retries": "0"}  # on runs the CLI executes (and retries) itself
+FIRST_BACKOFF_SECONDS = 10.0
+BACKOFF_FACTOR = 3.0
+
+
+def max_retries(instance: dg.DagsterInstance) -> int:
+    """The instance's `run_retries.max_retries`, 0 where run retries are off."""
+    return instance.run_retries_max_retries if instance.run_retries_enabled else 0
+
+
+def backoff_seconds(retry: int) -> float:
+    """The wait before retry number `retry` (1, 2, ...): 10 s, 30 s, 90 s, ... (a database or broker that restarts
+    is back within seconds; one that is not back after minutes needs a person)."""
+    return FIRST_BACKOFF_SECONDS * BACKOFF_FACTOR ** (retry - 1)
+
+
+def not_retried_because(run: dg.DagsterRun | None) -> str | None:
+    """Why a failed run is not to be retried (None: retry it)."""
+    if run is None:
+        return "the run is not in the instance"
+    if run.status != dg.DagsterRunStatus.FAILURE:
+        return f"it ended {run.status.value}"
+    return run.tags.get(NOT_RETRIED_TAG)
+
+
+SERVER_ERRORS = {  # exception module prefix: the server it means
+    "sqlalchemy": "the Dagster instance's database (PostgreSQL/SQLite)",
+    "psycopg2": "the Dagster instance's database (PostgreSQL)",
+    "redis": "the Celery broker (Redis)",
+    "kombu": "the Celery broker (Redis)",
+    "celery": "the Celery broker (Redis)",
+}
+
+
+def unreachable_server(error: BaseException) -> str | None:
+    """The server `error` (or one of its causes) says was unreachable, or None for any other error."""
+    seen: BaseException | None = error
+    while seen is not None:
+        module = type(seen).__module__.split(".")[0]
+        if module in SERVER_ERRORS and ("Operational" in type(seen).__name__ or "Connection" in type(seen).__name__):
+            return SERVER_ERRORS[module]
+        if isinstance(seen, ConnectionError):
+            return "a server"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+ATTEMPT_ID_TAG = "gan_pipeline/attempt_id"  # the id `gan-pipeline run` gave one attempt (its run id, in process)
+
+
+def run_of_attempt(instance: dg.DagsterInstance, attempt_id: str) -> dg.DagsterRun | None:
+    """The run of one attempt: run id `attempt_id` (in process) or the run tagged with it (on Celery, where Dagster
+    picks the run id)."""
+    run = instance.get_run_by_id(attempt_id)
+    if run is None:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={ATTEMPT_ID_TAG: attempt_id}), limit=1)
+        run = runs[0] if runs else None
+    return run
+
+
+def end_lost_run(instance: dg.DagsterInstance, attempt_id: str, cause: str) -> None:
+    """Before a retry: an attempt that lost its server may have stayed STARTED (its last events never arrived):
+    mark it failed and free its pool slots, so that it neither looks alive nor holds the `gpu` slot. Does nothing
+    while the server is still away (the retry then says so)."""
+    try:
+        run = run_of_attempt(instance, attempt_id)
+        if run is not None and not run.is_finished:
+            instance.report_run_failed(run, f"{cause}; `gan-pipeline run` retries it")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+    except Exception as error:  # noqa: BLE001 (the server is still away; the retry meets it and says so)
+        if unreachable_server(error) is None:
+            raise
