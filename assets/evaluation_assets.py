@@ -66,6 +66,7 @@ def parzen_bandwidth(
     }
 
     def search(run: dict) -> dict:
+        context.log.info(f"seed {run['seed']}: trying {len(config.sigmas)} widths on {len(valid)} validation images")
         samples = read_samples_h5(run["path"])[0]
         found = search_bandwidth(samples, valid, config.sigmas, config.block_size, config.device)
         return {"seed": run["seed"], "samples_path": run["path"], "samples_hash": run["content_hash"], **found}

@@ -120,6 +120,7 @@ def generated_samples(
     started = time.perf_counter()
 
     def draw(run: dict) -> dict:
+        context.log.info(f"seed {run['seed']}: drawing {config.count} samples")
         path = layout.samples_file(dataset, experiment, run["identity"], config.count, config.sample_seed)
         provenance = {"checkpoint": run["checkpoint"], "weights_hash": run["weights_hash"], "train_seed": run["seed"]}
         provenance.update(dataset=dataset, model=experiment, count=config.count)

@@ -166,7 +166,9 @@ def _execute(job_name: str, defs: Any, instance: Any, tags: dict[str, str] | Non
         max_retries,
         not_retried_because,
         run_of_attempt,
+        server_named_in,
         unreachable_server,
+        was_interrupted,
     )
 
     executor = kwargs.pop("executor", "in_process")
@@ -191,6 +193,9 @@ def _execute(job_name: str, defs: Any, instance: Any, tags: dict[str, str] | Non
             run = run_of_attempt(instance, attempt_id)
             if attempt == 1:
                 first_run_id = result.run_id
+            if run is not None and was_interrupted(instance, run):  # a signal between steps: a cancel all the same
+                instance.report_run_canceled(run, "stopped by a signal (SIGTERM or Ctrl-C) to gan-pipeline")
+                run = run_of_attempt(instance, attempt_id)
             why_not = not_retried_because(run)
             if why_not is not None:
                 if run is not None and run.status == dg.DagsterRunStatus.CANCELED:
@@ -199,6 +204,8 @@ def _execute(job_name: str, defs: Any, instance: Any, tags: dict[str, str] | Non
                     )
                 return result  # succeeded, or failed for good: the caller reports it
             cause = _failure_line(result, instance, job_name, write_run_log(instance, result.run_id), [])
+            server = server_named_in(cause)
+            cause = f"{cause} [{server} was unreachable]" if server else cause
         except dg.DagsterInvalidConfigError as error:  # refused before a run exists: say which setting, no traceback
             raise SystemExit(_refused(job_name, error)) from None
         except Exception as error:  # a server away in the middle of the run: the run's own events may be lost too

@@ -5,7 +5,7 @@ A run whose process is killed (SIGKILL, out of memory, reboot) stays STARTED in 
 so every later GPU step waits forever. Runs launched by `gan-pipeline` carry their process's host, pid and start time
 as tags; runs launched by the daemon in a local (SQLite) instance are found through the pid Dagster logs when their
 process starts. `recover_dead_runs` marks a run failed when that process no longer exists on this host, and frees its
-slots. The CLI calls it before launching anything; the `recover_dead_runs` sensor calls it every minute under the
+slots. The CLI calls it before launching anything; the `recover_dead_runs` sensor calls it every 30 s under the
 daemon. Dagster's own run monitoring (`dagster.yaml`) covers start and cancel timeouts and frees slots of finished runs.
 """
 
@@ -44,7 +44,7 @@ def process_tags() -> dict[str, str]:
     }
 
 
-def _worker_process(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[int, str | None] | None:
+def worker_process(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[int, str | None] | None:
     """(pid, start ticks or None) of the process executing `run` on this host, if known."""
     tags = run.tags
     if PID_TAG in tags:
@@ -64,7 +64,7 @@ def dead_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     """In-progress runs of this instance whose process no longer exists on this host."""
     dead = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS)):
-        process = _worker_process(instance, run)
+        process = worker_process(instance, run)
         if process is None:
             continue
         pid, start = process
@@ -140,7 +140,7 @@ def wait_for_pool(
 @dg.sensor(
     name="recover_dead_runs",
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=30,
     description="Marks runs whose process died (kill -9, out of memory, reboot) failed and frees their pool slots, "
     "so scheduled retraining never waits behind a dead run.",
 )

@@ -34,6 +34,26 @@ def backoff_seconds(retry: int) -> float:
     return FIRST_BACKOFF_SECONDS * BACKOFF_FACTOR ** (retry - 1)
 
 
+INTERRUPTIONS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
+
+
+def was_interrupted(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Whether a failed run failed because its process got SIGTERM or SIGINT outside an asset body (where
+    assets.common.guarded_step cancels it): Dagster's own handler then ends it FAILED, "interrupted unexpectedly"."""
+    if run.status != dg.DagsterRunStatus.FAILURE:
+        return False
+    if run.tags.get("dagster/failure_reason") == "UNEXPECTED_TERMINATION":
+        return True
+    failures = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    for record in failures:
+        error = record.event_log_entry.dagster_event.step_failure_data.error  # type: ignore[union-attr]
+        while error is not None:
+            if error.cls_name in INTERRUPTIONS:
+                return True
+            error = error.cause
+    return False
+
+
 def not_retried_because(run: dg.DagsterRun | None) -> str | None:
     """Why a failed run is not to be retried (None: retry it)."""
     if run is None:
@@ -50,6 +70,14 @@ SERVER_ERRORS = {  # exception module prefix: the server it means
     "kombu": "the Celery broker (Redis)",
     "celery": "the Celery broker (Redis)",
 }
+
+
+def server_named_in(text: str) -> str | None:
+    """The server an error's text (a run's failure, as Dagster stored it) says was unreachable, or None."""
+    for module, server in SERVER_ERRORS.items():
+        if f"{module}." in text and ("Connection" in text or "Operational" in text):
+            return server
+    return None
 
 
 def unreachable_server(error: BaseException) -> str | None:
@@ -82,11 +110,13 @@ def end_lost_run(instance: dg.DagsterInstance, attempt_id: str, cause: str) -> N
     """Before a retry: an attempt that lost its server may have stayed STARTED (its last events never arrived):
     mark it failed and free its pool slots, so that it neither looks alive nor holds the `gpu` slot. Does nothing
     while the server is still away (the retry then says so)."""
+    from pipelines.recovery import free_slots_of_finished_runs
+
     try:
         run = run_of_attempt(instance, attempt_id)
         if run is not None and not run.is_finished:
             instance.report_run_failed(run, f"{cause}; `gan-pipeline run` retries it")
-            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        free_slots_of_finished_runs(instance)  # a step lost with its worker or server may still hold its slot
     except Exception as error:  # noqa: BLE001 (the server is still away; the retry meets it and says so)
         if unreachable_server(error) is None:
             raise

@@ -106,3 +106,27 @@ def digits_graph(data: Path) -> Iterator:
     with dg.instance_for_test() as instance:
         materialize_dataset(defs, instance, "digits", with_classifier=True)
         yield storage, defs, instance
+
+
+def uninterrupted_samples_hash(data: Path, epochs: int, count: int) -> str:
+    """The hash of `count` samples (seed 0) of an uninterrupted run of paper_mlp on the digits of `data` for `epochs`
+    epochs with the paper's settings, in a directory of its own (train_gan and generate: the assets' own code)."""
+    from gan_core.config import RuntimeOptions, default_train_config
+    from gan_core.data import load_split
+    from gan_core.sample import generate, load_generator, samples_hash
+    from gan_core.train import train_gan
+
+    train = load_split(data / "datasets" / "digits.h5", "train")
+    config = default_train_config("paper_mlp", epochs=epochs)
+    result = train_gan(
+        config, train, data.parent / f"uninterrupted_{epochs}", RuntimeOptions(device="cpu", progress=False)
+    )
+    return samples_hash(generate(load_generator(result.checkpoint_path, "cpu"), count, seed=0))
+
+
+def latest_samples_hash(data: Path, dataset: str = "digits", experiment: str = "paper_mlp") -> str:
+    """The content hash of the first seed's samples the partition's last sampling stored."""
+    import json
+
+    index = json.loads((data / "samples" / dataset / experiment / "latest.json").read_text())
+    return index["runs"][0]["content_hash"]

@@ -4,6 +4,7 @@ a schedule tick and the `gpu` pool limit."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import time
 
@@ -75,3 +76,41 @@ def test_digits_graph_schedule_tick_and_pool_limit_on_postgres(tmp_path, postgre
         assert [slot.run_id for slot in storage_.get_concurrency_info("gpu").claimed_slots] == ["run-b"]
     finally:
         instance.dispose()
+
+
+def test_postgres_restarted_mid_training_the_command_carries_on_or_retries_and_finishes(
+    tmp_path, postgres, digits_data, monkeypatch
+) -> None:
+    """PostgreSQL (the instance's runs and events) stopped for 12 s and started again while `gan-pipeline run` trains:
+    the run either goes on or fails with a line naming the database, and the command's own retry finishes it."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_recovery import read_until
+
+    home, data = tmp_path / "home", digits_data  # the digits dataset and classifier, built once per pytest run
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "GAN_PIPELINE_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
+    env["GAN_PIPELINE_POSTGRES_URL"] = postgres.url
+    monkeypatch.setenv("GAN_PIPELINE_POSTGRES_URL", postgres.url)  # for this test's own look at the instance
+    train = {"epochs": 20, "checkpoint_every": 1, "dataset_recipe": False}
+    command = [sys.executable, "-m", "pipelines.cli", "run", "--dataset", "digits", "--samples", "1000", "--verbose"]
+    command += ["--train-config", json.dumps(train)]
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    seen = read_until(process, "epoch 5/20")
+    postgres.restart(down_seconds=12)  # longer than dagster-postgres retries a connection (about 6 s)
+    output = seen + process.communicate(timeout=600)[0]
+    assert process.returncode == 0, output[-4000:]
+    retried = "retry 1 of 2" in output
+    if retried:  # the line before the retry names the server
+        assert "database" in output.split("retry 1 of 2")[0].splitlines()[-1], output[-4000:]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        training = [run for run in instance.get_runs() if run.job_name == "training_job"]
+        assert training[0].status == dg.DagsterRunStatus.SUCCESS
+        assert all(run.is_finished for run in instance.get_runs())  # no run left STARTED by the outage
+    print(f"PostgreSQL restarted mid-training: {'retried' if retried else 'carried on'}")
+    print("\n".join(line for line in output.splitlines() if " - DEBUG - " not in line and " - INFO - " not in line))

@@ -18,16 +18,26 @@ import torch
 
 from assets.partitions import dataset_experiment_key
 from pipelines.definitions import build_definitions
-from tests.helpers import REPO_ROOT, materialize_dataset, register_builtin_experiments
+from tests.helpers import (
+    REPO_ROOT,
+    latest_samples_hash,
+    materialize_dataset,
+    register_builtin_experiments,
+    uninterrupted_samples_hash,
+)
 
 EPOCHS = 30
 # the paper's settings (not digits' recipe): the test compares with default_train_config without a dataset
 TRAIN = {"epochs": EPOCHS, "checkpoint_every": 1, "dataset_recipe": False}
 
 
+SAMPLES = 150_000  # enough that sampling (about 6 s here) and the Parzen search (about 2 s) are still running when
+# the signal sent on the first line each logs arrives (the line reaches the test within milliseconds)
+
+
 def cli(home: Path, data: Path, *args: str, **popen) -> subprocess.Popen:  # noqa: ANN003
     env = {**os.environ, "DAGSTER_HOME": str(home), "GAN_PIPELINE_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "pipelines.cli", "run", "--dataset", "digits", "--samples", "2000"]
+    command = [sys.executable, "-m", "pipelines.cli", "run", "--dataset", "digits", "--samples", str(SAMPLES)]
     command += ["--train-config", json.dumps(TRAIN), "--verbose", *args]  # --verbose: the per-epoch log lines
     return subprocess.Popen(
         command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
@@ -56,31 +66,35 @@ def instance_at(home: Path) -> dg.DagsterInstance:
     return instance
 
 
-def uninterrupted_samples_hash(data: Path) -> str:
-    """The samples of an uninterrupted run of the same settings (train_gan and generate: the asset's own code)."""
-    from gan_core.config import RuntimeOptions, default_train_config
-    from gan_core.data import load_split
-    from gan_core.sample import generate, load_generator, samples_hash
-    from gan_core.train import train_gan
-
-    train = load_split(data / "datasets" / "digits.h5", "train")
-    config = default_train_config("paper_mlp", epochs=EPOCHS)
-    result = train_gan(config, train, data.parent / "uninterrupted", RuntimeOptions(device="cpu", progress=False))
-    return samples_hash(generate(load_generator(result.checkpoint_path, "cpu"), 2000, seed=0))
-
-
 def gpu_slots_held(home: Path) -> list:
     with instance_at(home) as instance:
         return instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
 
 
+def half_written_files(data: Path) -> list[Path]:
+    """Temporary files of atomic writes (gan_core.storage.atomic_output) left in the data directory."""
+    return list(data.rglob("*.tmp"))
+
+
+def terminate_at(process: subprocess.Popen, marker: str) -> tuple[str, float]:
+    """Send SIGTERM as soon as the output shows `marker`; (everything printed, seconds from the signal to the exit)."""
+    seen = read_until(process, marker)
+    process.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    rest = finish(process, timeout=120)
+    return seen + rest, time.monotonic() - sent
+
+
+def training_statuses(home: Path) -> list[str]:
+    with instance_at(home) as instance:
+        return [run.status.value for run in instance.get_runs() if run.job_name == "training_job"][::-1]
+
+
 @pytest.mark.slow
-def test_sigterm_then_sigkill_mid_training_then_a_rerun_that_resumes_to_the_uninterrupted_result(
-    digits_data, tmp_path
-) -> None:
+def test_sigterm_in_any_step_and_sigkill_then_reruns_resume_to_the_uninterrupted_result(digits_data, tmp_path) -> None:
     home, data = tmp_path / "home", digits_data  # the digits dataset and classifier, built once per pytest run
 
-    # 1. SIGTERM: the step finishes, writes a checkpoint, the run is canceled and its slot freed
+    # 1. SIGTERM during training: the step finishes, writes a checkpoint, the run is canceled and its slot freed
     first = cli(home, data)
     read_until(first, f"epoch 8/{EPOCHS}")
     first.send_signal(signal.SIGTERM)
@@ -89,9 +103,7 @@ def test_sigterm_then_sigkill_mid_training_then_a_rerun_that_resumes_to_the_unin
     assert "training stopped on request" in output
     checkpoint = next(data.glob("models/digits/paper_mlp/*/checkpoint.pt"))
     assert torch.load(checkpoint, weights_only=True)["epoch"] >= 8
-    with instance_at(home) as instance:
-        training = [run for run in instance.get_runs() if run.job_name == "training_job"]
-        assert [run.status for run in training] == [dg.DagsterRunStatus.CANCELED]
+    assert training_statuses(home) == ["CANCELED"]
     assert not gpu_slots_held(home)
 
     # 2. SIGKILL: no handler runs; the run stays STARTED and keeps its gpu slot
@@ -102,22 +114,40 @@ def test_sigterm_then_sigkill_mid_training_then_a_rerun_that_resumes_to_the_unin
     second.wait()
     assert gpu_slots_held(home), "the killed run should still hold its pool slot"
 
-    # 3. the next command recovers the instance, resumes, and ends where an uninterrupted run ends
-    started = time.monotonic()
+    # 3. the next command recovers the instance and resumes training; SIGTERM during sampling cancels it at once
     third = cli(home, data)
-    output = finish(third)
-    seconds = time.monotonic() - started
-    assert third.returncode == 0, output[-4000:]
+    output, seconds = terminate_at(third, f"seed 0: drawing {SAMPLES} samples")
     assert "its process is gone" in output and "marked failed and its pool slots freed" in output
     resumed_lines = [line for line in output.splitlines() if "resuming from" in line]
     assert resumed_lines and f"/{EPOCHS}" in resumed_lines[0], output[-4000:]
-    assert not gpu_slots_held(home)
-    with instance_at(home) as instance:
-        statuses = [run.status for run in instance.get_runs() if run.job_name == "training_job"]
-    assert sorted(status.value for status in statuses) == ["CANCELED", "FAILURE", "SUCCESS"]
-    index = json.loads((data / "samples" / "digits" / "paper_mlp" / "latest.json").read_text())
-    assert index["runs"][0]["content_hash"] == uninterrupted_samples_hash(data)
-    print(f"re-run after SIGKILL finished in {seconds:.1f} s: {resumed_lines[0].strip()}")
+    assert third.returncode != 0 and "was canceled" in output, output[-3000:]
+    assert "generated_samples: stopped by SIGTERM; nothing of it was stored" in output, output[-3000:]
+    assert training_statuses(home) == ["CANCELED", "FAILURE", "CANCELED"]
+    assert not gpu_slots_held(home) and not half_written_files(data)
+    assert not list(data.glob("samples/digits/paper_mlp/*.h5"))
+    print(f"SIGTERM during sampling: the command ended {seconds:.1f} s after the signal")
+
+    # 4. training is found stored, sampling is redone; SIGTERM during the Parzen search cancels the run
+    fourth = cli(home, data)
+    output, seconds = terminate_at(fourth, "seed 0: trying")
+    assert fourth.returncode != 0 and "was canceled" in output, output[-3000:]
+    assert "parzen_bandwidth: stopped by SIGTERM; nothing of it was stored" in output, output[-3000:]
+    assert training_statuses(home)[-1] == "CANCELED"
+    assert not gpu_slots_held(home) and not half_written_files(data)
+    assert not list(data.glob("evaluation/digits/paper_mlp/bandwidth*.json"))
+    print(f"SIGTERM during the Parzen search: the command ended {seconds:.1f} s after the signal")
+
+    # 5. the last command finds training and samples stored and ends where an uninterrupted run ends
+    started = time.monotonic()
+    fifth = cli(home, data)
+    output = finish(fifth)
+    seconds = time.monotonic() - started
+    assert fifth.returncode == 0, output[-4000:]
+    assert "resuming from" not in output and "retry" not in output
+    assert training_statuses(home) == ["CANCELED", "FAILURE", "CANCELED", "CANCELED", "SUCCESS"]
+    assert not gpu_slots_held(home) and not half_written_files(data)
+    assert latest_samples_hash(data) == uninterrupted_samples_hash(data, EPOCHS, SAMPLES)
+    print(f"the run after four interruptions finished in {seconds:.1f} s")
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ class DagsterDev:
     """A running `dagster dev` and a tiny GraphQL client for it."""
 
     def __init__(self, home: Path, data: Path, log: Path) -> None:
+        self.home, self.data = home, data
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "DAGSTER_HOME": str(home), "GAN_PIPELINE_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
@@ -116,12 +117,31 @@ class DagsterDev:
         assert result["__typename"] == "LaunchRunSuccess", result
         return result["run"]["runId"]
 
+    def status(self, run_id: str) -> str:
+        return self.query("query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})[
+            "runOrError"
+        ]["status"]
+
+    def retry_of(self, run_id: str) -> str | None:
+        """The run id of the automatic retry of `run_id`, once the daemon has launched one."""
+        runs = self.query(
+            """query($tag: String!) { runsOrError(filter: {tags: [{key: "dagster/parent_run_id", value: $tag}]}) {
+                 ... on Runs { results { runId } } } }""",
+            {"tag": run_id},
+        )["runsOrError"]["results"]
+        return runs[0]["runId"] if runs else None
+
+    def messages(self, run_id: str) -> list[str]:
+        """The run's log messages, read from the instance."""
+        import dagster as dg
+
+        with dg.DagsterInstance.from_config(str(self.home)) as instance:
+            return [entry.user_message for entry in instance.all_logs(run_id)]
+
     def wait_for_run(self, run_id: str, timeout: float = 600) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status = self.query("query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})[
-                "runOrError"
-            ]["status"]
+            status = self.status(run_id)
             if status in ("SUCCESS", "FAILURE", "CANCELED"):
                 return status
             time.sleep(2)
@@ -256,3 +276,58 @@ def test_browser_shows_asset_graph_and_report_tables(materialized: DagsterDev) -
         page.goto(f"{materialized.url}/assets/evaluation_report", wait_until="networkidle")
         page.get_by_text("report_html", exact=True).first.wait_for(timeout=60_000)
         page.screenshot(path=str(TEST_ARTIFACTS / "ui_evaluation_report.png"))
+
+
+RETRY_EPOCHS = 30
+RETRY_SAMPLES = 2000
+
+
+def test_a_run_killed_mid_training_is_retried_by_the_daemon_and_resumes(dagster_dev: DagsterDev) -> None:
+    """SIGKILL to the run's process under `dagster dev`: the `recover_dead_runs` sensor marks it failed, the daemon's
+    run retry (dagster.yaml `run_retries`) re-executes it from its failed step, training resumes from its checkpoint,
+    and the samples equal an uninterrupted run's. Nothing but the kill is done by the test."""
+    import dagster as dg
+    import torch
+
+    from pipelines.recovery import worker_process
+    from tests.helpers import latest_samples_hash, uninterrupted_samples_hash
+
+    data, home = dagster_dev.data, dagster_dev.home
+    before = set(data.glob("models/digits/paper_mlp/*/checkpoint.pt"))
+    tags = {
+        "dagster/partition": "digits|paper_mlp",
+        "dagster/partition/dataset": "digits",
+        "dagster/partition/experiment": "paper_mlp",
+    }
+    train = {"epochs": RETRY_EPOCHS, "checkpoint_every": 1, "dataset_recipe": False}
+    config = {"ops": {"gan_model": {"config": train}, "generated_samples": {"config": {"count": RETRY_SAMPLES}}}}
+    run_id = dagster_dev.launch("training_job", tags, config)
+
+    def checkpoint_epoch() -> int:
+        new = set(data.glob("models/digits/paper_mlp/*/checkpoint.pt")) - before
+        return torch.load(next(iter(new)), weights_only=True)["epoch"] if new else 0
+
+    deadline = time.monotonic() + 300
+    while checkpoint_epoch() < 8:
+        assert time.monotonic() < deadline and dagster_dev.status(run_id) == "STARTED", dagster_dev.status(run_id)
+        time.sleep(0.5)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        pid, _ = worker_process(instance, instance.get_run_by_id(run_id))
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+
+    assert dagster_dev.wait_for_run(run_id) == "FAILURE"  # found dead by the sensor
+    failed = time.monotonic()
+    deadline = time.monotonic() + 120
+    while (retry := dagster_dev.retry_of(run_id)) is None:
+        assert time.monotonic() < deadline, "the daemon launched no retry"
+        time.sleep(1)
+    assert dagster_dev.wait_for_run(retry) == "SUCCESS"
+    done = time.monotonic()
+    messages = dagster_dev.messages(retry)
+    assert any("resuming from" in message and f"/{RETRY_EPOCHS}" in message for message in messages), messages[-20:]
+    assert latest_samples_hash(data) == uninterrupted_samples_hash(data, RETRY_EPOCHS, RETRY_SAMPLES)
+    print(
+        f"killed at epoch >= 8 of {RETRY_EPOCHS}: marked failed after {failed - killed:.0f} s, the retry {retry} "
+        f"finished {done - killed:.0f} s after the kill"
+    )
