@@ -77,6 +77,18 @@ def cli_run(env: dict[str, str], model: str, epochs: int) -> subprocess.Popen:
     )
 
 
+def run_until_a_new_checkpoint(env: dict[str, str], data: Path, model: str, epochs: int) -> subprocess.Popen:
+    """`cli_run`, returned once its training has written a checkpoint that was not there before."""
+    pattern = f"models/digits/{model}/*/checkpoint.pt"
+    before = set(data.glob(pattern))
+    run = cli_run(env, model, epochs)
+    deadline = time.monotonic() + 300
+    while not set(data.glob(pattern)) - before:
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-3000:]
+        time.sleep(0.5)
+    return run
+
+
 def step_intervals(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[float, float]]:
     starts, ends = {}, {}
     for record in instance.get_records_for_run(run_id, limit=10_000).records:
@@ -137,12 +149,7 @@ def test_two_celery_workers_share_partitions_under_one_gpu_slot_and_survive_a_ki
             assert (data / "evaluation" / "digits" / model / "metrics.json").is_file()
 
         # 2. the process executing gan_model dies mid-training: the run fails clearly, the command's retry resumes it
-        before = set(data.glob("models/digits/paper_mlp/*/checkpoint.pt"))
-        run = cli_run(env, "paper_mlp", 12)
-        deadline = time.monotonic() + 300
-        while not set(data.glob("models/digits/paper_mlp/*/checkpoint.pt")) - before:
-            assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-3000:]
-            time.sleep(0.5)
+        run = run_until_a_new_checkpoint(env, data, "paper_mlp", 12)
         for worker in processes:  # the idle worker's pool process is killed too; it holds no task
             os.kill(pool_child(worker.pid), signal.SIGKILL)
         output = run.communicate(timeout=600)[0]
@@ -158,12 +165,7 @@ def test_two_celery_workers_share_partitions_under_one_gpu_slot_and_survive_a_ki
 
         # 3. Redis restarts while a run trains (without persistence: its queue and results are gone): the run goes on
         # or fails naming the broker, and the command's retry finishes it
-        before = set(data.glob("models/digits/dcgan/*/checkpoint.pt"))
-        run = cli_run(env, "dcgan", 3)
-        deadline = time.monotonic() + 300
-        while not set(data.glob("models/digits/dcgan/*/checkpoint.pt")) - before:
-            assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-3000:]
-            time.sleep(0.5)
+        run = run_until_a_new_checkpoint(env, data, "dcgan", 3)
         redis.restart(down_seconds=2)
         output = run.communicate(timeout=600)[0]
     assert run.returncode == 0, output[-3000:]
