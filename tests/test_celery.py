@@ -170,5 +170,5 @@ def test_two_celery_workers_share_partitions_under_one_gpu_slot_and_survive_a_ki
         output = run.communicate(timeout=600)[0]
     assert run.returncode == 0, output[-3000:]
     retried = "retry 1 of 2" in output
-    assert not retried or "Redis" in output.split("retry 1 of 2")[0].splitlines()[-1], output[-3000:]
+    assert not retried or "Redis" in output.split("retry 1 of 2")[0].rstrip().splitlines()[-1], output[-3000:]
     print(f"Redis restarted mid-run: {'retried' if retried else 'carried on'}")

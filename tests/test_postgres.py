@@ -107,7 +107,7 @@ def test_postgres_restarted_mid_training_the_command_carries_on_or_retries_and_f
     assert process.returncode == 0, output[-4000:]
     retried = "retry 1 of 2" in output
     if retried:  # the line before the retry names the server
-        assert "database" in output.split("retry 1 of 2")[0].splitlines()[-1], output[-4000:]
+        assert "database" in output.split("retry 1 of 2")[0].rstrip().splitlines()[-1], output[-4000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         training = [run for run in instance.get_runs() if run.job_name == "training_job"]
         assert training[0].status == dg.DagsterRunStatus.SUCCESS
