@@ -59,6 +59,13 @@ def mark_not_retried(context: dg.AssetExecutionContext | dg.AssetCheckExecutionC
     context.log.info(f"this run will not be retried: {why}")
 
 
+def _marked_not_retried(context: dg.AssetExecutionContext) -> bool:
+    """Whether this run is already tagged not to be retried (read from the instance: `context.run` holds the tags the
+    run started with, not those added since, such as `final_failure`'s)."""
+    run = context.instance.get_run_by_id(context.run.run_id)
+    return run is not None and NOT_RETRIED_TAG in run.tags
+
+
 def cancel_run(context: dg.AssetExecutionContext, reason: str) -> dg.DagsterExecutionInterruptedError:
     """Mark this run CANCELING (unless a termination from the UI did already), so that Dagster ends it CANCELED, not
     FAILED, and no retry follows; return the interruption to raise."""
@@ -119,7 +126,7 @@ def guarded_step(compute: AssetCompute) -> AssetCompute:
             mark_not_retried(context, "the disk is full; free space, then run it again")
             raise
         except Exception as error:
-            if not may_pass_on_retry(error) and NOT_RETRIED_TAG not in context.run.tags:
+            if not may_pass_on_retry(error) and not _marked_not_retried(context):
                 mark_not_retried(context, f"{type(error).__name__} would happen again")
             raise
 

@@ -6,6 +6,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from assets.common import NOT_RETRIED_TAG
 from assets.data_assets import preprocessed_dataset
 from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
 from assets.model_assets import gan_model, generated_samples
@@ -154,8 +155,11 @@ def test_config_errors_fail_before_training(storage, instance, ops, message) -> 
     )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert failure.step_key == "gan_model" and message in failure.step_failure_data.error.cause.message
+    error = failure.step_failure_data.error  # a setting refused by TrainConfig is a Failure; a type error is chained
+    assert failure.step_key == "gan_model" and message in (error.cause or error).message
     assert not list(storage.layout.path("models").glob("*/*/*/checkpoint.pt"))  # nothing was trained
+    if error.cause is None:  # refused by the asset's own check (a type error fails in Dagster, before the asset)
+        assert instance.get_run_by_id(result.run_id).tags.get(NOT_RETRIED_TAG) == "bad settings"
 
 
 @pytest.mark.parametrize(("field", "value"), [("loss", "non_saturting"), ("optimizer", "sgd"), ("noise", "normal")])
