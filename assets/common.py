@@ -290,7 +290,7 @@ def publish_hparams(storage: StorageResource, dataset: str, experiment: str) -> 
         if not layout.partition_index(kind, dataset, experiment).is_file():
             continue
         for row in layout.read_partition_index(kind, dataset, experiment)["runs"]:
-            values = {FINAL_METRIC_PREFIX + tag: row[field] for field, tag in names.items()}
+            values = {FINAL_METRIC_PREFIX + tag: row[field] for field, tag in names.items() if field in row}
             final.setdefault(row["seed"], {}).update(
                 {tag: float(value) for tag, value in values.items() if isinstance(value, int | float)}
             )

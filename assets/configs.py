@@ -160,7 +160,7 @@ class GanTrainingConfig(TrainingSettings):  # type: ignore[misc,valid-type]
         names = [field.name for field in dataclasses.fields(TrainConfig) if field.name not in ("model", "seed")]
         given = {name: getattr(merged, name) for name in names}
         settings = {name: value.value if isinstance(value, enum.Enum) else value for name, value in given.items()}
-        loss = settings.pop("loss") or "non_saturating"
+        loss = settings.pop("loss") or None  # None: the model's own (ModelSpec.loss)
         try:
             recipe_of = dataset if merged.dataset_recipe else None
             return [
@@ -236,6 +236,19 @@ class ClassifierConfig(AssetConfig):
 
     asset_name: ClassVar[str] = "feature_classifier"
     epochs: int = Field(default=0, ge=0)
+    seed: int = 0
+    device: str = "auto"
+
+
+class InferenceConfig(AssetConfig):
+    """The learned inverse E of each seed's generator (gan_core.inference): its training steps and batch, how many
+    training images the linear probe is fitted on, its seed and device."""
+
+    asset_name: ClassVar[str] = "latent_encoder"
+    steps: int = Field(default=1500, ge=1)  # Adam steps on fresh (G(z), z) batches
+    batch_size: int = Field(default=100, ge=1)
+    # the logistic-regression probe's training images (the first ones of the split); its test images are the test split
+    probe_train_images: int = Field(default=10_000, ge=10)
     seed: int = 0
     device: str = "auto"
 

@@ -21,6 +21,7 @@ from assets.common import (
 )
 from assets.configs import ClassifierConfig
 from assets.data_assets import preprocessed_dataset
+from assets.inference_assets import latent_encoder
 from assets.model_assets import generated_samples
 from assets.partitions import dataset_partitions
 from assets.resources import StorageResource
@@ -29,10 +30,11 @@ from gan_core.classifier import default_epochs, load_classifier, train_dataset_c
 from gan_core.data import load_split, load_split_arrays, read_dataset_info
 from gan_core.devices import resolve_device
 from gan_core.layout import ArtifactLayout
-from gan_core.models import sample_noise
+from gan_core.models import get_model_spec, sample_noise
 from gan_core.plots import grid_png, png_markdown
 from gan_core.records import compute_or_load
 from gan_core.sample import generate_from_noise, load_generator, read_sample_labels, read_samples_h5
+from gan_core.semi_supervised import semi_supervised_scores
 from gan_core.sources import get_dataset_spec
 from gan_core.storage import hash_json
 
@@ -123,17 +125,22 @@ def score_images(images: np.ndarray, reference: metrics.ReferenceSet, asked: np.
 
 
 @partition_asset(
-    deps=[generated_samples, feature_classifier],
+    deps=[generated_samples, feature_classifier, latent_encoder],
     code_version=METRICS_CODE_VERSION,
     group_name="metrics",
 )
 def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """FD, KID, improved precision/recall, density/coverage, class coverage and KL, inception score and the
-    memorisation ratio of each seed's samples against real training images."""
+    memorisation ratio of each seed's samples against real training images; the learned inverse's probe accuracy
+    and reconstruction error (latent_encoder); for a semi-supervised model, its discriminator's test error beside a
+    supervised baseline trained on its labelled images alone (gan_core.semi_supervised)."""
     dataset, experiment, layout = checked_partition(context, storage)
     classifier_key = layout.classifier(dataset)["key"]
     n_train = read_dataset_info(layout.dataset_file(dataset)).split_sizes["train"]
     reference = None
+    semi_supervised = get_model_spec(storage.experiments.get(experiment).model).semi_supervised
+    trained = {run["seed"]: run for run in layout.trained_runs(dataset, experiment)}
+    inferred = {run["seed"]: run for run in layout.read_partition_index("inference", dataset, experiment)["runs"]}
 
     def score(entry: dict) -> dict:
         nonlocal reference
@@ -147,15 +154,24 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
             "model": experiment,
             "seed": entry["seed"],
             **score_images(samples[:count], reference, None if asked is None else asked[:count]),
+            **{name: inferred[entry["seed"]][name] for name in INFERENCE_COLUMNS},
+            **(semi_supervised_row(layout, dataset, trained[entry["seed"]]) if semi_supervised else {}),
             "seconds": time.perf_counter() - started,
         }
+
+    def key_parts(entry: dict) -> dict:
+        parts = {"samples": entry["content_hash"], "classifier": classifier_key, "code": METRICS_CODE_VERSION}
+        parts["inference"] = inferred[entry["seed"]]["key"]
+        if semi_supervised:  # the discriminator's error: the weights, not only the samples
+            parts["weights"] = trained[entry["seed"]]["weights_hash"]
+        return parts
 
     sample_sets = layout.sample_sets(dataset, experiment)
     runs = compute_or_load_each(
         context,
         sample_sets,
         lambda entry, key: layout.evaluation_record("metrics", dataset, experiment, key),
-        lambda entry: {"samples": entry["content_hash"], "classifier": classifier_key, "code": METRICS_CODE_VERSION},
+        key_parts,
         score,
         describe_metrics,
     )
@@ -221,12 +237,27 @@ def paper_figures(context: dg.AssetExecutionContext, storage: StorageResource) -
     )
 
 
+INFERENCE_COLUMNS = ("encoder_probe_accuracy", "pixel_probe_accuracy", "reconstruction_mse")
+
+
+def semi_supervised_row(layout: ArtifactLayout, dataset: str, run: dict) -> dict:
+    """A semi-supervised run's `ssl_test_error` and `supervised_baseline_error` (gan_core.semi_supervised)."""
+    path = layout.dataset_file(dataset)
+    train = (load_split(path, "train"), load_split_arrays(path, "train").labels)
+    test = (load_split(path, "test"), load_split_arrays(path, "test").labels)
+    num_classes = get_dataset_spec(dataset).num_classes
+    return semi_supervised_scores(run["checkpoint"], train, test, num_classes, str(resolve_device("auto")))
+
+
 def describe_metrics(run: dict) -> str:
     """A seed's metrics in one log line."""
-    return (
+    line = (
         f"FD {run['frechet_distance']:.2f} precision {run['precision']:.3f} recall {run['recall']:.3f} "
         f"class coverage {run['class_coverage']:.2f}"
     )
+    if "ssl_test_error" in run:
+        line += f"; test error {run['ssl_test_error']:.4f} (supervised baseline {run['supervised_baseline_error']:.4f})"
+    return line
 
 
 def reference_metrics(layout: ArtifactLayout, dataset: str) -> list[dict]:

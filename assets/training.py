@@ -38,8 +38,9 @@ TRAIN_CODE_VERSION = "2"  # 2: output-bias clip 1e-7 as pylearn2; bf16 autocast 
 
 
 class TrainingInputs(NamedTuple):
-    """What training reads of a dataset: the training images, their labels and class count (a conditional model),
-    and the validation images (the validation monitor's, for the runs that set monitor_every)."""
+    """What training reads of a dataset: the training images, their labels and class count (a conditional or
+    semi-supervised model), and the validation images (the validation monitor's, for the runs that set
+    monitor_every)."""
 
     images: torch.Tensor
     labels: torch.Tensor | None
@@ -66,8 +67,9 @@ def train_partition(
     once every other run is stored."""
     torchrun = settings.launcher.value == "torchrun"
     num_classes = get_dataset_spec(dataset).num_classes
-    conditional = get_model_spec(experiment.model).conditional  # only a conditional model reads the labels
-    labels = torch.from_numpy(load_split_arrays(info.path, "train").labels) if conditional else None
+    spec = get_model_spec(experiment.model)
+    reads_labels = spec.conditional or spec.semi_supervised  # only these models read the labels
+    labels = torch.from_numpy(load_split_arrays(info.path, "train").labels) if reads_labels else None
     train_configs = settings.train_configs(dataset, experiment)
     monitored = any(config.monitor_every for config in train_configs)
     if monitored and torchrun:
@@ -77,8 +79,15 @@ def train_partition(
             "monitor_every: 0",
             "bad settings",
         )
+    if spec.semi_supervised and torchrun:
+        raise final_failure(
+            context,
+            f"gan_model config: launcher: torchrun does not train the semi-supervised model {experiment.model!r}; "
+            "set launcher: in_process",
+            "bad settings",
+        )
     valid = load_split(info.path, "valid")  # the validation monitor's images (a sweep mate in the loop may monitor)
-    training_data = TrainingInputs(load_split(info.path, "train"), labels, num_classes if conditional else 0, valid)
+    training_data = TrainingInputs(load_split(info.path, "train"), labels, num_classes if reads_labels else 0, valid)
     Pending = tuple[str, TrainConfig]  # (experiment name, one seed's config)
 
     def identity_parts(train_config: TrainConfig) -> dict:

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from gan_core.distributed import DistributedContext
-from gan_core.losses import get_loss
-from gan_core.models import get_model_spec
+from gan_core.losses import LOSSES, get_loss
+from gan_core.models import MODELS, get_model_spec
 
 OPTIMIZERS = ("paper", "adam")
 UPDATES = ("simultaneous", "alternating")
@@ -84,6 +84,10 @@ class TrainConfig:
     monitor_every: Annotated[int, Bounds(ge=0)] = 0
     monitor_samples: Annotated[int, Bounds(ge=2)] = 1000
     monitor_sigma: Annotated[float, Positive] = 0.2
+    # Semi-supervised models (ModelSpec.semi_supervised): how many training images of each class keep their label,
+    # drawn by the run's seed and stored in its directory (gan_core.semi_supervised); the rest train unlabelled.
+    # 0 for every other model.
+    labels_per_class: Annotated[int, Bounds(ge=0)] = 0
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -111,6 +115,45 @@ class TrainConfig:
             raise ValueError(f"monitor_samples must be at least 2 (samples per estimate), got {self.monitor_samples}")
         if not self.monitor_sigma > 0 or not math.isfinite(self.monitor_sigma):
             raise ValueError(f"monitor_sigma must be positive and finite (the window width), got {self.monitor_sigma}")
+        spec = get_model_spec(self.model)
+        if spec.semi_supervised:
+            if self.labels_per_class < 1:
+                raise ValueError(
+                    f"model {self.model!r} is semi-supervised: labels_per_class must be at least 1, got "
+                    f"{self.labels_per_class}"
+                )
+            if not get_loss(self.loss).probabilistic:
+                probabilistic = [name for name, loss in LOSSES.items() if loss.probabilistic]
+                raise ValueError(
+                    f"model {self.model!r} is semi-supervised: its D(x) is a probability, so loss must be one of "
+                    f"{probabilistic}, got {self.loss!r}"
+                )
+            if self.update != "alternating" or self.n_generators != 1 or self.n_discriminators != 1:
+                raise ValueError(
+                    f"model {self.model!r} is semi-supervised: it trains with update='alternating' and one generator "
+                    f"and discriminator, got update={self.update!r}, n_generators={self.n_generators}, "
+                    f"n_discriminators={self.n_discriminators}"
+                )
+        elif self.labels_per_class:
+            semi = [name for name, model in MODELS.items() if model.semi_supervised]
+            raise ValueError(
+                f"labels_per_class={self.labels_per_class} applies to the semi-supervised models {semi}; model "
+                f"{self.model!r} needs labels_per_class=0"
+            )
+        if spec.bidirectional:
+            plain = [name for name, loss in LOSSES.items() if loss.probabilistic and loss.feature_loss is None]
+            players = (self.n_generators, self.n_discriminators)
+            if self.loss not in plain or self.update != "alternating" or players != (1, 1):
+                raise ValueError(
+                    f"model {self.model!r} (BiGAN) trains with update='alternating', one generator and discriminator "
+                    f"and a loss of {plain}; got update={self.update!r}, loss={self.loss!r}, "
+                    f"n_generators={self.n_generators}, n_discriminators={self.n_discriminators}"
+                )
+        if get_loss(self.loss).feature_loss is not None and not spec.semi_supervised:
+            raise ValueError(
+                f"loss {self.loss!r} matches D's features, which only a semi-supervised model's D has; model "
+                f"{self.model!r} needs another loss"
+            )
         if self.max_train_images < 0:
             raise ValueError(f"max_train_images must be >= 0 (0 = all), got {self.max_train_images}")
 
@@ -136,15 +179,18 @@ SETTINGS_ADDED_LATER: dict[str, Any] = {
     "monitor_every": 0,
     "monitor_samples": 1000,
     "monitor_sigma": 0.2,
+    "labels_per_class": 0,
 }
 
 
 def default_train_config(
-    model: str, loss: str = "non_saturating", dataset: str | None = None, **overrides: Any
+    model: str, loss: str | None = None, dataset: str | None = None, **overrides: Any
 ) -> TrainConfig:
-    """The model's recipe, then the loss's recipe, then the `dataset`'s recipe for this model (if a dataset is given
-    and has one), then `overrides` (None values ignored) over TrainConfig's defaults (the paper's): the paper's SGD
-    for `paper_mlp*`, DCGAN's Adam for `dcgan`, WGAN-GP's for `wgan_gp`, settings fitted to 8x8 images for digits."""
+    """`loss` (default: the model's, ModelSpec.loss); the model's recipe, then the loss's recipe, then the
+    `dataset`'s recipe for this model (if a dataset is given and has one), then `overrides` (None values ignored) over
+    TrainConfig's defaults (the paper's): the paper's SGD for `paper_mlp*`, DCGAN's Adam for `dcgan`, WGAN-GP's for
+    `wgan_gp`, settings fitted to 8x8 images for digits."""
+    loss = loss or get_model_spec(model).loss
     settings = {**get_model_spec(model).recipe, **get_loss(loss).recipe}
     if dataset is not None:
         from gan_core.sources import get_dataset_spec  # sources imports data I/O the trainer does not otherwise need

@@ -44,6 +44,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 PREVIOUS_CHECKPOINT_NAME = "checkpoint.prev.pt"  # the last good checkpoint before the current one
 BEST_CHECKPOINT_NAME = "checkpoint.best.pt"  # the checkpoint of the best validation monitor estimate (gan_core.monitor)
 RUN_RECORD_NAME = "run.json"
+LABELLED_SUBSET_NAME = "labelled_subset.json"  # a semi-supervised run's labelled training images (by index)
 RAW_MANIFEST_NAME = "manifest.json"
 PARTITION_INDEX_NAME = "latest.json"
 EXPERIMENTS_NAME = "experiments.json"
@@ -55,15 +56,21 @@ EXPORT_RECORD_NAME = "export.json"
 PROMOTION_RECORD_NAME = "promotion.json"
 CANDIDATE_RECORD_NAME = "candidate.json"
 
-PartitionKind = Literal["models", "samples", "bandwidth", "parzen", "metrics", "exports", "reproduction"]
-EvaluationKind = Literal["bandwidth", "parzen", "metrics", "reproduction"]
+PartitionKind = Literal["models", "samples", "bandwidth", "parzen", "metrics", "exports", "reproduction", "inference"]
+EvaluationKind = Literal["bandwidth", "parzen", "metrics", "reproduction", "inference"]
 ReferenceKind = Literal["reference_real_train", "reference_metrics"]
 # Each figure is written by one asset: samples and class_grid (generated_samples), loss_curves (gan_model), sigma_search
-# (parzen_bandwidth), figure2/figure3 (paper_figures); the report embeds them.
+# (parzen_bandwidth), figure2/figure3 (paper_figures), reconstructions (latent_encoder); the report embeds them.
 FigureName = Literal[
-    "samples", "class_grid", "loss_curves", "sigma_search", "figure2_nearest_neighbours", "figure3_interpolations"
+    "samples",
+    "class_grid",
+    "loss_curves",
+    "sigma_search",
+    "figure2_nearest_neighbours",
+    "figure3_interpolations",
+    "reconstructions",
 ]
-_EVALUATION_KINDS = ("bandwidth", "parzen", "metrics", "reproduction")
+_EVALUATION_KINDS = ("bandwidth", "parzen", "metrics", "reproduction", "inference")
 _WRITTEN_BY = {
     "models": "gan_model",
     "samples": "generated_samples",
@@ -72,6 +79,7 @@ _WRITTEN_BY = {
     "metrics": "evaluation_metrics",
     "exports": "exported_generator",
     "reproduction": "reproduction_scores",
+    "inference": "latent_encoder",
 }
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # matched whole (fullmatch)
 
@@ -146,6 +154,11 @@ class ClassifierRecord(StoredRecord):
 def checkpoint_file(run_dir: str | os.PathLike[str]) -> Path:
     """The training checkpoint inside a run directory."""
     return Path(run_dir) / CHECKPOINT_NAME
+
+
+def labelled_subset_file(run_dir: str | os.PathLike[str]) -> Path:
+    """The indices of the training images a semi-supervised run keeps labelled (gan_core.semi_supervised)."""
+    return Path(run_dir) / LABELLED_SUBSET_NAME
 
 
 def previous_checkpoint_file(run_dir: str | os.PathLike[str]) -> Path:
@@ -244,6 +257,10 @@ class ArtifactLayout:
     # evaluation
     def evaluation_record(self, kind: EvaluationKind, dataset: str, model: str, key: str) -> Path:
         return self.path("evaluation", dataset, model, f"{kind}_{key}.json")
+
+    def encoder_weights(self, dataset: str, model: str, key: str) -> Path:
+        """A learned inverse E of one seed's generator (gan_core.inference), beside its record."""
+        return self.path("evaluation", dataset, model, f"encoder_{key}.pt")
 
     def reference_record(self, kind: ReferenceKind, dataset: str, key: str) -> Path:
         return self.path("evaluation", dataset, f"{kind}_{key}.json")

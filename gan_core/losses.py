@@ -5,6 +5,8 @@
 `wgan_gp`: Wasserstein critic with gradient penalty (Gulrajani et al., 2017).
 `hinge`: D minimises E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))], G minimises -D(G(z)) (Lim & Ye 2017; Miyato et al.
 2018, used with spectral normalisation).
+`feature_matching`: D as for the first two; G matches the batch mean of D's last hidden layer on real and fake
+images (Salimans et al. 2016; the semi-supervised models, whose D has that layer).
 For the first two, D minimises 0.5 * [BCE(D(x), 1) + BCE(D(G(z)), 0)] as in the released code.
 
 A `Loss` owns everything the trainer needs to know about an objective: both players' terms, an optional penalty on
@@ -47,6 +49,11 @@ class Loss:
     penalty: Penalty | None = None
     recipe: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    # G's loss from D's features of a real and a fake batch instead of the fake logits (feature matching): needs a
+    # discriminator with `features` (a semi-supervised model's)
+    feature_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    # D(x) is a probability (its terms are binary cross-entropies), which a semi-supervised D's log-sum-exp logit is
+    probabilistic: bool = False
 
 
 def _bce_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> DiscriminatorTerms:
@@ -79,6 +86,21 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) 
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
+def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the batch means of D's features on real and fake images (improved-gan's loss_gen);
+    the real features are a fixed target (no gradient reaches D)."""
+    return (real_features.detach().mean(0) - fake_features.mean(0)).pow(2).mean()
+
+
+def labelled_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A semi-supervised D's supervised term: cross-entropy of its K class logits on labelled images."""
+    return F.cross_entropy(class_logits, labels)
+
+
+def _reads_features(fake_logits: torch.Tensor) -> torch.Tensor:
+    raise ValueError("loss 'feature_matching' trains G on D's features, not its logits: use a semi-supervised model")
+
+
 # Radford et al. (2016): Adam with lr 2e-4 and beta1 0.5, D and G updated in turn (also the dcgan models' recipe)
 ADAM_ALTERNATING = {"optimizer": "adam", "update": "alternating", "learning_rate": 2e-4, "adam_beta1": 0.5}
 
@@ -88,12 +110,24 @@ LOSSES: Mapping[str, Loss] = by_name(
         _bce_terms,
         lambda fake_logits: -F.softplus(fake_logits).mean(),  # log(1 - sigmoid(l)) = -softplus(l)
         description="the paper's equation: G minimises log(1 - D(G(z)))",
+        probabilistic=True,
     ),
     Loss(
         "non_saturating",
         _bce_terms,
         lambda fake_logits: F.softplus(-fake_logits).mean(),  # -log sigmoid(l)
         description="G minimises -log D(G(z)), as the paper recommends and its code does",
+        probabilistic=True,
+    ),
+    Loss(
+        "feature_matching",
+        _bce_terms,
+        _reads_features,
+        recipe={"optimizer": "adam", "update": "alternating"},  # the learning rate is the model's
+        description="G matches the mean of D's last hidden layer on real images (Salimans et al., 2016); D as "
+        "non_saturating; semi-supervised models",
+        feature_loss=feature_matching_loss,
+        probabilistic=True,
     ),
     Loss(
         "wgan_gp",

@@ -185,7 +185,8 @@ def conditional_scores(
     return accuracy, per_class
 
 
-# The headline numbers, in the order the report shows them (the last two for conditional models only).
+# The headline numbers, in the order the report shows them (then those of conditional models only, of
+# semi-supervised models only, and of the learned inverse, assets/inference_assets.py).
 METRIC_COLUMNS = [
     "frechet_distance",
     "kid",
@@ -199,6 +200,11 @@ METRIC_COLUMNS = [
     "memorisation_ratio",
     "conditional_accuracy",
     "class_frechet_distance",
+    "ssl_test_error",
+    "supervised_baseline_error",
+    "encoder_probe_accuracy",
+    "pixel_probe_accuracy",
+    "reconstruction_mse",
 ]
 
 

@@ -187,6 +187,126 @@ class ConvDiscriminator(nn.Module):
         return self.head(self.features(x).flatten(1)).squeeze(1)
 
 
+class GaussianNoise(nn.Module):
+    """Adds N(0, sigma^2) noise to its input in training and nothing in evaluation (improved-gan's
+    GaussianNoiseLayer: the semi-supervised discriminator's regulariser)."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        self.sigma = sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.sigma * torch.randn_like(x) if self.training else x
+
+
+class SemiSupervisedDiscriminator(nn.Module):
+    """Salimans et al. (2016)'s MNIST discriminator (openai/improved-gan): a K-class classifier, noise of sigma 0.3 on
+    the pixels and 0.5 before every further layer, weight-normalised ReLU layers 1000-500-250-250-250, K class logits.
+    Its GAN logit is log sum_k exp(l_k), so that D(x) = Z(x) / (Z(x) + 1) with Z = sum_k exp(l_k): "real" is any
+    of the K classes, "fake" the (K+1)-th class whose logit is fixed at 0. `features` (the last hidden layer) is
+    what feature matching compares."""
+
+    def __init__(
+        self,
+        image_shape: ImageShape,
+        num_classes: int,
+        hidden: tuple[int, ...] = (1000, 500, 250, 250, 250),
+        input_noise: float = 0.3,
+        hidden_noise: float = 0.5,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = math.prod(image_shape)
+        for index, units in enumerate(hidden):
+            layers += [
+                GaussianNoise(input_noise if index == 0 else hidden_noise),
+                _weight_norm(width, units),
+                nn.ReLU(),
+            ]
+            width = units
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Sequential(GaussianNoise(hidden_noise), _weight_norm(width, num_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.flatten(1))
+
+    def class_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.logsumexp(self.class_logits(x), dim=1)
+
+
+def _weight_norm(in_features: int, out_features: int) -> nn.Module:
+    """A linear layer with its weight as direction times length (Salimans & Kingma, 2016), as improved-gan's."""
+    return nn.utils.parametrizations.weight_norm(nn.Linear(in_features, out_features))
+
+
+class SemiSupervisedGenerator(nn.Module):
+    """improved-gan's MNIST generator: noise -> 500 -> 500 (batch norm, softplus) -> sigmoid image with a
+    weight-normalised output layer."""
+
+    def __init__(self, image_shape: ImageShape, noise_dim: int, hidden: tuple[int, ...] = (500, 500)) -> None:
+        super().__init__()
+        self.image_shape, self.noise_dim, self.num_classes = image_shape, noise_dim, 0
+        layers: list[nn.Module] = []
+        width = noise_dim
+        for units in hidden:
+            layers += [nn.Linear(width, units), nn.BatchNorm1d(units), nn.Softplus()]
+            width = units
+        self.hidden = nn.Sequential(*layers)
+        self.output = _weight_norm(width, math.prod(image_shape))
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self.output(self.hidden(z))).view(z.shape[0], *self.image_shape)
+
+
+class BidirectionalGenerator(nn.Module):
+    """BiGAN / ALI (Donahue et al. 2016; Dumoulin et al. 2016): the paper's generator (`decoder`, z -> x) and an
+    encoder x -> z trained together against a discriminator of (x, z) pairs. Sampling calls it as a generator (the
+    decoder); `encode` is the learned inverse."""
+
+    def __init__(self, image_shape: ImageShape, noise_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.image_shape, self.noise_dim, self.num_classes = image_shape, noise_dim, 0
+        self.decoder = MLPGenerator(image_shape, noise_dim, hidden, init_range=0.05)
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(image_shape)
+        for units in hidden:
+            layers += [nn.Linear(width, units), nn.LeakyReLU(0.2)]
+            width = units
+        self.encoder = nn.Sequential(*layers, nn.Linear(width, noise_dim))
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(z)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+class JointDiscriminator(nn.Module):
+    """D of BiGAN / ALI: a logit for an (image, latent) pair, "real" for (x, E(x)), "fake" for (G(z), z): the
+    paper's maxout layers with dropout over the pixels and the latent vector side by side."""
+
+    def __init__(self, image_shape: ImageShape, noise_dim: int, units: int, pieces: int) -> None:
+        super().__init__()
+        self.input_dropout = nn.Dropout(0.2)
+        self.net = nn.Sequential(
+            Maxout(math.prod(image_shape) + noise_dim, units, pieces),
+            nn.Dropout(0.5),
+            Maxout(units, units, pieces),
+            nn.Dropout(0.5),
+            nn.Linear(units, 1),
+        )
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.uniform_(module.weight, -0.005, 0.005)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([self.input_dropout(x.flatten(1)), z], dim=1)).squeeze(1)
+
+
 @dataclass(frozen=True)
 class ModelPair:
     """A generator, its discriminator and the latent settings sampling needs (`num_classes` > 0: conditional, both
@@ -230,6 +350,17 @@ def _dcgan(width: int, conditional: bool = False, spectral_norm: bool = False) -
     return build
 
 
+def _semi_supervised(image_shape: ImageShape, num_classes: int = 0) -> ModelPair:
+    # the generator alone is rebuilt with no classes (sampling): its discriminator is then built for two and dropped
+    discriminator = SemiSupervisedDiscriminator(image_shape, max(num_classes, 2))
+    return ModelPair(SemiSupervisedGenerator(image_shape, noise_dim=100), discriminator, noise_dim=100)
+
+
+def _bidirectional(image_shape: ImageShape, num_classes: int = 0) -> ModelPair:
+    generator = BidirectionalGenerator(image_shape, noise_dim=100, hidden=(1200, 1200))
+    return ModelPair(generator, JointDiscriminator(image_shape, 100, units=240, pieces=5), noise_dim=100)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One registered generator/discriminator pair: how to build it for an image shape, and the training settings it
@@ -243,6 +374,13 @@ class ModelSpec:
     # its seeds can be stacked as one batched model (gan_core.batched): an unconditional pair of MLPGenerator and
     # MaxoutDiscriminator, whose layers the stacked step knows
     batchable: bool = False
+    # its discriminator is a K-class classifier trained on a labelled subset beside the GAN game
+    # (gan_core.semi_supervised; TrainConfig.labels_per_class)
+    semi_supervised: bool = False
+    loss: str = "non_saturating"  # the loss it trains with unless told another
+    # its generator learns an encoder beside it, judged by a discriminator of (image, latent) pairs (BiGAN / ALI;
+    # gan_core.updates.BidirectionalUpdate)
+    bidirectional: bool = False
 
 
 # paper_mlp with several generators or discriminators: name -> (the recipe's player counts, description)
@@ -292,6 +430,23 @@ MODELS: Mapping[str, ModelSpec] = by_name(
     *(
         ModelSpec(name, _paper_mlp((1200, 1200), 240, 5), recipe=players, description=text, batchable=True)
         for name, (players, text) in _SEVERAL_PLAYERS.items()
+    ),
+    ModelSpec(
+        "paper_mlp_ssl",
+        _semi_supervised,
+        recipe={**ADAM_ALTERNATING, "learning_rate": 0.003, "labels_per_class": 10},
+        description="semi-supervised GAN (Salimans et al., 2016): D a K-class classifier on 10 labels per class, G "
+        "trained by feature matching, Adam",
+        semi_supervised=True,
+        loss="feature_matching",
+    ),
+    ModelSpec(
+        "paper_mlp_bigan",
+        _bidirectional,
+        recipe=ADAM_ALTERNATING,
+        description="BiGAN / ALI (Donahue et al.; Dumoulin et al., 2016): the paper's generator with an encoder, D of "
+        "(x, z) pairs, Adam",
+        bidirectional=True,
     ),
     ModelSpec(
         "paper_mlp_large",
@@ -375,6 +530,8 @@ def init_output_bias_from_marginals(generator: nn.Module, train_images: torch.Te
         for member in generator.generators:
             init_output_bias_from_marginals(member, train_images)
         return
+    if isinstance(generator, BidirectionalGenerator):
+        generator = generator.decoder
     if not isinstance(generator, MLPGenerator):
         return
     mean = train_images.flatten(1).double().mean(0).clamp(1e-7, 1 - 1e-7)

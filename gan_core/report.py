@@ -54,6 +54,11 @@ DECIMALS: dict[str, int] = {
     "memorisation_ratio": 3,
     "conditional_accuracy": 3,
     "class_frechet_distance": 2,
+    "ssl_test_error": 4,
+    "supervised_baseline_error": 4,
+    "encoder_probe_accuracy": 3,
+    "pixel_probe_accuracy": 3,
+    "reconstruction_mse": 4,
 }
 
 # One sentence per column on how to read it.
@@ -84,6 +89,14 @@ COLUMN_GUIDE: dict[str, str] = {
     "labels they were drawn for (for real test images: the classifier's own test accuracy).",
     "class_frechet_distance": "Conditional models only: the mean over classes of the Fréchet distance between the "
     "samples drawn for a class and the real images of that class.",
+    "ssl_test_error": "Semi-supervised models only: the discriminator's K-way error on the test images (it saw "
+    "labels_per_class labels of each class).",
+    "supervised_baseline_error": "Semi-supervised models only: the test error of the same network trained on the same "
+    "labelled images alone (what the unlabelled images and the GAN game add).",
+    "encoder_probe_accuracy": "Learned inference: test accuracy of a logistic regression on E(x), the latent code an "
+    "encoder trained on (G(z), z) infers, fitted on training images.",
+    "pixel_probe_accuracy": "The same logistic regression on raw pixels (the probe's baseline).",
+    "reconstruction_mse": "Learned inference: mean squared pixel error of G(E(x)) against the test image x.",
     "memorisation_ratio": "Median distance from a sample to its nearest training image over the same for held-out real "
     "images: about 1 means the model generalises like real data, near 0 means it returns copies of training images.",
 }
@@ -96,6 +109,7 @@ FIGURE_CAPTIONS: dict[str, str] = {
     "sigma_search": "Parzen window width search: mean validation log-likelihood per σ",
     "figure2_nearest_neighbours": "Figure 2: samples (odd rows) above their nearest training image (even rows)",
     "figure3_interpolations": "Figure 3: linear interpolations between random latent vectors",
+    "reconstructions": "Learned inference: test images (odd rows) above their reconstructions G(E(x)) (even rows)",
 }
 
 

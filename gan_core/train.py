@@ -33,6 +33,7 @@ from gan_core.locks import exclusive
 from gan_core.models import get_model_spec
 from gan_core.monitor import MONITOR_KEY, ValidationMonitor
 from gan_core.runs import EpochTracker, RandomStream, Run, Step, TrainingDiverged, TrainResult, interrupted
+from gan_core.semi_supervised import labelled_subset, store_labelled_subset
 from gan_core.tensorboard import TrainingBoard
 from gan_core.updates import Players, learning_rate, make_update, paper_momentum
 
@@ -273,7 +274,9 @@ def _restore(
     log = log if ranks.is_main else None
     local_config = dataclasses.replace(config, batch_size=ranks.local_batch)  # this rank's share of each batch
     torch.manual_seed(config.seed)
-    players = Players.build(local_config, data.images, compile=options.compile, num_classes=data.num_classes)
+    players = Players.build(
+        local_config, data.images, compile=options.compile, num_classes=data.num_classes or data.class_count
+    )
     if options.distributed is not None:
         players.sync = options.distributed.average
     checkpoint = Checkpoint(out_dir, config, device, options.checkpoint_seconds, log, writes=ranks.is_main)
@@ -283,7 +286,16 @@ def _restore(
     tracker = EpochTracker(config, state, images_per_epoch, device, options.progress if ranks.is_main else False, log)
     use_graph = options.use_cuda_graph(config, device) and not own_stream
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16, cache_enabled=not use_graph)
-    update = make_update(local_config, players, data.images, use_graph, autocast, data.labels)
+    labelled = None
+    if data.all_labels is not None:  # a semi-supervised run: its labelled subset, drawn by its seed and stored
+        subset = labelled_subset(data.all_labels.cpu().numpy(), config.labels_per_class, config.seed)
+        if ranks.is_main:
+            store_labelled_subset(out_dir, subset, config.labels_per_class, config.seed)
+        rows = torch.as_tensor(subset, device=device)
+        labelled = (data.images[rows], data.all_labels[rows])
+        if log and state.epoch == 0:
+            log(f"seed {config.seed}: {len(subset)} labelled training images ({config.labels_per_class} per class)")
+    update = make_update(local_config, players, data.images, use_graph, autocast, data.labels, labelled)
     if use_graph and log:
         log("replaying each training step as a CUDA graph (RuntimeOptions.cuda_graph)")
     players.generator.train()
@@ -297,11 +309,15 @@ def _restore(
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The training split on the device: images, and for a conditional model their labels and the class count."""
+    """The training split on the device: images, and for a conditional model their labels and the class count (the
+    labels it is conditioned on); for a semi-supervised model every image's label and the class count (a run keeps
+    its labelled subset of them)."""
 
     images: torch.Tensor
     labels: torch.Tensor | None
     num_classes: int
+    all_labels: torch.Tensor | None = None
+    class_count: int = 0
 
     @classmethod
     def on_device(
@@ -313,12 +329,17 @@ class TrainingData:
         device: torch.device,
     ) -> TrainingData:
         images = train_images[: config.max_train_images or None].to(device=device, dtype=torch.float32).contiguous()
+        spec = get_model_spec(config.model)
         labels = None
-        if get_model_spec(config.model).conditional:
+        if spec.conditional or spec.semi_supervised:
             if train_labels is None or num_classes < 2:
-                raise ValueError(f"model {config.model!r} is conditional: pass train_labels and num_classes")
+                kind = "conditional" if spec.conditional else "semi-supervised"
+                raise ValueError(f"model {config.model!r} is {kind}: pass train_labels and num_classes")
             labels = train_labels[: len(images)].to(device=device, dtype=torch.long).contiguous()
-        data = cls(images, labels, num_classes if labels is not None else 0)
+        if spec.semi_supervised:
+            data = cls(images, None, 0, all_labels=labels, class_count=num_classes)
+        else:
+            data = cls(images, labels, num_classes if labels is not None else 0)
         if data.steps_per_epoch(config) == 0:
             raise ValueError(
                 f"batch_size={config.batch_size} x d_steps={config.d_steps} exceeds the {len(images)} training "

@@ -7,6 +7,9 @@ statistics (d_loss, g_loss, mean D(x), mean D(G(z))) as one device tensor, so th
 - `SimultaneousUpdate` (the released code's scheme, k = 1): both players' gradients from one batch, one noise draw and
   one set of dropout masks, applied together.
 - `AlternatingUpdate` (the paper's Algorithm 1): k D-steps, then one G-step on fresh noise.
+- `SemiSupervisedUpdate` (Salimans et al. 2016): D, a K-class classifier, also learns the labels of a labelled
+  subset; G follows the loss's objective (feature matching for `feature_matching`).
+- `BidirectionalUpdate` (BiGAN / ALI): D tells (x, E(x)) from (G(z), z); G and E learn together to fool it.
 - `CudaGraphUpdate` wraps a `SimultaneousUpdate` with the paper's SGD and replays it as a CUDA graph: at the paper's
   batch of 100 a GPU step is a few hundred tiny kernels, so eager PyTorch is bound by the host launching them.
 """
@@ -24,10 +27,11 @@ import torch
 from torch import nn
 
 from gan_core.config import TrainConfig
-from gan_core.losses import DiscriminatorTerms, Loss, get_loss
+from gan_core.losses import DiscriminatorTerms, Loss, get_loss, labelled_loss
 from gan_core.models import (
     ModelPair,
     build_model_pair,
+    get_model_spec,
     init_output_bias_from_marginals,
     sample_noise,
 )
@@ -338,6 +342,81 @@ class AlternatingUpdate(_UpdateRule):
         return step_statistics(terms, g_loss)
 
 
+class SemiSupervisedUpdate(_UpdateRule):
+    """Salimans et al. (2016), as openai/improved-gan trains it: per D step, the cross-entropy of D's K class logits on
+    a batch of the labelled subset (`labelled`: images and labels on the device, drawn with replacement) plus the
+    loss's terms on D's GAN logit for the unlabelled real batch and a fake batch; then one G step on fresh noise,
+    which for a loss with `feature_loss` matches D's features of that real batch."""
+
+    def __init__(
+        self,
+        players: Players,
+        config: TrainConfig,
+        images: torch.Tensor,
+        autocast: torch.autocast,
+        labelled: tuple[torch.Tensor, torch.Tensor],
+    ) -> None:
+        super().__init__(players, config, images, autocast)
+        self.labelled_images, self.labelled_labels = labelled
+
+    def __call__(self, indices: torch.Tensor, lr: float, momentum: float | None) -> torch.Tensor:
+        self.players.set_hyperparameters(lr, momentum)
+        objective, batch, discriminator = self.objective, self.batch, self.players.discriminator
+        for k in range(self.d_steps):
+            real = self.images[indices[k * batch : (k + 1) * batch]]
+            picked = torch.randint(len(self.labelled_labels), (batch,), device=real.device)
+            with objective.autocast:
+                class_logits = discriminator.class_logits(self.labelled_images[picked]).float()
+            terms, _ = objective.discriminator(real, objective.fake(batch).detach())
+            supervised = labelled_loss(class_logits, self.labelled_labels[picked])
+            terms = DiscriminatorTerms(terms.loss + supervised, terms.d_real, terms.d_fake)
+            d_grads = torch.autograd.grad(terms.loss, self.d_params)
+            apply_gradients(self.players.d_opt, self.d_params, self.players.sync(d_grads))
+        fake = objective.fake(batch)
+        with objective.autocast:
+            if objective.loss.feature_loss is not None:
+                g_loss = objective.loss.feature_loss(
+                    discriminator.features(real).float(), discriminator.features(fake).float()
+                )
+            else:
+                g_loss = objective.generator_loss(objective.d_run(None)(fake).float())
+        g_grads = torch.autograd.grad(g_loss, self.g_params)
+        apply_gradients(self.players.g_opt, self.g_params, self.players.sync(g_grads))
+        return step_statistics(terms, g_loss)
+
+
+class BidirectionalUpdate(_UpdateRule):
+    """BiGAN / ALI: per D step, the loss's terms with (x, E(x)) of a real batch as "real" and (G(z), z) of fresh noise
+    as "fake"; then one step of the generator and its encoder together (one module, one optimiser) on the loss's
+    generator objective for both pairs with the labels swapped: G wants (G(z), z) taken for real, E wants (x, E(x))
+    taken for fake (Donahue et al. 2016, the non-saturating form)."""
+
+    def __call__(self, indices: torch.Tensor, lr: float, momentum: float | None) -> torch.Tensor:
+        self.players.set_hyperparameters(lr, momentum)
+        objective, batch = self.objective, self.batch
+        generator, discriminator = self.players.generator, self.players.discriminator
+        device = self.g_params[0].device
+        for k in range(self.d_steps):
+            real = self.images[indices[k * batch : (k + 1) * batch]]
+            noise = sample_noise(batch, objective.noise_dim, objective.config.noise, device)
+            with torch.no_grad(), objective.autocast:
+                codes, fake = generator.encode(real), generator(noise)
+            with objective.autocast:
+                fake_logits = discriminator(fake, noise).float()
+                real_logits = discriminator(real, codes).float()
+            terms = objective.loss.discriminator_terms(real_logits, fake_logits)
+            d_grads = torch.autograd.grad(terms.loss, self.d_params)
+            apply_gradients(self.players.d_opt, self.d_params, self.players.sync(d_grads))
+        noise = sample_noise(batch, objective.noise_dim, objective.config.noise, device)
+        with objective.autocast:
+            fake_logits = discriminator(generator(noise), noise).float()
+            real_logits = discriminator(real, generator.encode(real)).float()
+        g_loss = objective.loss.generator_loss(fake_logits) + objective.loss.generator_loss(-real_logits)
+        g_grads = torch.autograd.grad(g_loss, self.g_params)
+        apply_gradients(self.players.g_opt, self.g_params, self.players.sync(g_grads))
+        return step_statistics(terms, g_loss)
+
+
 class CudaGraphStep:
     """Runs `step` eagerly on a side stream for the first `warmup` calls (real training steps, as capture needs),
     then captures it once as a CUDA graph and replays it; `step` reads only static device tensors, which the caller
@@ -397,9 +476,15 @@ def make_update(
     use_cuda_graph: bool,
     autocast: torch.autocast,
     labels: torch.Tensor | None = None,
+    labelled: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> UpdateRule:
     """The update rule `config` asks for, wrapped as a CUDA graph when `use_cuda_graph`; `labels` (the training
-    images' classes, on their device) for a conditional model."""
+    images' classes, on their device) for a conditional model; `labelled` (the labelled subset's images and labels)
+    for a semi-supervised one."""
+    if labelled is not None:
+        return SemiSupervisedUpdate(players, config, images, autocast, labelled)
+    if get_model_spec(config.model).bidirectional:
+        return BidirectionalUpdate(players, config, images, autocast)
     if config.update == "alternating":
         return AlternatingUpdate(players, config, images, autocast, labels)
     update = SimultaneousUpdate(players, config, images, autocast, labels)

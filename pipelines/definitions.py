@@ -8,6 +8,7 @@ from assets import (
     data_checks,
     evaluation_assets,
     evaluation_checks,
+    inference_assets,
     metrics_assets,
     model_assets,
     model_checks,
@@ -26,8 +27,8 @@ from pipelines.recovery import recover_dead_runs_sensor
 from pipelines.schedules import build_retrain_schedule
 from pipelines.sensors import evaluation_follows_training, experiment_partitions, retrain_on_data_change
 
-ASSET_MODULES = [data_assets, model_assets, evaluation_assets, metrics_assets, serving_assets]
-CHECK_MODULES = [data_checks, model_checks, evaluation_checks, metrics_assets, serving_assets]
+ASSET_MODULES = [data_assets, model_assets, evaluation_assets, inference_assets, metrics_assets, serving_assets]
+CHECK_MODULES = [data_checks, model_checks, evaluation_checks, inference_assets, metrics_assets, serving_assets]
 
 
 def build_definitions(

@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.data_assets import preprocessed_dataset, raw_dataset
 from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood, reproduction_scores
+from assets.inference_assets import latent_encoder
 from assets.metrics_assets import evaluation_metrics, feature_classifier, paper_figures
 from assets.model_assets import gan_model, generated_samples
 from assets.serving_assets import best_generator, exported_generator, generator_candidate
@@ -21,6 +22,7 @@ TRAINING_SELECTION = dg.AssetSelection.assets(
     parzen_bandwidth,
     parzen_log_likelihood,
     reproduction_scores,
+    latent_encoder,
     evaluation_metrics,
     paper_figures,
     exported_generator,
@@ -29,8 +31,8 @@ TRAINING_SELECTION = dg.AssetSelection.assets(
 training_job = dg.define_asset_job(
     "training_job",
     selection=TRAINING_SELECTION,
-    description="Train, sample, Parzen-evaluate, score, draw figures and export the generator for one dataset x "
-    "experiment partition.",
+    description="Train, sample, Parzen-evaluate, fit the learned inverse, score, draw figures and export the generator "
+    "for one dataset x experiment partition.",
 )
 
 celery_training_job = dg.define_asset_job(
