@@ -27,7 +27,7 @@ from gan_core.plots import grid_png, png_markdown
 from gan_core.sample import load_generator
 from gan_core.storage import atomic_output, hash_json
 
-INFERENCE_CODE_VERSION = "1"
+INFERENCE_CODE_VERSION = "2"  # 2: E of 512 units a layer (1024 before)
 SHOWN_TEST_IMAGES = 30  # the figure: three pairs of rows of 10, test images above their reconstructions
 
 

@@ -29,9 +29,9 @@ from gan_core.sample import LoadedGenerator, asked_labels
 
 
 class LatentEncoder(nn.Module):
-    """x -> ReLU 1024 -> ReLU 1024 -> z: an MLP over the pixels (any image size), the inverse the paper describes."""
+    """x -> ReLU 512 -> ReLU 512 -> z: an MLP over the pixels (any image size), the inverse the paper describes."""
 
-    def __init__(self, image_shape: tuple[int, int, int], noise_dim: int, hidden: int = 1024) -> None:
+    def __init__(self, image_shape: tuple[int, int, int], noise_dim: int, hidden: int = 512) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Flatten(),

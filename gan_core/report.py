@@ -306,8 +306,14 @@ SUMMARY_COLUMNS = [
     "recall",
     "class_coverage",
     "memorisation_ratio",
-    "conditional_accuracy",  # conditional models only: left out of a summary without one
+    "encoder_probe_accuracy",  # the learned inverse's linear probe (assets/inference_assets.py)
+    # of some models only, each left out of a summary without one: conditional; semi-supervised (its test error and
+    # its supervised baseline's)
+    "conditional_accuracy",
+    "ssl_test_error",
+    "supervised_baseline_error",
 ]
+OPTIONAL_SUMMARY_COLUMNS = ("conditional_accuracy", "ssl_test_error", "supervised_baseline_error")
 
 
 def summary_table(parzen: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
@@ -347,8 +353,9 @@ def summary_table(parzen: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     spreads = [name + STD for name in SUMMARY_COLUMNS[4:]]
     table = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, *spreads])
     table["seeds"] = table["seeds"].astype("Int64")
-    if table.loc[table["seeds"].notna(), "conditional_accuracy"].isna().all():  # no conditional model trained
-        table = table.drop(columns=["conditional_accuracy", "conditional_accuracy" + STD])
+    for column in OPTIONAL_SUMMARY_COLUMNS:
+        if table.loc[table["seeds"].notna(), column].isna().all():  # no model of that kind trained
+            table = table.drop(columns=[column, column + STD])
     return table
 
 

@@ -412,6 +412,9 @@ def print_summary(summary_csv: str, dataset: str, experiments: list[str] | None 
             "class_coverage": "classes",
             "memorisation_ratio": "memorisation",
             "conditional_accuracy": "asked class",
+            "encoder_probe_accuracy": "E(x) probe",
+            "ssl_test_error": "SSL error",
+            "supervised_baseline_error": "labels alone",
         }
     )
     print(shown.drop(columns=["dataset"]).to_string(index=False))
