@@ -1,8 +1,7 @@
 """Shared fixtures: a temporary data directory and its layout, a Dagster instance, the digits dataset file (built once
 per session), the MNIST files, and a local HTTP mirror. Plain helpers live in tests/helpers.py.
 
-The suite runs on pytest-xdist workers (`-n logical` in pyproject.toml: one more than the cores,
-`pytest_xdist_auto_num_workers`). Each worker gets an equal share of the cores
+The suite runs on pytest-xdist workers (`-n logical` in pyproject.toml). Each worker gets an equal share of the cores
 for torch (and the processes it starts), a module's tests run on one worker in file order (`--dist loadscope`: module
 fixtures are set up once), the modules holding slow end-to-end tests start first, and the digits data is built once
 per run."""
@@ -47,14 +46,6 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(threads)
-
-
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n logical`'s worker count: one more than the cores. The suite's tests wait on servers, daemons and the
-    processes they start for about a fifth of their time (CPU 157 % of 200 % with one worker a core on 2 cores), so
-    a third worker keeps both cores busy; `--maxprocesses` caps it."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cores + 1
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -95,7 +95,7 @@ def test_whole_graph_metadata_and_a_self_contained_report(quick_start) -> None:
     html = storage.layout.report_file("report.html").read_text()
     assert "Adversarial nets" in html and "paper_mlp" in html
     assert "file://" not in html and str(storage.layout.path()) not in html  # no paths: it opens from anywhere
-    assert html.count('src="data:image/png;base64,') == 6  # samples, losses, sigma, Figures 2, 3, reconstructions
+    assert html.count('src="data:image/png;base64,') == 5  # samples, losses, sigma search, Figures 2 and 3
 
 
 def test_report_opens_from_another_folder_with_every_figure(quick_start, tmp_path) -> None:
@@ -112,7 +112,7 @@ def test_report_opens_from_another_folder_with_every_figure(quick_start, tmp_pat
         )
         TEST_ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(TEST_ARTIFACTS / "report.png"), full_page=True)
-    assert len(images) == 6 and all(complete and width > 0 for _, complete, width in images), images
+    assert len(images) == 5 and all(complete and width > 0 for _, complete, width in images), images
     summary, experiments, promoted, table1, metrics = tables
     assert promoted[1].startswith("digits\tpaper_mlp\t0\t") and "promoted/digits/generator.onnx" in promoted[1]
     assert summary[1].startswith("digits\tpaper_mlp\t1\t") and "the ceiling" in summary[-1]
