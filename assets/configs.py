@@ -245,8 +245,7 @@ class InferenceConfig(AssetConfig):
     training images the linear probe is fitted on, its seed and device."""
 
     asset_name: ClassVar[str] = "latent_encoder"
-    # Adam steps on fresh (G(z), z) batches: 500 of 100 fit digits' inverse in seconds; MNIST's gains from more
-    steps: int = Field(default=500, ge=1)
+    steps: int = Field(default=1000, ge=1)  # Adam steps on fresh (G(z), z) batches
     batch_size: int = Field(default=100, ge=1)
     # the logistic-regression probe's training images (the first ones of the split); its test images are the test split
     probe_train_images: int = Field(default=10_000, ge=10)

@@ -27,7 +27,7 @@ from gan_core.plots import grid_png, png_markdown
 from gan_core.sample import load_generator
 from gan_core.storage import atomic_output, hash_json
 
-INFERENCE_CODE_VERSION = "2"  # 2: E of 512 units a layer (1024 before)
+INFERENCE_CODE_VERSION = "2"  # 2: E of 512 units a layer (1024 before); records name their partition
 SHOWN_TEST_IMAGES = 30  # the figure: three pairs of rows of 10, test images above their reconstructions
 
 
@@ -64,7 +64,15 @@ def latent_encoder(
         with atomic_output(weights) as tmp:
             torch.save(encoder.state_dict(), tmp)
         how = "fitted to (G(z), z) after training" if own_encoder(loaded) is None else "learned with G (BiGAN)"
-        return {"seed": run["seed"], **vars(scores), "inverse": how, "encoder": str(weights), "files": [str(weights)]}
+        return {
+            "dataset": dataset,
+            "model": experiment,
+            "seed": run["seed"],
+            **vars(scores),
+            "inverse": how,
+            "encoder": str(weights),
+            "files": [str(weights)],
+        }
 
     runs = compute_or_load_each(
         context,

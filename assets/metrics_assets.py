@@ -21,7 +21,6 @@ from assets.common import (
 )
 from assets.configs import ClassifierConfig
 from assets.data_assets import preprocessed_dataset
-from assets.inference_assets import latent_encoder
 from assets.model_assets import generated_samples
 from assets.partitions import dataset_partitions
 from assets.resources import StorageResource
@@ -125,22 +124,21 @@ def score_images(images: np.ndarray, reference: metrics.ReferenceSet, asked: np.
 
 
 @partition_asset(
-    deps=[generated_samples, feature_classifier, latent_encoder],
+    deps=[generated_samples, feature_classifier],
     code_version=METRICS_CODE_VERSION,
     group_name="metrics",
 )
 def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """FD, KID, improved precision/recall, density/coverage, class coverage and KL, inception score and the
-    memorisation ratio of each seed's samples against real training images; the learned inverse's probe accuracy
-    and reconstruction error (latent_encoder); for a semi-supervised model, its discriminator's test error beside a
-    supervised baseline trained on its labelled images alone (gan_core.semi_supervised)."""
+    memorisation ratio of each seed's samples against real training images; for a semi-supervised model, its
+    discriminator's test error beside a supervised baseline trained on its labelled images alone
+    (gan_core.semi_supervised)."""
     dataset, experiment, layout = checked_partition(context, storage)
     classifier_key = layout.classifier(dataset)["key"]
     n_train = read_dataset_info(layout.dataset_file(dataset)).split_sizes["train"]
     reference = None
     semi_supervised = get_model_spec(storage.experiments.get(experiment).model).semi_supervised
     trained = {run["seed"]: run for run in layout.trained_runs(dataset, experiment)}
-    inferred = {run["seed"]: run for run in layout.read_partition_index("inference", dataset, experiment)["runs"]}
 
     def score(entry: dict) -> dict:
         nonlocal reference
@@ -154,14 +152,12 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
             "model": experiment,
             "seed": entry["seed"],
             **score_images(samples[:count], reference, None if asked is None else asked[:count]),
-            **{name: inferred[entry["seed"]][name] for name in INFERENCE_COLUMNS},
             **(semi_supervised_row(layout, dataset, trained[entry["seed"]]) if semi_supervised else {}),
             "seconds": time.perf_counter() - started,
         }
 
     def key_parts(entry: dict) -> dict:
         parts = {"samples": entry["content_hash"], "classifier": classifier_key, "code": METRICS_CODE_VERSION}
-        parts["inference"] = inferred[entry["seed"]]["key"]
         if semi_supervised:  # the discriminator's error: the weights, not only the samples
             parts["weights"] = trained[entry["seed"]]["weights_hash"]
         return parts
@@ -235,9 +231,6 @@ def paper_figures(context: dg.AssetExecutionContext, storage: StorageResource) -
         },
         data_version=dg.DataVersion(hash_json([entry["content_hash"], checkpoint])),
     )
-
-
-INFERENCE_COLUMNS = ("encoder_probe_accuracy", "pixel_probe_accuracy", "reconstruction_mse")
 
 
 def semi_supervised_row(layout: ArtifactLayout, dataset: str, run: dict) -> dict:

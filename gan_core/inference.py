@@ -27,6 +27,9 @@ from torch import nn
 from gan_core.models import sample_noise
 from gan_core.sample import LoadedGenerator, asked_labels
 
+# what the report's metrics table shows of a seed's learned inverse (beside that seed's sample metrics)
+INFERENCE_COLUMNS = ("encoder_probe_accuracy", "pixel_probe_accuracy", "reconstruction_mse")
+
 
 class LatentEncoder(nn.Module):
     """x -> ReLU 512 -> ReLU 512 -> z: an MLP over the pixels (any image size), the inverse the paper describes."""

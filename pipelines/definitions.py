@@ -18,6 +18,7 @@ from assets.resources import DatasetSourcesResource, StorageResource
 from pipelines.jobs import (
     celery_training_job,
     dataset_job,
+    inference_job,
     promotion_job,
     report_job,
     retrain_job,
@@ -39,7 +40,7 @@ def build_definitions(
     return dg.Definitions(
         assets=dg.load_assets_from_modules(ASSET_MODULES),
         asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
-        jobs=[dataset_job, training_job, retrain_job, promotion_job, report_job, celery_training_job],
+        jobs=[dataset_job, training_job, inference_job, retrain_job, promotion_job, report_job, celery_training_job],
         schedules=[build_retrain_schedule()],
         sensors=[evaluation_follows_training, retrain_on_data_change, recover_dead_runs_sensor, experiment_partitions],
         resources={

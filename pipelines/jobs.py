@@ -22,7 +22,6 @@ TRAINING_SELECTION = dg.AssetSelection.assets(
     parzen_bandwidth,
     parzen_log_likelihood,
     reproduction_scores,
-    latent_encoder,
     evaluation_metrics,
     paper_figures,
     exported_generator,
@@ -31,8 +30,8 @@ TRAINING_SELECTION = dg.AssetSelection.assets(
 training_job = dg.define_asset_job(
     "training_job",
     selection=TRAINING_SELECTION,
-    description="Train, sample, Parzen-evaluate, fit the learned inverse, score, draw figures and export the generator "
-    "for one dataset x experiment partition.",
+    description="Train, sample, Parzen-evaluate, score, draw figures and export the generator for one dataset x "
+    "experiment partition.",
 )
 
 celery_training_job = dg.define_asset_job(
@@ -40,6 +39,14 @@ celery_training_job = dg.define_asset_job(
     selection=TRAINING_SELECTION,
     executor_def=celery_redis_executor,
     description="training_job with each step a Celery task on any worker (pipelines/celery_workers.py).",
+)
+
+inference_job = dg.define_asset_job(
+    "inference_job",
+    selection=dg.AssetSelection.assets(latent_encoder),
+    description="Fit the learned inverse E(x) -> z of one dataset x experiment partition's trained generators (a "
+    "BiGAN's own is scored instead) and probe it; the report shows it beside the metrics. Under the daemon it follows "
+    "training by declarative automation.",
 )
 
 retrain_job = dg.define_asset_job(

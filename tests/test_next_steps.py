@@ -22,7 +22,6 @@ from tests.helpers import digits_graph
 SHORT = {
     "gan_model": {"config": {"epochs": 2, "labels_per_class": 5, "seeds": [0, 1]}},
     "generated_samples": {"config": {"count": 1000}},
-    "latent_encoder": {"config": {"steps": 200}},
 }
 
 
@@ -62,16 +61,15 @@ def test_semi_supervised_gan_through_the_graph(digits_data) -> None:
 
 def test_the_learned_inverse_of_a_trained_generator(digits_data) -> None:
     with digits_graph(digits_data) as (storage, defs, instance):
-        run_config = {
-            "ops": {
-                "gan_model": {"config": {"epochs": 3}},
-                "generated_samples": {"config": {"count": 1000}},
-                "latent_encoder": {"config": {"steps": 300}},
-            }
-        }
+        run_config = {"ops": {"gan_model": {"config": {"epochs": 3}}, "generated_samples": {"config": {"count": 1000}}}}
+        inference_config = {"ops": {"latent_encoder": {"config": {"steps": 300}}}}
         key = dataset_experiment_key("digits", "paper_mlp")
-        first = defs.resolve_job_def("training_job").execute_in_process(
+        trained = defs.resolve_job_def("training_job").execute_in_process(
             partition_key=key, instance=instance, run_config=run_config
+        )
+        assert trained.success
+        first = defs.resolve_job_def("inference_job").execute_in_process(
+            partition_key=key, instance=instance, run_config=inference_config
         )
         assert first.success
         checks = {e.check_name: e for e in first.get_asset_check_evaluations()}
@@ -82,11 +80,16 @@ def test_the_learned_inverse_of_a_trained_generator(digits_data) -> None:
         assert 0.1 < record["encoder_probe_accuracy"] <= 1.0 and record["pixel_probe_accuracy"] > 0.8
         assert storage.layout.figure("digits", "paper_mlp", "reconstructions").is_file()
         (metrics,) = storage.layout.read_partition_index("metrics", "digits", "paper_mlp")["runs"]
-        assert metrics["encoder_probe_accuracy"] == record["encoder_probe_accuracy"]
         assert "ssl_test_error" not in metrics  # not a semi-supervised model
+        assert defs.resolve_job_def("report_job").execute_in_process(instance=instance).success
+        report = instance.get_latest_materialization_event(dg.AssetKey("evaluation_report"))
+        shown = {r.data["model"]: r.data for r in report.asset_materialization.metadata["metrics"].value.records}
+        assert shown["paper_mlp"]["encoder_probe_accuracy"] == round(record["encoder_probe_accuracy"], 3)
+        html = storage.layout.report_file("report.html").read_text()
+        assert "test images (odd rows) above their reconstructions" in html
 
-        again = defs.resolve_job_def("training_job").execute_in_process(
-            partition_key=key, instance=instance, run_config=run_config
+        again = defs.resolve_job_def("inference_job").execute_in_process(
+            partition_key=key, instance=instance, run_config=inference_config
         )
         assert again.success
         (cached,) = storage.layout.read_partition_index("inference", "digits", "paper_mlp")["runs"]
@@ -101,12 +104,14 @@ def test_bigan_learns_its_encoder_with_its_generator_and_the_inverse_scores_it(d
                 "generated_samples": {"config": {"count": 1000}},
             }
         }
+        key = dataset_experiment_key("digits", "paper_mlp_bigan")
         result = defs.resolve_job_def("training_job").execute_in_process(
-            partition_key=dataset_experiment_key("digits", "paper_mlp_bigan"), instance=instance, run_config=run_config
+            partition_key=key, instance=instance, run_config=run_config
         )
         assert result.success
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert checks["training_did_not_diverge"] and checks["samples_finite_in_unit_range"]
+        assert defs.resolve_job_def("inference_job").execute_in_process(partition_key=key, instance=instance).success
         (run,) = storage.layout.trained_runs("digits", "paper_mlp_bigan")
         state = load_checkpoint(run["checkpoint"])
         assert any(key.startswith("encoder.") for key in state["generator"])  # trained with G, stored with it
