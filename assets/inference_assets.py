@@ -5,6 +5,7 @@ Downstream of `gan_model` only: E is fitted on the generator's own samples, so n
 seed's E is cached under its generator's weights and this config.
 """
 
+import functools
 import time
 
 import dagster as dg
@@ -22,7 +23,15 @@ from assets.configs import InferenceConfig
 from assets.model_assets import gan_model
 from assets.resources import StorageResource
 from gan_core.data import load_split, load_split_arrays
-from gan_core.inference import LatentEncoder, encode, own_encoder, reconstruct, score_encoder, train_encoder
+from gan_core.inference import (
+    LatentEncoder,
+    encode,
+    own_encoder,
+    pixel_probe_accuracy,
+    reconstruct,
+    score_encoder,
+    train_encoder,
+)
 from gan_core.plots import grid_png, png_markdown
 from gan_core.sample import load_generator
 from gan_core.storage import atomic_output, hash_json
@@ -42,9 +51,10 @@ def latent_encoder(
     dataset, experiment, layout = checked_partition(context, storage)
     path = layout.dataset_file(dataset)
     train_images = load_split(path, "train", limit=config.probe_train_images)
-    train_labels = load_split_arrays(path, "train").labels[: len(train_images)]
+    train = (train_images, load_split_arrays(path, "train").labels[: len(train_images)])
     test = (load_split(path, "test"), load_split_arrays(path, "test").labels)
     reconstructions: dict[int, np.ndarray] = {}
+    pixel_accuracy = functools.cache(lambda: pixel_probe_accuracy(train, test))  # once, for the seeds not stored
 
     def key_parts(run: dict) -> dict:
         return {"weights": run["weights_hash"], **config.model_dump(exclude={"device"}), "code": INFERENCE_CODE_VERSION}
@@ -53,17 +63,17 @@ def latent_encoder(
         started = time.perf_counter()
         loaded = load_generator(run["checkpoint"], config.device)
         encoder = own_encoder(loaded)
+        how = "fitted to (G(z), z) after training" if encoder is None else "learned with G (BiGAN)"
         if encoder is None:
             context.log.info(f"seed {run['seed']}: fitting E(x) -> z for {config.steps} steps of {config.batch_size}")
             encoder = train_encoder(loaded, config.steps, config.batch_size, config.seed, context.log.info)
         else:
             context.log.info(f"seed {run['seed']}: scoring the encoder the model learned with its generator (BiGAN)")
-        scores, images = score_encoder(loaded, encoder, (train_images, train_labels), test, started)
+        scores, images = score_encoder(loaded, encoder, train, test, pixel_accuracy(), started)
         reconstructions[run["seed"]] = images
         weights = layout.encoder_weights(dataset, experiment, hash_json(key_parts(run)))
         with atomic_output(weights) as tmp:
             torch.save(encoder.state_dict(), tmp)
-        how = "fitted to (G(z), z) after training" if own_encoder(loaded) is None else "learned with G (BiGAN)"
         return {
             "dataset": dataset,
             "model": experiment,

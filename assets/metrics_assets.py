@@ -3,6 +3,7 @@
 All offline: the feature space is the penultimate layer of a small classifier trained here on the dataset itself.
 """
 
+import functools
 import time
 
 import dagster as dg
@@ -139,6 +140,7 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
     reference = None
     semi_supervised = get_model_spec(storage.experiments.get(experiment).model).semi_supervised
     trained = {run["seed"]: run for run in layout.trained_runs(dataset, experiment)}
+    labelled_splits = functools.cache(lambda: train_and_test(layout, dataset))  # read once, for the seeds not stored
 
     def score(entry: dict) -> dict:
         nonlocal reference
@@ -152,7 +154,7 @@ def evaluation_metrics(context: dg.AssetExecutionContext, storage: StorageResour
             "model": experiment,
             "seed": entry["seed"],
             **score_images(samples[:count], reference, None if asked is None else asked[:count]),
-            **(semi_supervised_row(layout, dataset, trained[entry["seed"]]) if semi_supervised else {}),
+            **(semi_supervised_row(dataset, trained[entry["seed"]], *labelled_splits()) if semi_supervised else {}),
             "seconds": time.perf_counter() - started,
         }
 
@@ -233,11 +235,17 @@ def paper_figures(context: dg.AssetExecutionContext, storage: StorageResource) -
     )
 
 
-def semi_supervised_row(layout: ArtifactLayout, dataset: str, run: dict) -> dict:
-    """A semi-supervised run's `ssl_test_error` and `supervised_baseline_error` (gan_core.semi_supervised)."""
+LabelledSplit = tuple[torch.Tensor, np.ndarray]  # a split's images and their labels
+
+
+def train_and_test(layout: ArtifactLayout, dataset: str) -> tuple[LabelledSplit, LabelledSplit]:
+    """The training and test splits of `dataset`, each as (images, labels)."""
     path = layout.dataset_file(dataset)
-    train = (load_split(path, "train"), load_split_arrays(path, "train").labels)
-    test = (load_split(path, "test"), load_split_arrays(path, "test").labels)
+    return tuple((load_split(path, split), load_split_arrays(path, split).labels) for split in ("train", "test"))  # type: ignore[return-value]
+
+
+def semi_supervised_row(dataset: str, run: dict, train: LabelledSplit, test: LabelledSplit) -> dict:
+    """A semi-supervised run's `ssl_test_error` and `supervised_baseline_error` (gan_core.semi_supervised)."""
     num_classes = get_dataset_spec(dataset).num_classes
     return semi_supervised_scores(run["checkpoint"], train, test, num_classes, str(resolve_device("auto")))
 

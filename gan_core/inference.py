@@ -25,7 +25,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from gan_core.models import sample_noise
-from gan_core.sample import LoadedGenerator, asked_labels
+from gan_core.sample import LoadedGenerator, asked_labels, generate_from_noise
 
 # what the report's metrics table shows of a seed's learned inverse (beside that seed's sample metrics)
 INFERENCE_COLUMNS = ("encoder_probe_accuracy", "pixel_probe_accuracy", "reconstruction_mse")
@@ -103,17 +103,9 @@ def encode(encoder: nn.Module, images: torch.Tensor, batch: int = 1000) -> np.nd
     return torch.cat(codes).double().numpy()
 
 
-@torch.no_grad()
 def reconstruct(loaded: LoadedGenerator, codes: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
     """G(E(x)) from inferred codes (a conditional generator's for the given `labels`)."""
-    device = next(loaded.generator.parameters()).device
-    z = torch.as_tensor(codes, device=device, dtype=torch.float32)
-    if loaded.num_classes:
-        asked = torch.as_tensor(
-            labels if labels is not None else asked_labels(len(z), loaded.num_classes), device=device
-        )
-        return loaded.generator(z, asked).cpu().numpy()
-    return loaded.generator(z).cpu().numpy()
+    return generate_from_noise(loaded, torch.as_tensor(codes, dtype=torch.float32), labels)
 
 
 def probe_accuracy(
@@ -139,15 +131,24 @@ class InferenceScores:
     seconds: float
 
 
+def pixel_probe_accuracy(train: tuple[torch.Tensor, np.ndarray], test: tuple[torch.Tensor, np.ndarray]) -> float:
+    """`probe_accuracy` on raw pixels of (images, labels) of the training and test splits: the encoder's baseline,
+    the same for every generator of a dataset."""
+    flat = [split[0].flatten(1).double().numpy() for split in (train, test)]
+    return probe_accuracy(flat[0], train[1], flat[1], test[1])
+
+
 def score_encoder(
     loaded: LoadedGenerator,
     encoder: nn.Module,
     train: tuple[torch.Tensor, np.ndarray],
     test: tuple[torch.Tensor, np.ndarray],
+    pixel_accuracy: float,
     started: float,
 ) -> tuple[InferenceScores, np.ndarray]:
-    """The scores of `encoder` on (images, labels) of the training split (the probe's fit) and the test split, and
-    the test images' reconstructions G(E(x))."""
+    """The scores of `encoder` on (images, labels) of the training split (the probe's fit) and the test split, beside
+    the pixels' probe accuracy (`pixel_probe_accuracy` of the same splits), and the test images' reconstructions
+    G(E(x))."""
     test_codes = encode(encoder, test[0])
     reconstructions = reconstruct(loaded, test_codes, test[1] if loaded.num_classes else None)
     pixels = test[0].numpy().reshape(len(test[0]), -1)
@@ -155,7 +156,7 @@ def score_encoder(
         latent_mse=latent_error(loaded, encoder),
         reconstruction_mse=float(np.mean((reconstructions.reshape(len(pixels), -1) - pixels) ** 2)),
         encoder_probe_accuracy=probe_accuracy(encode(encoder, train[0]), train[1], test_codes, test[1]),
-        pixel_probe_accuracy=probe_accuracy(train[0].flatten(1).double().numpy(), train[1], pixels, test[1]),
+        pixel_probe_accuracy=pixel_accuracy,
         probe_train_images=len(train[0]),
         seconds=time.perf_counter() - started,
     )

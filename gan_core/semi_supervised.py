@@ -69,11 +69,15 @@ def read_labelled_subset(run_dir: str | os.PathLike[str]) -> np.ndarray:
 def load_discriminator(checkpoint_path: str | os.PathLike[str], num_classes: int, device: str = "auto") -> nn.Module:
     """The discriminator of a semi-supervised run's checkpoint (a K-class classifier), in evaluation mode."""
     dev = resolve_device(device)
-    state = load_checkpoint(checkpoint_path, dev)
+    return _discriminator(load_checkpoint(checkpoint_path, dev), num_classes, dev)
+
+
+def _discriminator(state: dict[str, Any], num_classes: int, device: torch.device) -> nn.Module:
+    """The discriminator of a loaded checkpoint `state`, on `device`, in evaluation mode."""
     image_shape = tuple(int(v) for v in state["image_shape"])
     discriminator = build_models(state["config"]["model"], image_shape, num_classes).discriminator  # type: ignore[arg-type]
     discriminator.load_state_dict(state["discriminator"])
-    return discriminator.to(dev).eval()
+    return discriminator.to(device).eval()
 
 
 @torch.no_grad()
@@ -123,14 +127,14 @@ def semi_supervised_scores(
     """`ssl_test_error` (the run's discriminator as a K-way classifier of the test images) and
     `supervised_baseline_error` (the same network trained on the run's labelled subset alone), with that subset's size
     and the baseline's seconds. `train` and `test` are (images, labels) of those splits."""
-    run_dir = Path(checkpoint_path).parent
-    subset = read_labelled_subset(run_dir)
-    state = load_checkpoint(checkpoint_path, "cpu")
+    subset = read_labelled_subset(Path(checkpoint_path).parent)
+    dev = resolve_device(device)
+    state = load_checkpoint(checkpoint_path, dev)
     config = state["config"]
-    discriminator = load_discriminator(checkpoint_path, num_classes, device)
+    discriminator = _discriminator(state, num_classes, dev)
     started = time.perf_counter()
     baseline = supervised_baseline(
-        config["model"], train[0][subset], train[1][subset], num_classes, int(config["seed"]), device=device
+        config["model"], train[0][subset], train[1][subset], num_classes, int(config["seed"]), device=str(dev)
     )
     return {
         "ssl_test_error": classification_error(discriminator, *test),
