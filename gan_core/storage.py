@@ -3,17 +3,21 @@
 Every file this project writes goes to a temporary name beside its final path and is renamed into place only when it
 is complete, so a failed or killed run never leaves a half-written file and never damages the previous good one. The
 file is flushed to disk (fsync) before the rename and its directory after it, so a power loss cannot leave a
-zero-length "complete" file either.
+zero-length "complete" file either. A temporary name carries its writer's host and pid: a writer killed outright
+(SIGKILL, out of memory) leaves its temporary behind, and the next write of the same file removes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +48,49 @@ def durable_replace(source: str | os.PathLike[str], target: str | os.PathLike[st
     fsync_path(source)
     os.replace(source, target)
     fsync_path(Path(target).parent)
+
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def _writer_tag() -> str:
+    """This process as it appears in its temporary names: `<host>~<pid>` (the host reduced to letters, digits, '-')."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
+    return f"{host}~{os.getpid()}"
+
+
+def _temporary_prefix(final_path: Path) -> str:
+    """The start of every temporary name of `final_path`: `.<name>.<host>~<pid>.` (then mkstemp's letters, `.tmp`)."""
+    return f".{final_path.name}.{_writer_tag()}."
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: no signal is sent, only the process looked up
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def remove_abandoned_temporaries(final_path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files and folders of `final_path` whose writer was a process of this host that no longer
+    exists (killed before its cleanup ran), and return them. A live writer's, or another host's, are left alone."""
+    final_path = Path(final_path)
+    pattern = re.compile(rf"\.{re.escape(final_path.name)}\.(?P<host>[A-Za-z0-9-]+)~(?P<pid>\d+)\.[^.]+\.tmp")
+    this_host = _writer_tag().split("~")[0]
+    removed = []
+    for candidate in final_path.parent.glob(f".{glob.escape(final_path.name)}.*{TEMPORARY_SUFFIX}"):
+        match = pattern.fullmatch(candidate.name)
+        if match is None or match["host"] != this_host or _process_exists(int(match["pid"])):
+            continue
+        if candidate.is_dir():
+            shutil.rmtree(candidate, ignore_errors=True)
+        else:
+            candidate.unlink(missing_ok=True)
+        removed.append(candidate)
+    return removed
 
 
 class DiskFullError(OSError):
@@ -108,7 +155,10 @@ def atomic_output(
     final_path.parent.mkdir(parents=True, exist_ok=True)
     if size is not None:
         ensure_space(final_path, size)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent)
+    remove_abandoned_temporaries(final_path)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=_temporary_prefix(final_path), suffix=TEMPORARY_SUFFIX, dir=final_path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp_name)
     try:
@@ -138,7 +188,8 @@ def atomic_directory(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a fresh temporary directory; swap it in for `final_dir` only if the block succeeds."""
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=".tmp", dir=final_dir.parent))
+    remove_abandoned_temporaries(final_dir)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=_temporary_prefix(final_dir), suffix=TEMPORARY_SUFFIX, dir=final_dir.parent))
     try:
         yield tmp_dir
         for written in [*tmp_dir.rglob("*"), tmp_dir]:

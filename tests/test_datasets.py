@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import h5py
@@ -234,6 +237,42 @@ def test_atomic_output_keeps_previous_file_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("killed mid-write")
     assert target.read_bytes() == b"previous good result"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def start_writer_that_hangs(target: Path) -> subprocess.Popen:
+    """A real process inside `atomic_output(target)`, its temporary file written, waiting on its stdin."""
+    script = f"""
+        import sys
+        from gan_core.storage import atomic_output
+        with atomic_output({str(target)!r}) as tmp:
+            tmp.write_bytes(b"half of a checkpoint")
+            print(tmp, flush=True)
+            sys.stdin.read()
+        """
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write_and_a_live_writers_is_not(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "checkpoint.pt"
+    target.write_bytes(b"previous good result")
+    killed, alive = start_writer_that_hangs(target), start_writer_that_hangs(target)
+    killed_tmp, alive_tmp = Path(killed.stdout.readline().strip()), Path(alive.stdout.readline().strip())
+    killed.kill()  # SIGKILL: no cleanup runs in it
+    killed.wait()
+    assert killed_tmp.is_file() and alive_tmp.is_file()
+
+    with atomic_output(target) as tmp:
+        tmp.write_bytes(b"new result")
+    assert target.read_bytes() == b"new result"
+    assert not killed_tmp.exists(), "the dead writer's temporary file should be gone"
+    assert alive_tmp.read_bytes() == b"half of a checkpoint", "a live writer's temporary file must be left alone"
+    alive.communicate("")  # the live writer finishes: its file replaces ours, and its temporary is gone too
+    assert alive.returncode == 0 and target.read_bytes() == b"half of a checkpoint"
+    assert sorted(tmp_path.iterdir()) == [target]
 
 
 def test_compute_or_load_recomputes_only_for_a_new_key_a_missing_file_or_an_unreadable_record(tmp_path: Path) -> None:

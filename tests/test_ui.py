@@ -1,5 +1,6 @@
 """The UI for real: `dagster dev` on 127.0.0.1 with a temporary DAGSTER_HOME, driven through GraphQL and Chromium."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -166,12 +167,18 @@ class DagsterDev:
             time.sleep(2)
 
     def stop(self) -> None:
+        """SIGTERM to `dagster dev` alone: it asks its webserver and daemon to stop through their shutdown pipes and
+        waits for them (a SIGTERM to the whole group made the webserver wait 60 s on its open connections); then
+        whatever of its process group is left (a run's process) is killed."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=60)
+                self.process.wait(timeout=90)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.kill()
+                self.process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.log.close()
 
 
