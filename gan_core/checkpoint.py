@@ -16,7 +16,7 @@ import torch
 
 from gan_core.config import SETTINGS_ADDED_LATER, TrainConfig
 from gan_core.layout import best_checkpoint_file, checkpoint_file, previous_checkpoint_file
-from gan_core.storage import atomic_output
+from gan_core.storage import atomic_output, remove_abandoned_temporaries
 from gan_core.updates import Players
 
 CHECKPOINT_FORMAT = 1
@@ -68,7 +68,13 @@ class Checkpoint:
         return time.monotonic() - self.last_saved >= self.every_seconds
 
     def restore(self, players: Players) -> TrainingState:
-        """Load the newest readable checkpoint into `players` (same settings; `epochs` may be raised)."""
+        """Load the newest readable checkpoint into `players` (same settings; `epochs` may be raised). The writer
+        (who holds the run directory's lock) first removes what a killed trainer left half-written."""
+        if self.writes:
+            for path in (self.path, self.best):
+                for abandoned in remove_abandoned_temporaries(path):
+                    if self.log:
+                        self.log(f"removed {abandoned.name}, left half-written by a trainer that was killed")
         saved = self._newest_readable()
         if saved is None:
             return TrainingState()

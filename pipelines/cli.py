@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import uuid
@@ -146,10 +147,18 @@ def _print_warnings(instance: Any, run_id: str) -> None:
             print(f"      warning: {one_line(entry.user_message)}", flush=True)
 
 
-def _execute(job_name: str, defs: Any, instance: Any, tags: dict[str, str] | None = None, **kwargs: Any) -> Any:
+def _execute(
+    job_name: str,
+    defs: Any,
+    instance: Any,
+    tags: dict[str, str] | None = None,
+    retry_backoff: float | None = None,
+    **kwargs: Any,
+) -> Any:
     """Run one job in this process after the `gpu` pool has a free slot, tagged with this process's identity (so a
     later CLI can tell if it died). A run that fails for a reason a retry can fix is retried here after a back-off
-    (pipelines/retries.py), each retry's run id printed. SIGTERM or Ctrl-C stops the run cleanly and cancels it (a
+    (pipelines/retries.py; `retry_backoff` seconds before the first retry, 10 by default), each retry's run id
+    printed. SIGTERM or Ctrl-C stops the run cleanly and cancels it (a
     training step first writes a checkpoint); a canceled run ends the command."""
     import time
 
@@ -218,7 +227,7 @@ def _execute(job_name: str, defs: Any, instance: Any, tags: dict[str, str] | Non
                 return result
             raise SystemExit(f"{cause} (gave up after {retries} retries)")
         print(f"      {cause}", flush=True)
-        wait, lost_attempt, attempt_id = backoff_seconds(attempt), attempt_id, str(uuid.uuid4())
+        wait, lost_attempt, attempt_id = backoff_seconds(attempt, retry_backoff), attempt_id, str(uuid.uuid4())
         which = f"run {attempt_id}" if executor != "celery" else f"the run tagged {ATTEMPT_ID_TAG}={attempt_id}"
         print(f"      retry {attempt} of {retries} in {wait:.0f} s: {which}", flush=True)
         time.sleep(wait)
@@ -236,12 +245,14 @@ def run_pipeline(
     executor: str = "in_process",
     verbose: bool = False,
     tags: dict[str, str] | None = None,
+    retry_backoff: float | None = None,
 ) -> dict[str, Any]:
     """Materialise dataset -> model -> samples -> Parzen -> report for one experiment (a model's name: its built-in
     experiment) or several (one training run each, then one report; a failed one is recorded and the others go on);
     return the report paths, the summary table, the failed checks and the failed partitions. `executor="celery"`
     sends the training job's steps to Celery workers (pipelines/celery_workers.py); `verbose` prints Dagster's event
-    lines and every check; `tags` go on every run."""
+    lines and every check; `tags` go on every run; `retry_backoff`: the seconds before a failed run's first retry
+    (pipelines/retries.py; 10 by default)."""
 
     from assets.partitions import register_experiments
     from pipelines.definitions import defs as default_defs
@@ -260,7 +271,7 @@ def run_pipeline(
     instance = instance or _open_instance()
     recover_dead_runs(instance)
     register_experiments(instance, registry.names())
-    return _run_jobs(dataset, names, run_config, defs, instance, executor, verbose, tags or {})
+    return _run_jobs(dataset, names, run_config, defs, instance, executor, verbose, tags or {}, retry_backoff)
 
 
 def check_names(dataset: str, experiment: str, registry: Any, flag: str = "experiment") -> None:
@@ -328,6 +339,7 @@ def _run_jobs(
     executor: str,
     verbose: bool,
     tags: dict[str, str],
+    retry_backoff: float | None = None,
 ) -> dict[str, Any]:
     import time
 
@@ -360,7 +372,7 @@ def _run_jobs(
     for number, (job_name, title, kwargs) in enumerate(steps, start=1):
         print(f"[{number}/{len(steps)}] {title}", flush=True)
         started = time.perf_counter()
-        result = _execute(job_name, defs, instance, tags=tags, verbose=verbose, **kwargs)
+        result = _execute(job_name, defs, instance, tags=tags, verbose=verbose, retry_backoff=retry_backoff, **kwargs)
         log_path = write_run_log(instance, result.run_id)
         if not verbose:
             _print_warnings(instance, result.run_id)
@@ -607,6 +619,7 @@ def run_sweep(args: argparse.Namespace, registry: Any) -> int:
         executor=args.executor,
         verbose=args.verbose,
         tags={SWEEP_TAG: args.name},
+        retry_backoff=args.retry_backoff,
     )
     print()
     print_summary(outcome["summary_csv"], args.dataset, [point.name for point in points])
@@ -674,7 +687,15 @@ def main(argv: list[str] | None = None) -> int:
         "default": "in_process",
         "help": "celery: send the training job's steps to Celery workers (see `Running on several machines` in README)",
     }
+    retry_backoff_flag = {
+        "type": float,
+        "default": None,
+        "metavar": "SECONDS",
+        "help": "the wait before the first retry of a run that failed for a reason a retry can fix, 3 times longer "
+        "each retry after it (default: 10)",
+    }
     run.add_argument("--executor", **executor_flag)
+    run.add_argument("--retry-backoff", **retry_backoff_flag)
     check = sub.add_parser(
         "check",
         help="CI: the whole graph with a fresh instance and data directory; "
@@ -708,6 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--no-launch", action="store_true", help="declare the points only")
     sweep.add_argument("--verbose", action="store_true")
     sweep.add_argument("--executor", **executor_flag)
+    sweep.add_argument("--retry-backoff", **retry_backoff_flag)
     draw = sub.add_parser(
         "sample", help="a grid of samples from an exported generator file alone (no training code, no Dagster)"
     )
@@ -724,6 +746,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "sample":
         return _sample(args)
+    backoff = getattr(args, "retry_backoff", None)
+    if backoff is not None and not (math.isfinite(backoff) and backoff >= 0):
+        raise SystemExit(f"--retry-backoff: must be a non-negative number of seconds, got {backoff:g}")
 
     from assets.resources import StorageResource
 
@@ -750,6 +775,7 @@ def main(argv: list[str] | None = None) -> int:
         sample_config=sample_config,
         executor=args.executor,
         verbose=args.verbose,
+        retry_backoff=args.retry_backoff,
     )
     print()
     print_summary(outcome["summary_csv"], args.dataset)

@@ -28,10 +28,11 @@ def max_retries(instance: dg.DagsterInstance) -> int:
     return instance.run_retries_max_retries if instance.run_retries_enabled else 0
 
 
-def backoff_seconds(retry: int) -> float:
-    """The wait before retry number `retry` (1, 2, ...): 10 s, 30 s, 90 s, ... (a database or broker that restarts
-    is back within seconds; one that is not back after minutes needs a person)."""
-    return FIRST_BACKOFF_SECONDS * BACKOFF_FACTOR ** (retry - 1)
+def backoff_seconds(retry: int, first: float | None = None) -> float:
+    """The wait before retry number `retry` (1, 2, ...): `first` (10 s by default), then 3 times longer each retry:
+    10 s, 30 s, 90 s, ... (a database or broker that restarts is back within seconds; one that is not back after
+    minutes needs a person)."""
+    return (FIRST_BACKOFF_SECONDS if first is None else first) * BACKOFF_FACTOR ** (retry - 1)
 
 
 INTERRUPTIONS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
