@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -67,41 +68,48 @@ def test_a_sweep_is_one_experiment_per_grid_point() -> None:
     assert all(p.sweep == "lrm" and p.swept == ("learning_rate", "momentum") and p.seeds == (0, 1) for p in points)
 
 
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["experiment", "add", "bad name", "--model", "paper_mlp"], ["experiment name", "'bad name'", "letters"]),
-        (["experiment", "add", "x", "--model", "nosuch"], ["model: unknown model 'nosuch'", "paper_mlp"]),
-        (
-            ["experiment", "add", "x", "--model", "paper_mlp", "--set", "learnin_rate=0.1"],
-            ["unknown setting 'learnin_rate'", "did you mean 'learning_rate'"],
-        ),
-        (
-            ["experiment", "add", "x", "--model", "paper_mlp", "--set", "learning_rate=-1"],
-            ["learning_rate", "> 0 and finite", "got -1"],
-        ),
-        (["experiment", "add", "x", "--model", "paper_mlp", "--set", "learning_rate"], ["must look like key=value"]),
-        (
-            ["sweep", "s", "--grid", "learning_rate=0.1,0.1"],
-            ["values must be distinct"],
-        ),
-        (
-            ["sweep", "s", "--grid", "momentum_end=0.5,2"],
-            ["momentum_end", "got 2"],
-        ),
-        (["sweep", "s", "--model", "nosuch", "--grid", "learning_rate=0.1"], ["--model: unknown model 'nosuch'"]),
-        (["run", "--experiment", "nosuch"], ["--experiment: unknown experiment 'nosuch'", "paper_mlp"]),
-    ],
-    ids=["name", "model", "setting", "bounds", "malformed", "repeated", "sweep bounds", "sweep model", "run"],
-)
-def test_a_bad_experiment_is_refused_in_one_line_before_anything_is_stored(tmp_path, args, expected) -> None:
-    completed = cli(tmp_path / "home", tmp_path / "data", *args, timeout=120)
-    assert completed.returncode != 0
-    lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in completed.stderr, completed.stderr
-    assert all(part in lines[0] for part in expected), lines[0]
-    assert not (tmp_path / "data" / "experiments.json").exists()  # nothing stored, nothing run
-    assert not (tmp_path / "data" / "models").exists()
+BAD_EXPERIMENT_CASES = {
+    "name": (["experiment", "add", "bad name", "--model", "paper_mlp"], ["experiment name", "'bad name'", "letters"]),
+    "model": (["experiment", "add", "x", "--model", "nosuch"], ["model: unknown model 'nosuch'", "paper_mlp"]),
+    "setting": (
+        ["experiment", "add", "x", "--model", "paper_mlp", "--set", "learnin_rate=0.1"],
+        ["unknown setting 'learnin_rate'", "did you mean 'learning_rate'"],
+    ),
+    "bounds": (
+        ["experiment", "add", "x", "--model", "paper_mlp", "--set", "learning_rate=-1"],
+        ["learning_rate", "> 0 and finite", "got -1"],
+    ),
+    "malformed": (
+        ["experiment", "add", "x", "--model", "paper_mlp", "--set", "learning_rate"],
+        ["must look like key=value"],
+    ),
+    "repeated": (["sweep", "s", "--grid", "learning_rate=0.1,0.1"], ["values must be distinct"]),
+    "sweep bounds": (["sweep", "s", "--grid", "momentum_end=0.5,2"], ["momentum_end", "got 2"]),
+    "sweep model": (
+        ["sweep", "s", "--model", "nosuch", "--grid", "learning_rate=0.1"],
+        ["--model: unknown model 'nosuch'"],
+    ),
+    "run": (["run", "--experiment", "nosuch"], ["--experiment: unknown experiment 'nosuch'", "paper_mlp"]),
+}
+
+
+def test_a_bad_experiment_is_refused_in_one_line_before_anything_is_stored(tmp_path) -> None:
+    """Each case is its own `gan-pipeline` process, three at a time (each spends most of its time importing)."""
+
+    def refuse(name: str) -> subprocess.CompletedProcess:
+        scratch = tmp_path / name.replace(" ", "_")
+        return cli(scratch / "home", scratch / "data", *BAD_EXPERIMENT_CASES[name][0], timeout=120)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        outcomes = dict(zip(BAD_EXPERIMENT_CASES, pool.map(refuse, BAD_EXPERIMENT_CASES), strict=True))
+    for name, completed in outcomes.items():
+        scratch, expected = tmp_path / name.replace(" ", "_"), BAD_EXPERIMENT_CASES[name][1]
+        lines = completed.stderr.strip().splitlines()
+        assert completed.returncode != 0, name
+        assert len(lines) == 1 and "Traceback" not in completed.stderr, (name, completed.stderr)
+        assert all(part in lines[0] for part in expected), (name, lines[0])
+        assert not (scratch / "data" / "experiments.json").exists(), name  # nothing stored, nothing run
+        assert not (scratch / "data" / "models").exists(), name
 
 
 def test_an_experiment_added_at_run_time_survives_a_restart_of_the_code_location(tmp_path) -> None:
