@@ -168,17 +168,27 @@ class DagsterDev:
 
     def stop(self) -> None:
         """SIGTERM to `dagster dev` alone: it asks its webserver and daemon to stop through their shutdown pipes and
-        waits for them (a SIGTERM to the whole group made the webserver wait 60 s on its open connections); then
-        whatever of its process group is left (a run's process) is killed."""
+        waits for them (a SIGTERM to the whole group made the webserver wait 60 s on its open connections). Should it
+        not stop, its signal state goes to the log and the whole group gets SIGTERM, then SIGKILL."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=90)
+                self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                status = Path(f"/proc/{self.process.pid}/status").read_text()
+                state = " ".join(line for line in status.splitlines() if line.startswith(("State", "Sig", "Shd")))
+                self.log.write(
+                    f"\n[test] dagster dev did not stop 20 s after SIGTERM ({state}); SIGTERM to its group\n"
+                )
+                self.log.flush()
+                os.killpg(self.process.pid, signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+            os.killpg(self.process.pid, signal.SIGKILL)  # whatever is left of its group (a run's process)
         self.log.close()
 
 
