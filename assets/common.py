@@ -91,16 +91,35 @@ def final_if_failed(check: AssetCompute) -> AssetCompute:
     return wrapped  # type: ignore[return-value]
 
 
+SERVER_ERRORS = {  # the top module of an exception that says a server was unreachable: the server it means
+    "sqlalchemy": "the Dagster instance's database (PostgreSQL/SQLite)",
+    "psycopg2": "the Dagster instance's database (PostgreSQL)",
+    "redis": "the Celery broker (Redis)",
+    "kombu": "the Celery broker (Redis)",
+    "celery": "the Celery broker (Redis)",
+}
+
+
+def lost_server(error: BaseException) -> str | None:
+    """The server (SERVER_ERRORS) that `error` or one of its causes says was unreachable (a connection or
+    operational error of its client library), or None."""
+    seen: BaseException | None = error
+    while seen is not None:
+        module, name = type(seen).__module__.split(".")[0], type(seen).__name__
+        if module in SERVER_ERRORS and ("Operational" in name or "Connection" in name):
+            return SERVER_ERRORS[module]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def may_pass_on_retry(error: BaseException) -> bool:
     """Whether a retry may succeed where `error` failed a step: a server away (the instance's database, the broker),
     memory the machine or the GPU lacked, a lost worker. Not the inputs, the settings or the code: those fail again."""
+    if lost_server(error) is not None:
+        return True
     seen: BaseException | None = error
     while seen is not None:
-        module = type(seen).__module__.split(".")[0]
-        name = type(seen).__name__
-        if module in {"sqlalchemy", "psycopg2", "redis", "kombu"} and ("Operational" in name or "Connection" in name):
-            return True
-        if isinstance(seen, MemoryError) or name == "OutOfMemoryError":  # torch.OutOfMemoryError: the GPU's memory
+        if isinstance(seen, MemoryError) or type(seen).__name__ == "OutOfMemoryError":  # torch's: the GPU's memory
             return True
         seen = seen.__cause__
     return False

@@ -417,6 +417,7 @@ def print_summary(summary_csv: str, dataset: str, experiments: list[str] | None 
     table = table[table["dataset"] == dataset]
     if experiments is not None:
         table = table[table["model"].isin(experiments) | table["seeds"].isna()]
+    table = table.dropna(axis="columns", how="all")  # a metric no row here has (the probe before inference_job)
     shown = presented(table).rename(
         columns={
             "log_likelihood": "Parzen (nats)",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.common import NOT_RETRIED_TAG
+from assets.common import NOT_RETRIED_TAG, SERVER_ERRORS, lost_server
 
 RETRY_OF_TAG = "gan_pipeline/retry_of"  # on a retry that `gan-pipeline run` launched: the first run's id
 ATTEMPT_TAG = "gan_pipeline/attempt"  # 1 for the first run, 2 for its first retry, ...
@@ -64,15 +64,6 @@ def not_retried_because(run: dg.DagsterRun | None) -> str | None:
     return run.tags.get(NOT_RETRIED_TAG)
 
 
-SERVER_ERRORS = {  # exception module prefix: the server it means
-    "sqlalchemy": "the Dagster instance's database (PostgreSQL/SQLite)",
-    "psycopg2": "the Dagster instance's database (PostgreSQL)",
-    "redis": "the Celery broker (Redis)",
-    "kombu": "the Celery broker (Redis)",
-    "celery": "the Celery broker (Redis)",
-}
-
-
 def server_named_in(text: str) -> str | None:
     """The server an error's text (a run's failure, as Dagster stored it) says was unreachable, or None."""
     for module, server in SERVER_ERRORS.items():
@@ -82,12 +73,12 @@ def server_named_in(text: str) -> str | None:
 
 
 def unreachable_server(error: BaseException) -> str | None:
-    """The server `error` (or one of its causes) says was unreachable, or None for any other error."""
+    """The server `error` (or one of its causes) says was unreachable (assets.common.lost_server; "a server" for
+    any other connection error), or None for any other error."""
+    if (server := lost_server(error)) is not None:
+        return server
     seen: BaseException | None = error
     while seen is not None:
-        module = type(seen).__module__.split(".")[0]
-        if module in SERVER_ERRORS and ("Operational" in type(seen).__name__ or "Connection" in type(seen).__name__):
-            return SERVER_ERRORS[module]
         if isinstance(seen, ConnectionError):
             return "a server"
         seen = seen.__cause__ or seen.__context__

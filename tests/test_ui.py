@@ -27,6 +27,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Runs the command after it with SIGINT and SIGQUIT at their defaults. A pytest started in the background by a shell
+# (`pytest &`) ignores both, its children inherit that, and `dagster dev` then ignores SIGTERM too (it maps SIGTERM to
+# whatever SIGINT does): it could not be stopped.
+WITH_DEFAULT_INTERRUPTS = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); signal.signal(signal.SIGQUIT, "
+    "signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
+]
+
+
 class DagsterDev:
     """A running `dagster dev` and a tiny GraphQL client for it."""
 
@@ -38,6 +49,7 @@ class DagsterDev:
         self.log = log.open("w")
         self.process = subprocess.Popen(
             [
+                *WITH_DEFAULT_INTERRUPTS,
                 str(Path(sys.executable).parent / "dagster"),
                 "dev",
                 "-w",
@@ -168,8 +180,8 @@ class DagsterDev:
 
     def stop(self) -> None:
         """SIGTERM to `dagster dev` alone: it asks its webserver and daemon to stop through their shutdown pipes and
-        waits for them (a SIGTERM to the whole group made the webserver wait 60 s on its open connections). Should it
-        not stop, its signal state goes to the log and the whole group gets SIGTERM, then SIGKILL."""
+        waits for them. Should it not stop, its signal state goes to the log and the whole group gets SIGTERM, then
+        SIGKILL."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
