@@ -71,7 +71,9 @@ def test_cifar10_from_a_mirror_through_the_graph(tmp_path, serve_directory) -> N
         train = load_split_arrays(storage.layout.dataset_file("cifar10"), "train")
         assert train.images.shape == (40_000, 3, 32, 32)
         np.testing.assert_array_equal(train.images[:10_000], first_batch.reshape(10_000, 3, 32, 32))
-        for model in ("dcgan", "paper_mlp_large"):  # a few steps each
+        # a few steps of the convolutional model; the paper's CIFAR-10 MLP (paper_mlp_large, 64 million weights and
+        # a 1 GB checkpoint here) trains in test_training's model x loss grid
+        for model in ("dcgan",):
             trained = defs.resolve_job_def("training_job").execute_in_process(
                 partition_key=dataset_experiment_key("cifar10", model),
                 instance=instance,

@@ -157,7 +157,7 @@ class DagsterDev:
             status = self.status(run_id)
             if status in ("SUCCESS", "FAILURE", "CANCELED"):
                 return status
-            time.sleep(2)
+            time.sleep(0.5)
         raise TimeoutError(f"run {run_id} did not finish in time")
 
     def experiment_partitions(self) -> list[str]:
