@@ -15,6 +15,7 @@ from assets.configs import validate_run_config
 from assets.partitions import dataset_experiment_partitions
 from assets.resources import StorageResource
 from gan_core.checks import CheckOutcome
+from gan_core.errors import error_chain
 from gan_core.layout import ArtifactLayout, FigureName, PartitionKind
 from gan_core.metrics import METRIC_COLUMNS
 from gan_core.records import compute_or_load
@@ -103,12 +104,10 @@ SERVER_ERRORS = {  # the top module of an exception that says a server was unrea
 def lost_server(error: BaseException) -> str | None:
     """The server (SERVER_ERRORS) that `error` or one of its causes says was unreachable (a connection or
     operational error of its client library), or None."""
-    seen: BaseException | None = error
-    while seen is not None:
+    for seen in error_chain(error):
         module, name = type(seen).__module__.split(".")[0], type(seen).__name__
         if module in SERVER_ERRORS and ("Operational" in name or "Connection" in name):
             return SERVER_ERRORS[module]
-        seen = seen.__cause__ or seen.__context__
     return None
 
 
@@ -117,12 +116,10 @@ def may_pass_on_retry(error: BaseException) -> bool:
     memory the machine or the GPU lacked, a lost worker. Not the inputs, the settings or the code: those fail again."""
     if lost_server(error) is not None:
         return True
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, MemoryError) or type(seen).__name__ == "OutOfMemoryError":  # torch's: the GPU's memory
-            return True
-        seen = seen.__cause__
-    return False
+    # torch's OutOfMemoryError: the GPU's memory
+    return any(
+        isinstance(seen, MemoryError) or type(seen).__name__ == "OutOfMemoryError" for seen in error_chain(error)
+    )
 
 
 def guarded_step(compute: AssetCompute) -> AssetCompute:

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gan_core.errors import error_chain
+
 
 def _default_mode() -> int:
     """The permission bits a plain `open(path, "w")` would give (0o666 less the umask); mkstemp's are 0o600."""
@@ -54,9 +56,16 @@ TEMPORARY_SUFFIX = ".tmp"
 
 
 def _writer_tag() -> str:
-    """This process as it appears in its temporary names: `<host>~<pid>` (the host reduced to letters, digits, '-')."""
-    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
-    return f"{host}~{os.getpid()}"
+    """This process as it appears in its temporary names: `<host>~<pid>`, the host being its name reduced to letters,
+    digits and '-', then a digest of its full name and of this process's pid namespace (two containers of one name
+    sharing a volume, or two names reduced alike, are two hosts)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    name = socket.gethostname()
+    digest = hashlib.sha256(f"{name}/{namespace}".encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9-]', '-', name)[:48]}-{digest}~{os.getpid()}"
 
 
 def _temporary_prefix(final_path: Path) -> str:
@@ -69,7 +78,7 @@ def _process_exists(pid: int) -> bool:
         os.kill(pid, 0)  # signal 0: no signal is sent, only the process looked up
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process: it exists
+    except (PermissionError, OverflowError, ValueError):  # another user's process, or no pid: left alone
         return True
     return True
 
@@ -132,12 +141,11 @@ def ensure_space(path: str | os.PathLike[str], needed: int) -> None:
 def _is_out_of_space(error: BaseException) -> bool:
     """Whether `error` or one of its causes is a write that found the disk full (ENOSPC or EDQUOT; h5py puts the
     errno in its message)."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+    for seen in error_chain(error):
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if "No space left on device" in str(error) or "errno = 28" in str(error):
+        if "No space left on device" in str(seen) or "errno = 28" in str(seen):
             return True
-        error = error.__cause__ or error.__context__
     return False
 
 
@@ -153,9 +161,9 @@ def atomic_output(
     that runs out of space raises DiskFullError, the temporary file removed and everything else untouched."""
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_temporaries(final_path)  # first: a killed writer's leftover may be what fills the disk
     if size is not None:
         ensure_space(final_path, size)
-    remove_abandoned_temporaries(final_path)
     fd, tmp_name = tempfile.mkstemp(
         prefix=_temporary_prefix(final_path), suffix=TEMPORARY_SUFFIX, dir=final_path.parent
     )

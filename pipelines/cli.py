@@ -229,7 +229,7 @@ def _execute(
         print(f"      {cause}", flush=True)
         wait, lost_attempt, attempt_id = backoff_seconds(attempt, retry_backoff), attempt_id, str(uuid.uuid4())
         which = f"run {attempt_id}" if executor != "celery" else f"the run tagged {ATTEMPT_ID_TAG}={attempt_id}"
-        print(f"      retry {attempt} of {retries} in {wait:.0f} s: {which}", flush=True)
+        print(f"      retry {attempt} of {retries} in {wait:.3g} s: {which}", flush=True)
         time.sleep(wait)
         end_lost_run(instance, lost_attempt, cause)
     raise AssertionError("the loop returns or exits")
@@ -417,7 +417,8 @@ def print_summary(summary_csv: str, dataset: str, experiments: list[str] | None 
     table = table[table["dataset"] == dataset]
     if experiments is not None:
         table = table[table["model"].isin(experiments) | table["seeds"].isna()]
-    table = table.dropna(axis="columns", how="all")  # a metric no row here has (the probe before inference_job)
+    if not table.empty:  # a metric no row here has (the probe before inference_job)
+        table = table.dropna(axis="columns", how="all")
     shown = presented(table).rename(
         columns={
             "log_likelihood": "Parzen (nats)",
@@ -693,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
         "default": None,
         "metavar": "SECONDS",
         "help": "the wait before the first retry of a run that failed for a reason a retry can fix, 3 times longer "
-        "each retry after it (default: 10)",
+        "each retry after it (default: 10; at most 3600)",
     }
     run.add_argument("--executor", **executor_flag)
     run.add_argument("--retry-backoff", **retry_backoff_flag)
@@ -747,9 +748,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "sample":
         return _sample(args)
-    backoff = getattr(args, "retry_backoff", None)
-    if backoff is not None and not (math.isfinite(backoff) and backoff >= 0):
-        raise SystemExit(f"--retry-backoff: must be a non-negative number of seconds, got {backoff:g}")
+    if (backoff := getattr(args, "retry_backoff", None)) is not None:
+        from pipelines.retries import MAX_FIRST_BACKOFF_SECONDS
+
+        if not (math.isfinite(backoff) and 0 <= backoff <= MAX_FIRST_BACKOFF_SECONDS):
+            raise SystemExit(
+                f"--retry-backoff: must be a number of seconds from 0 to {MAX_FIRST_BACKOFF_SECONDS:g}, got {backoff:g}"
+            )
 
     from assets.resources import StorageResource
 

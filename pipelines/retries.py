@@ -15,11 +15,13 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.common import NOT_RETRIED_TAG, SERVER_ERRORS, lost_server
+from gan_core.errors import error_chain
 
 RETRY_OF_TAG = "gan_pipeline/retry_of"  # on a retry that `gan-pipeline run` launched: the first run's id
 ATTEMPT_TAG = "gan_pipeline/attempt"  # 1 for the first run, 2 for its first retry, ...
 DAEMON_LEAVES_IT = {"dagster/max_retries": "0"}  # on runs the CLI executes (and retries) itself
 FIRST_BACKOFF_SECONDS = 10.0
+MAX_FIRST_BACKOFF_SECONDS = 3600.0  # `--retry-backoff` at most: an hour before the first retry
 BACKOFF_FACTOR = 3.0
 
 
@@ -28,11 +30,12 @@ def max_retries(instance: dg.DagsterInstance) -> int:
     return instance.run_retries_max_retries if instance.run_retries_enabled else 0
 
 
-def backoff_seconds(retry: int, first: float | None = None) -> float:
-    """The wait before retry number `retry` (1, 2, ...): `first` (10 s by default), then 3 times longer each retry:
-    10 s, 30 s, 90 s, ... (a database or broker that restarts is back within seconds; one that is not back after
-    minutes needs a person)."""
-    return (FIRST_BACKOFF_SECONDS if first is None else first) * BACKOFF_FACTOR ** (retry - 1)
+def backoff_seconds(retry: int, first_wait_seconds: float | None = None) -> float:
+    """The wait before retry number `retry` (1, 2, ...): `first_wait_seconds` (FIRST_BACKOFF_SECONDS by default),
+    then 3 times longer each retry: 10 s, 30 s, 90 s, ... (a database or broker that restarts is back within seconds;
+    one that is not back after minutes needs a person)."""
+    first = FIRST_BACKOFF_SECONDS if first_wait_seconds is None else first_wait_seconds
+    return first * BACKOFF_FACTOR ** (retry - 1)
 
 
 INTERRUPTIONS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
@@ -77,12 +80,7 @@ def unreachable_server(error: BaseException) -> str | None:
     any other connection error), or None for any other error."""
     if (server := lost_server(error)) is not None:
         return server
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, ConnectionError):
-            return "a server"
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return "a server" if any(isinstance(seen, ConnectionError) for seen in error_chain(error)) else None
 
 
 ATTEMPT_ID_TAG = "gan_pipeline/attempt_id"  # the id `gan-pipeline run` gave one attempt (its run id, in process)

@@ -80,7 +80,7 @@ DOOR_CASES = {
     "zero epochs": (["--epochs", "0"], ["--epochs", "must be a positive integer", "got 0"]),
     "negative seed": (["--seeds", "0", "-1"], ["--seeds", "must be a non-negative integer", "got -1"]),
     "repeated seed": (["--seeds", "3", "3"], ["--seeds", "must be distinct", "[3] repeated"]),
-    "negative retry back-off": (["--retry-backoff", "-1"], ["--retry-backoff", "non-negative", "got -1"]),
+    "negative retry back-off": (["--retry-backoff", "-1"], ["--retry-backoff", "from 0 to 3600", "got -1"]),
 }
 
 

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from assets.common import NOT_RETRIED_TAG
+from assets.common import NOT_RETRIED_TAG, may_pass_on_retry
 from assets.data_assets import preprocessed_dataset
 from assets.evaluation_assets import evaluation_report, parzen_bandwidth, parzen_log_likelihood
 from assets.model_assets import gan_model, generated_samples
@@ -184,3 +184,38 @@ def test_missing_dataset_file_fails_before_training(storage, instance) -> None:
         f"dataset file {storage.layout.dataset_file('mnist')} does not exist"
         in failure.step_failure_data.error.cause.message
     )
+
+
+def test_a_failure_is_retried_for_a_lost_server_or_memory_only_and_a_looping_chain_ends() -> None:
+    """`may_pass_on_retry` and the CLI's `unreachable_server` read the whole chain of an error (its causes and the
+    errors it was raised while handling), each exception once: a chain that loops back on itself ends."""
+    import sqlalchemy.exc
+
+    from gan_core.errors import error_chain
+    from pipelines.retries import unreachable_server
+
+    first, second = KeyError("a"), ValueError("b")
+    second.__cause__, first.__cause__ = first, second  # a loop
+    assert list(error_chain(second)) == [second, first]
+    assert not may_pass_on_retry(second) and unreachable_server(second) is None
+
+    database = sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("refused"))
+    try:
+        try:
+            raise database
+        except sqlalchemy.exc.OperationalError:
+            raise RuntimeError("the step's own error, raised while the database was away") from None
+    except RuntimeError as suppressed:
+        assert not may_pass_on_retry(suppressed)  # `from None`: the database error is not its story
+    try:
+        try:
+            raise database
+        except sqlalchemy.exc.OperationalError:
+            raise RuntimeError("storing the event failed")  # noqa: B904 (the context is the point)
+    except RuntimeError as during:
+        assert may_pass_on_retry(during)
+        assert unreachable_server(during) == "the Dagster instance's database (PostgreSQL/SQLite)"
+    assert may_pass_on_retry(RuntimeError("step")) is False
+    out_of_memory = RuntimeError("step")
+    out_of_memory.__cause__ = MemoryError()
+    assert may_pass_on_retry(out_of_memory)

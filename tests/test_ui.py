@@ -187,7 +187,10 @@ class DagsterDev:
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                status = Path(f"/proc/{self.process.pid}/status").read_text()
+                try:
+                    status = Path(f"/proc/{self.process.pid}/status").read_text()
+                except OSError:  # it ended just now
+                    status = "gone"
                 state = " ".join(line for line in status.splitlines() if line.startswith(("State", "Sig", "Shd")))
                 self.log.write(
                     f"\n[test] dagster dev did not stop 20 s after SIGTERM ({state}); SIGTERM to its group\n"
