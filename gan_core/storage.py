@@ -55,22 +55,22 @@ def durable_replace(source: str | os.PathLike[str], target: str | os.PathLike[st
 TEMPORARY_SUFFIX = ".tmp"
 
 
-def _writer_tag() -> str:
-    """This process as it appears in its temporary names: `<host>~<pid>`, the host being its name reduced to letters,
-    digits and '-', then a digest of its full name and of this process's pid namespace (two containers of one name
-    sharing a volume, or two names reduced alike, are two hosts)."""
+def _writer_host() -> str:
+    """This host as it appears in temporary names: its name reduced to letters, digits and '-', then a digest of its
+    full name and of this process's pid namespace (two containers of one name sharing a volume, or two names reduced
+    alike, are two hosts)."""
     try:
         namespace = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         namespace = 0
     name = socket.gethostname()
     digest = hashlib.sha256(f"{name}/{namespace}".encode()).hexdigest()[:8]
-    return f"{re.sub(r'[^A-Za-z0-9-]', '-', name)[:48]}-{digest}~{os.getpid()}"
+    return f"{re.sub(r'[^A-Za-z0-9-]', '-', name)[:48]}-{digest}"
 
 
 def _temporary_prefix(final_path: Path) -> str:
     """The start of every temporary name of `final_path`: `.<name>.<host>~<pid>.` (then mkstemp's letters, `.tmp`)."""
-    return f".{final_path.name}.{_writer_tag()}."
+    return f".{final_path.name}.{_writer_host()}~{os.getpid()}."
 
 
 def _process_exists(pid: int) -> bool:
@@ -87,8 +87,10 @@ def remove_abandoned_temporaries(final_path: str | os.PathLike[str]) -> list[Pat
     """Remove the temporary files and folders of `final_path` whose writer was a process of this host that no longer
     exists (killed before its cleanup ran), and return them. A live writer's, or another host's, are left alone."""
     final_path = Path(final_path)
-    pattern = re.compile(rf"\.{re.escape(final_path.name)}\.(?P<host>[A-Za-z0-9-]+)~(?P<pid>\d+)\.[^.]+\.tmp")
-    this_host = _writer_tag().split("~")[0]
+    pattern = re.compile(
+        rf"\.{re.escape(final_path.name)}\.(?P<host>[A-Za-z0-9-]+)~(?P<pid>\d+)\.[^.]+{re.escape(TEMPORARY_SUFFIX)}"
+    )
+    this_host = _writer_host()
     removed = []
     for candidate in final_path.parent.glob(f".{glob.escape(final_path.name)}.*{TEMPORARY_SUFFIX}"):
         match = pattern.fullmatch(candidate.name)

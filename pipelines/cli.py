@@ -229,7 +229,7 @@ def _execute(
         print(f"      {cause}", flush=True)
         wait, lost_attempt, attempt_id = backoff_seconds(attempt, retry_backoff), attempt_id, str(uuid.uuid4())
         which = f"run {attempt_id}" if executor != "celery" else f"the run tagged {ATTEMPT_ID_TAG}={attempt_id}"
-        print(f"      retry {attempt} of {retries} in {wait:.3g} s: {which}", flush=True)
+        print(f"      retry {attempt} of {retries} in {wait:g} s: {which}", flush=True)
         time.sleep(wait)
         end_lost_run(instance, lost_attempt, cause)
     raise AssertionError("the loop returns or exits")
